@@ -1,0 +1,117 @@
+"""The bus: what every CoinLink process shares with the others.
+
+One interface, two implementations: :mod:`coinlink.bus.redis` (many workers and instances)
+and :mod:`coinlink.bus.memory` (the embedded default, one process). It offers
+
+* **channels**: ``publish`` gives each message the channel's next sequence number (global
+  across every publisher, contiguous, starting at 1), keeps the last ``history_size``
+  messages of the channel and delivers the message to every current subscriber, in order;
+* **key/value** with optional TTL and **atomic counters**;
+* **leases** with a fencing token, so exactly one holder runs a singleton job and a stale
+  holder can be told apart from the current one by its smaller token.
+
+Payloads are ``bytes`` (already-encoded JSON): the bus never re-encodes them, so a hub can
+hand the same bytes to every socket.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+
+class BusError(Exception):
+    """The bus could not do what was asked (backend unreachable or timed out)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    channel: str
+    seq: int
+    data: bytes
+
+
+class Subscription(abc.ABC):
+    """A set of channels whose messages arrive through ``async for``; change it at any time."""
+
+    @abc.abstractmethod
+    async def subscribe(self, *channels: str) -> None: ...
+
+    @abc.abstractmethod
+    async def unsubscribe(self, *channels: str) -> None: ...
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[Message]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class Bus(abc.ABC):
+    """See the module docstring; every method raises :class:`BusError` on backend failure."""
+
+    backend: str
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Open connections (called once per worker, in a listener)."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Return when the backend answers; raise :class:`BusError` otherwise."""
+
+    # Channels
+    @abc.abstractmethod
+    async def publish(self, channel: str, data: bytes) -> int:
+        """Assign the next sequence number, record in history, deliver; return the seq."""
+
+    @abc.abstractmethod
+    async def history(self, channel: str, since: int = 0) -> list[Message] | None:
+        """Messages with ``seq > since``, oldest first.
+
+        ``None`` when history no longer reaches back to ``since + 1`` (the caller then needs
+        a snapshot); ``[]`` when nothing newer exists.
+        """
+
+    @abc.abstractmethod
+    async def last_seq(self, channel: str) -> int:
+        """The channel's latest sequence number (0 before the first publish)."""
+
+    @abc.abstractmethod
+    def subscription(self) -> Subscription:
+        """A new, empty subscription (a worker's hub needs exactly one)."""
+
+    # Key/value
+    @abc.abstractmethod
+    async def get(self, key: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+
+    @abc.abstractmethod
+    async def delete(self, key: str) -> None: ...
+
+    @abc.abstractmethod
+    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+        """Atomically add ``amount``; ``ttl_s`` is applied when the counter is created."""
+
+    # Leases
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Take the lease if free (or already ours): the fencing token, else ``None``.
+
+        A new acquisition gets a token larger than every earlier one; re-acquiring a lease
+        one still holds returns the same token and extends it.
+        """
+
+    @abc.abstractmethod
+    async def renew_lease(self, name: str, holder: str, token: int, ttl_s: float) -> bool:
+        """Extend the lease when ``holder`` still holds it with ``token``."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, holder: str, token: int) -> None:
+        """Give the lease up (no effect when it has passed to someone else)."""

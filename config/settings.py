@@ -1,0 +1,270 @@
+"""Typed settings read from ``COINLINK_*`` environment variables (and an optional ``.env``).
+
+Every rule about a value lives on its field, so one ``ValidationError`` names every bad
+or missing variable at once; :func:`load_settings` turns it into a single
+:class:`ConfigError` that the CLI prints before exiting with code 2.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import secrets
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+CommaList = Annotated[list[str], NoDecode]
+
+DEV_DATABASE_URL = "sqlite://var/coinlink.sqlite3"
+DEV_CORS_ORIGINS = ["http://localhost:8000", "http://127.0.0.1:8000"]
+MIN_SECRET_BYTES = 32
+MIN_PRODUCTION_BCRYPT_ROUNDS = 12
+# Words that mark a value copied from an example file rather than generated.
+_PLACEHOLDER_WORDS = (
+    "changeme", "change-me", "change_me", "replaceme", "replace-me", "placeholder",
+    "example", "your-secret", "yoursecret", "notasecret", "insecure", "dummy", "xxxxxxxx",
+)
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
+_SECRET_FIELDS = ("jwt_secret", "sentry_dsn")
+
+
+class ConfigError(Exception):
+    """Invalid configuration: ``problems`` names each variable and what is wrong with it."""
+
+    def __init__(self, env: str, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration for COINLINK_ENV={env}:\n{lines}")
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def _is_production(info: ValidationInfo) -> bool:
+    return info.data.get("env") == "production"
+
+
+class Settings(BaseSettings):
+    """CoinLink's settings. Field docstrings double as the operator's reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="COINLINK_",
+        env_file=".env",
+        extra="ignore",
+        validate_default=True,
+        frozen=True,
+    )
+
+    env: Environment = "development"
+    """``development`` (embedded defaults), ``test`` or ``production`` (strict)."""
+
+    database_url: str | None = None
+    """``postgres://user:pass@host:5432/db`` or ``sqlite://path``; development: SQLite under ./var/."""
+
+    redis_url: str | None = None
+    """``redis://host:6379/0``; unset means the in-process bus (one process only)."""
+
+    jwt_secret: SecretStr | None = None
+    """HMAC secret for access tokens, at least 32 bytes; development generates an ephemeral one."""
+
+    cors_origins: CommaList = Field(default_factory=list)
+    """Comma-separated exact origins allowed by CORS and the WebSocket handshake."""
+
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    """bcrypt cost factor; production refuses less than 12."""
+
+    host: str = "127.0.0.1"
+    """Address ``coinlink serve`` binds to."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port ``coinlink serve`` listens on."""
+
+    workers: int | None = Field(default=None, ge=1, le=256)
+    """Worker processes; default 1 in development, one per core in production."""
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest accepted request body; larger ones get 413."""
+
+    docs_enabled: bool = True
+    """Serve ``/docs`` and ``/docs/openapi.json``."""
+
+    check_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    """Deadline of each ``/readyz`` check."""
+
+    redis_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    """Socket and connect timeout of every Redis call."""
+
+    bus_history_size: int = Field(default=100, ge=1, le=100_000)
+    """Messages kept per bus channel for recovery after a reconnect."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level that is logged."""
+
+    log_format: Literal["json", "console"] | None = None
+    """``json`` or ``console``; default console in development, json elsewhere."""
+
+    access_log: bool = True
+    """Log one line per HTTP request."""
+
+    sentry_dsn: SecretStr | None = None
+    """Enables Sentry error reporting (no PII is sent)."""
+
+    auto_migrate: bool | None = None
+    """Apply pending migrations on ``serve``; default on in development, off in production."""
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _lower_env(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        return _split_commas(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        scheme = urlsplit(value).scheme if value else ""
+        if _is_production(info):
+            if scheme not in ("postgres", "postgresql", "asyncpg"):
+                raise ValueError("required in production: a postgres:// URL")
+        elif value and scheme not in ("postgres", "postgresql", "asyncpg", "sqlite"):
+            raise ValueError("must be a postgres:// or sqlite:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        scheme = urlsplit(value).scheme if value else ""
+        if value and scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if _is_production(info) and not value:
+            raise ValueError("required in production: a redis:// URL")
+        return value
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            if _is_production(info):
+                raise ValueError(f"required in production: at least {MIN_SECRET_BYTES} random bytes")
+            return None
+        raw = value.get_secret_value()
+        if len(raw.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+        lowered = raw.lower()
+        if any(word in lowered for word in _PLACEHOLDER_WORDS) or len(set(raw)) < 10:
+            raise ValueError("looks like a placeholder; generate one with `openssl rand -hex 32`")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        bad = [origin for origin in value if not _ORIGIN_RE.match(origin)]
+        if bad:
+            raise ValueError(f"not exact origins (scheme://host[:port]): {', '.join(bad)}")
+        if not value:
+            if _is_production(info):
+                raise ValueError("required in production: comma-separated exact origins")
+            return list(DEV_CORS_ORIGINS)
+        return value
+
+    @field_validator("bcrypt_rounds")
+    @classmethod
+    def _check_rounds(cls, value: int, info: ValidationInfo) -> int:
+        if _is_production(info) and value < MIN_PRODUCTION_BCRYPT_ROUNDS:
+            raise ValueError(f"must be at least {MIN_PRODUCTION_BCRYPT_ROUNDS} in production")
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", value):
+                raise ValueError("must be an IP address or a host name") from None
+        return value
+
+    # Derived values: one place decides each default that depends on the environment.
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or DEV_DATABASE_URL
+
+    @property
+    def effective_workers(self) -> int:
+        if self.workers:
+            return self.workers
+        return (os.cpu_count() or 1) if self.is_production else 1
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("console" if self.env == "development" else "json")
+
+    @property
+    def effective_auto_migrate(self) -> bool:
+        return self.auto_migrate if self.auto_migrate is not None else not self.is_production
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings for display, with secrets and URL passwords masked."""
+        shown: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name in _SECRET_FIELDS:
+                value = "********" if value is not None else None
+            elif name in ("database_url", "redis_url") and value:
+                value = _mask_url_password(value)
+            shown[f"COINLINK_{name.upper()}"] = value
+        shown["COINLINK_DATABASE_URL"] = _mask_url_password(self.effective_database_url)
+        shown["COINLINK_WORKERS"] = self.effective_workers
+        shown["COINLINK_LOG_FORMAT"] = self.effective_log_format
+        shown["COINLINK_AUTO_MIGRATE"] = self.effective_auto_migrate
+        return shown
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":********@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return f"COINLINK_{str(loc[0]).upper()}" if loc else "COINLINK_?"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise :class:`ConfigError` naming every problem."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        env = str(overrides.get("env") or _peek_env())
+        problems = []
+        for error in exc.errors():
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{_env_name(error['loc'])}: {message}")
+        raise ConfigError(env, problems) from None
+
+
+def _peek_env() -> str:
+    return os.environ.get("COINLINK_ENV", "development")
+
+
+def ephemeral_secret() -> str:
+    """A throwaway JWT secret for development and tests; tokens die with the process."""
+    return secrets.token_urlsafe(48)
