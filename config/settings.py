@@ -26,8 +26,19 @@ MIN_SECRET_BYTES = 32
 MIN_PRODUCTION_BCRYPT_ROUNDS = 12
 # Words that mark a value copied from an example file rather than generated.
 _PLACEHOLDER_WORDS = (
-    "changeme", "change-me", "change_me", "replaceme", "replace-me", "placeholder",
-    "example", "your-secret", "yoursecret", "notasecret", "insecure", "dummy", "xxxxxxxx",
+    "changeme",
+    "change-me",
+    "change_me",
+    "replaceme",
+    "replace-me",
+    "placeholder",
+    "example",
+    "your-secret",
+    "yoursecret",
+    "notasecret",
+    "insecure",
+    "dummy",
+    "xxxxxxxx",
 )
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _SECRET_FIELDS = ("jwt_secret", "sentry_dsn")
@@ -61,13 +72,14 @@ class Settings(BaseSettings):
         extra="ignore",
         validate_default=True,
         frozen=True,
+        use_attribute_docstrings=True,
     )
 
     env: Environment = "development"
     """``development`` (embedded defaults), ``test`` or ``production`` (strict)."""
 
     database_url: str | None = None
-    """``postgres://user:pass@host:5432/db`` or ``sqlite://path``; development: SQLite under ./var/."""
+    """``postgres://user:pass@host:5432/db`` or ``sqlite://path``; default SQLite under ./var/."""
 
     redis_url: str | None = None
     """``redis://host:6379/0``; unset means the in-process bus (one process only)."""
@@ -156,7 +168,9 @@ class Settings(BaseSettings):
     def _check_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None:
             if _is_production(info):
-                raise ValueError(f"required in production: at least {MIN_SECRET_BYTES} random bytes")
+                raise ValueError(
+                    f"required in production: at least {MIN_SECRET_BYTES} random bytes"
+                )
             return None
         raw = value.get_secret_value()
         if len(raw.encode()) < MIN_SECRET_BYTES:

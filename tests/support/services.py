@@ -42,7 +42,9 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
 
 def redis_answers(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping())
+        return bool(
+            redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping()
+        )
     except (redis.RedisError, OSError):
         return False
 
@@ -64,7 +66,9 @@ def _asyncpg_dsn(url: str) -> str:
 
 
 def _binary(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None)
+    found = shutil.which(name) or next(
+        iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
+    )
     if not found:
         raise RuntimeError(f"{name} is not installed; run scripts/ensure-servers.sh")
     return found
@@ -83,9 +87,21 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
-            [_binary("redis-server"), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                _binary("redis-server"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: redis_answers(self.url), 10, "redis-server")
         return self
@@ -113,20 +129,35 @@ class PostgresServer:
         if os.geteuid() == 0:  # PostgreSQL refuses to run as root.
             shutil.chown(self.directory, user="postgres")
             prefix = ["runuser", "-u", "postgres", "--"]
-        subprocess.run([*prefix, *argv], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            [*prefix, *argv], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
 
     def start(self) -> PostgresServer:
         data = self.directory / "data"
-        self._run(_binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self._run(_binary("pg_ctl"), "-D", str(data), "-l", str(self.directory / "log"), "-w",
-                  "-o", f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-                  "-c fsync=off -c max_connections=200", "start")
+        self._run(
+            _binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+        )
+        self._run(
+            _binary("pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "-o",
+            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c max_connections=200",
+            "start",
+        )
         wait_for(lambda: postgres_answers(self.url), 20, "PostgreSQL")
         return self
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(_binary("pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop")
+            self._run(
+                _binary("pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop"
+            )
         shutil.rmtree(self.directory, ignore_errors=True)
 
 

@@ -1,0 +1,47 @@
+"""Operations routes: liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import time
+
+from sanic import Blueprint, HTTPResponse, Request, json
+from sanic_ext import openapi
+
+from coinlink import __version__
+from coinlink.observability.metrics import render
+from coinlink.readiness import bus_check, database_check, run_checks
+
+bp = Blueprint("health")
+_STARTED = time.monotonic()
+
+
+@bp.get("/health")
+@openapi.summary("Liveness: the process answers (touches no dependency)")
+@openapi.tag("operations")
+async def health(request: Request) -> HTTPResponse:
+    return json(
+        {"status": "ok", "version": __version__, "uptime_s": round(time.monotonic() - _STARTED)}
+    )
+
+
+@bp.get("/readyz")
+@openapi.summary("Readiness: database and Redis answer within their deadline")
+@openapi.tag("operations")
+@openapi.response(200, description="ready")
+@openapi.response(503, description="a check failed; see checks")
+async def readyz(request: Request) -> HTTPResponse:
+    settings = request.app.ctx.settings
+    checks = {"database": database_check, "redis": bus_check(request.app.ctx.bus)}
+    ready, report = await run_checks(checks, settings.check_timeout_s)
+    return json(
+        {"status": "ready" if ready else "unavailable", "checks": report},
+        status=200 if ready else 503,
+    )
+
+
+@bp.get("/metrics")
+@openapi.summary("Prometheus metrics of every worker process")
+@openapi.tag("operations")
+async def metrics(request: Request) -> HTTPResponse:
+    body, content_type = render()
+    return HTTPResponse(body, content_type=content_type)

@@ -1,0 +1,5 @@
+import sys
+
+from coinlink.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""The application factory.
+
+``create_app`` only builds and wires objects: Sanic calls it in the main process and again
+in every worker, so connections (database, bus) and per-process services (logging, Sentry)
+start in ``before_server_start`` listeners, once per worker.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orjson
+from sanic import Sanic
+from sanic_ext import Extend
+
+from blueprints import health
+from coinlink import __version__, db, middleware
+from coinlink.bus import create_bus
+from coinlink.errors import EnvelopeErrorHandler
+from coinlink.observability.logging import configure_logging
+from coinlink.observability.metrics import mark_worker_dead
+from coinlink.observability.sentry import init_sentry
+from config import Settings, load_settings
+
+
+def _dumps(obj: object) -> str:
+    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> Sanic[Any, Any]:
+    settings = settings or load_settings()
+    app = Sanic(name, configure_logging=False, dumps=_dumps, error_handler=EnvelopeErrorHandler())
+    app.config.update(
+        REQUEST_MAX_SIZE=settings.max_body_bytes,
+        ACCESS_LOG=False,
+        GRACEFUL_SHUTDOWN_TIMEOUT=15.0,
+        WEBSOCKET_MAX_SIZE=64 * 1024,
+        # sanic-ext: CORS with an exact allowlist, OpenAPI under /docs, nothing else.
+        CORS_ORIGINS=",".join(settings.cors_origins),
+        CORS_ALLOW_HEADERS="authorization,content-type,x-request-id",
+        CORS_EXPOSE_HEADERS=(
+            "x-request-id,ratelimit-limit,ratelimit-remaining,ratelimit-reset,retry-after"
+        ),
+        OAS=settings.docs_enabled,
+        OAS_URL_PREFIX="/docs",
+        OAS_UI_DEFAULT="swagger",
+        OAS_UI_REDOC=False,
+        HEALTH=False,
+        HTTP_AUTO_TRACE=False,
+    )
+    app.ctx.settings = settings
+    Extend(app)
+    app.ext.openapi.describe("CoinLink", version=__version__, description=_API_DESCRIPTION)
+
+    middleware.install(
+        app, production=settings.is_production, access_log_enabled=settings.access_log
+    )
+    db.register(app, settings.effective_database_url)
+    app.blueprint(health.bp)
+
+    async def start_worker(app: Sanic[Any, Any]) -> None:
+        configure_logging(settings.log_level, settings.effective_log_format)
+        if settings.sentry_dsn is not None:
+            init_sentry(settings.sentry_dsn.get_secret_value(), settings.env)
+        app.ctx.bus = create_bus(
+            settings.redis_url,
+            history_size=settings.bus_history_size,
+            timeout_s=settings.redis_timeout_s,
+        )
+        await app.ctx.bus.start()
+
+    async def stop_worker(app: Sanic[Any, Any]) -> None:
+        await app.ctx.bus.close()
+        mark_worker_dead(os.getpid())
+
+    app.register_listener(start_worker, "before_server_start", priority=1000)
+    app.register_listener(stop_worker, "after_server_stop")
+    return app
+
+
+_API_DESCRIPTION = (
+    "Real-time crypto market data and price alerts. Every error has the shape "
+    '`{"error": {"code", "message", "details", "trace_id"}}`.'
+)

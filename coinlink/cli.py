@@ -1,0 +1,195 @@
+"""The ``coinlink`` command line: serve, migrate, check-config, users.
+
+Exit codes: 0 success, 1 a failed operation, 2 invalid configuration or arguments,
+3 migrations pending where they may not be applied automatically.
+
+Heavy imports happen inside the commands: ``serve`` must point prometheus-client at its
+multi-process directory before anything imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from pydantic import SecretStr
+
+from config import ConfigError, Settings, ephemeral_secret, load_settings
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_MIGRATIONS_PENDING = 3
+
+log = structlog.get_logger(logger_name="coinlink.cli")
+
+
+def _settings(**overrides: Any) -> Settings:
+    settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+    from coinlink.observability.logging import configure_logging
+
+    configure_logging(settings.log_level, settings.effective_log_format)
+    return settings
+
+
+def _prepare_metrics_dir() -> None:
+    """One fresh directory shared by all workers of this server, wiped before they start."""
+    from coinlink.observability.metrics import MULTIPROC_DIR_ENV
+
+    directory = os.environ.get(MULTIPROC_DIR_ENV)
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+    else:
+        os.environ[MULTIPROC_DIR_ENV] = tempfile.mkdtemp(prefix="coinlink-metrics-")
+
+
+def _ensure_jwt_secret(settings: Settings) -> Settings:
+    if settings.jwt_secret is not None:
+        return settings
+    # Exported so that every worker signs with the same secret; gone when the server stops.
+    secret = os.environ["COINLINK_JWT_SECRET"] = ephemeral_secret()
+    log.warning(
+        "ephemeral_jwt_secret",
+        message="COINLINK_JWT_SECRET is not set: using a random secret for this run only; "
+        "every token becomes invalid when the server restarts. Never do this in production.",
+    )
+    return settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+
+
+async def _migrate_or_refuse(settings: Settings) -> int:
+    from coinlink.db import apply_migrations, pending_migrations
+
+    url = settings.effective_database_url
+    if settings.effective_auto_migrate:
+        for name in await apply_migrations(url):
+            log.info("migration_applied", migration=name)
+        return 0
+    pending = await pending_migrations(url)
+    if pending:
+        log.error(
+            "migrations_pending",
+            pending=pending,
+            message="the database schema is behind this version; run `coinlink migrate` first",
+        )
+        return EXIT_MIGRATIONS_PENDING
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(host=args.host, port=args.port, workers=args.workers)
+    settings = _ensure_jwt_secret(settings)
+    status = asyncio.run(_migrate_or_refuse(settings))
+    if status:
+        return status
+    _prepare_metrics_dir()
+
+    from sanic import Sanic
+    from sanic.worker.loader import AppLoader
+
+    from coinlink.app import create_app
+
+    loader = AppLoader(factory=create_app)
+    app = loader.load()
+    app.prepare(
+        host=settings.host,
+        port=settings.port,
+        workers=settings.effective_workers,
+        access_log=False,
+        motd=False,
+        single_process=False,
+    )
+    log.info(
+        "serving",
+        url=f"http://{settings.host}:{settings.port}",
+        workers=settings.effective_workers,
+        env=settings.env,
+    )
+    Sanic.serve(primary=app, app_loader=loader)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from coinlink.db import apply_migrations
+
+    applied = asyncio.run(apply_migrations(settings.effective_database_url))
+    for name in applied:
+        print(f"applied {name}")
+    if not applied:
+        print("database is up to date")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    print(json.dumps(settings.masked(), indent=2, default=str))
+    return 0
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from coinlink.users import UserError, create_user_cli
+
+    try:
+        user_id, email = asyncio.run(
+            create_user_cli(settings, args.email, args.password, args.display_name, args.admin)
+        )
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    role = "admin" if args.admin else "user"
+    print(f"created {role} {email} ({user_id})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coinlink", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP and WebSocket server")
+    serve.add_argument("--host", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8000)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (default 1; one per core in production)"
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    commands.add_parser("migrate", help="apply pending migrations (idempotent)").set_defaults(
+        func=cmd_migrate
+    )
+    commands.add_parser(
+        "check-config", help="validate and print the settings, secrets masked"
+    ).set_defaults(func=cmd_check_config)
+
+    users = commands.add_parser("users", help="manage users").add_subparsers(
+        dest="users_command", required=True
+    )
+    create = users.add_parser("create", help="create a user")
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", required=True)
+    create.add_argument("--display-name", default="")
+    create.add_argument("--admin", action="store_true", help="grant admin rights")
+    create.set_defaults(func=cmd_users_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.func(args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_CONFIG
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

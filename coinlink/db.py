@@ -1,0 +1,105 @@
+"""The database: Tortoise configuration, per-worker registration and migrations.
+
+Migrations use tortoise-orm 1.x's built-in migration framework rather than aerich: its
+operations are rendered by each backend's schema editor, so one migration file applies to
+SQLite (the embedded default) and PostgreSQL alike, while aerich stores dialect-bound SQL.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sanic import Sanic
+from tortoise import Tortoise
+from tortoise.connection import get_connection
+from tortoise.contrib.sanic import register_tortoise
+from tortoise.migrations.api import migrate as tortoise_migrate
+from tortoise.migrations.executor import MigrationExecutor, PlanStep
+
+from models import MODEL_MODULES
+
+APP_LABEL = "models"
+MIGRATIONS_MODULE = "migrations"
+
+
+class PendingMigrationsError(RuntimeError):
+    """The database schema is behind the code."""
+
+    def __init__(self, pending: list[str]) -> None:
+        self.pending = pending
+        super().__init__(
+            f"{len(pending)} migration(s) pending: {', '.join(pending)}; "
+            "run `coinlink migrate` before serving"
+        )
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": database_url},
+        "apps": {
+            APP_LABEL: {
+                "models": list(MODEL_MODULES),
+                "default_connection": "default",
+                "migrations": MIGRATIONS_MODULE,
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def ensure_sqlite_directory(database_url: str) -> None:
+    """SQLite creates the file but not its directory (``./var/`` on a fresh checkout)."""
+    parts = urlsplit(database_url)
+    if parts.scheme == "sqlite":
+        path = (parts.netloc + parts.path).split("?", 1)[0]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def register(app: Sanic[Any, Any], database_url: str) -> None:
+    """Open the ORM in every worker (``before_server_start``) and close it on stop."""
+    ensure_sqlite_directory(database_url)
+    register_tortoise(app, config=tortoise_config(database_url))
+
+
+async def _plan(database_url: str) -> list[PlanStep]:
+    await Tortoise.init(config=tortoise_config(database_url), init_connections=False)
+    try:
+        apps = tortoise_config(database_url)["apps"]
+        return await MigrationExecutor(get_connection("default"), apps).plan(None)
+    finally:
+        await Tortoise.close_connections()
+
+
+async def pending_migrations(database_url: str) -> list[str]:
+    ensure_sqlite_directory(database_url)
+    return [step.migration.name for step in await _plan(database_url) if not step.backward]
+
+
+async def apply_migrations(
+    database_url: str, progress: Callable[[str], object] | None = None
+) -> list[str]:
+    """Apply every pending migration; idempotent. Returns the names applied."""
+    pending = await pending_migrations(database_url)
+    if pending:
+        await Tortoise.init(config=tortoise_config(database_url), init_connections=False)
+        try:
+            await tortoise_migrate(config=tortoise_config(database_url))
+        finally:
+            await Tortoise.close_connections()
+    for name in pending:
+        if progress:
+            progress(name)
+    return pending
+
+
+# For Tortoise's own CLI when writing a new migration:
+#   .venv/bin/tortoise -c coinlink.db.TORTOISE_ORM makemigrations
+TORTOISE_ORM = tortoise_config(
+    os.environ.get("COINLINK_DATABASE_URL", "sqlite://var/coinlink.sqlite3")
+)

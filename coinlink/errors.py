@@ -1,0 +1,156 @@
+"""The one error envelope, for every error from every route.
+
+``{"error": {"code", "message", "details", "trace_id"}}``. Handlers raise :class:`ApiError`
+(or a subclass); Sanic's own exceptions (404, 405, 413, ...) and anything unexpected are
+rendered by :class:`EnvelopeErrorHandler` in the same shape. A 500 is logged with the trace
+id and the traceback; the client only ever sees a generic message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+from pydantic import ValidationError
+from sanic import HTTPResponse, Request
+from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
+
+from coinlink.tracing import trace_id_of
+
+log = structlog.get_logger(logger_name="coinlink.errors")
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    416: "range_not_satisfiable",
+    422: "validation_error",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "service_unavailable",
+}
+_SANIC_MESSAGES = {
+    404: "no such route",
+    405: "method not allowed on this route",
+    413: "request body too large",
+}
+
+
+class ApiError(Exception):
+    """An error with a status, a stable ``code`` and a human message."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status or self.status
+        self.code = code or self.code
+        self.details = details
+        self.headers = headers or {}
+
+
+class InvalidJson(ApiError):
+    status = 400
+    code = "invalid_json"
+
+
+class RequestValidationError(ApiError):
+    """422 with ``details.fields``: ``{"field.path": "what is wrong"}``."""
+
+    status = 422
+    code = "validation_error"
+
+    def __init__(self, fields: dict[str, str], message: str = "request is invalid") -> None:
+        super().__init__(message, details={"fields": fields})
+
+    @classmethod
+    def from_pydantic(cls, exc: ValidationError, prefix: str = "") -> RequestValidationError:
+        fields: dict[str, str] = {}
+        for error in exc.errors(include_url=False):
+            path = ".".join(str(part) for part in error["loc"]) or "body"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown or read-only field"
+            fields.setdefault(prefix + path, message)
+        return cls(fields)
+
+
+class NotFound(ApiError):
+    status = 404
+    code = "not_found"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "service_unavailable"
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None, trace_id: str) -> bytes:
+    return orjson.dumps(
+        {"error": {"code": code, "message": message, "details": details, "trace_id": trace_id}}
+    )
+
+
+def error_response(
+    request: Request | None,
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> HTTPResponse:
+    body = error_body(code, message, details, trace_id_of(request))
+    return HTTPResponse(body, status=status, headers=headers, content_type="application/json")
+
+
+class EnvelopeErrorHandler(ErrorHandler):
+    """Renders every exception Sanic catches as the envelope."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, ApiError):
+            return error_response(
+                request,
+                exception.status,
+                exception.code,
+                exception.message,
+                exception.details,
+                exception.headers,
+            )
+        if isinstance(exception, SanicException) and exception.status_code < 500:
+            status = exception.status_code
+            code = _CODES_BY_STATUS.get(status, "error")
+            message = _SANIC_MESSAGES.get(status) or str(exception) or code.replace("_", " ")
+            headers = dict(getattr(exception, "headers", None) or {})
+            return error_response(request, status, code, message, None, headers)
+        status = getattr(exception, "status_code", 500)
+        status = status if isinstance(status, int) and 500 <= status < 600 else 500
+        log.error(
+            "unhandled_exception",
+            trace_id=trace_id_of(request),
+            error_type=type(exception).__name__,
+            exc_info=exception,
+        )
+        return error_response(
+            request,
+            status,
+            _CODES_BY_STATUS.get(status, "internal_error"),
+            "internal server error; quote the trace id when reporting it",
+        )

@@ -1,0 +1,84 @@
+"""HTTP middleware: trace id, security headers, metrics and the access log.
+
+Two small hooks instead of a chain, because every request pays for them (``bench/http.py``
+measures the cost against a bare Sanic app). CORS comes from sanic-ext and the body limit
+from Sanic's ``REQUEST_MAX_SIZE``; both errors go through the envelope handler.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any
+
+import structlog
+from sanic import Request, Sanic
+from sanic.response import BaseHTTPResponse
+
+from coinlink.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from coinlink.tracing import trace_id_for, trace_id_of
+
+access_log = structlog.get_logger(logger_name="coinlink.access")
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The docs page loads its UI script from a CDN, so it only forbids framing.
+DOCS_CSP = "frame-ancestors 'none'"
+UNMATCHED_ROUTE = "<unmatched>"
+
+
+def security_headers(production: bool) -> dict[str, str]:
+    headers = {
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+        "Content-Security-Policy": API_CSP,
+    }
+    if production:
+        headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+    return headers
+
+
+def route_label(request: Request) -> str:
+    """The route template, never the raw path: raw paths would explode metric cardinality."""
+    route = request.route
+    return "/" + route.path if route is not None else UNMATCHED_ROUTE
+
+
+def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool) -> None:
+    base_headers = security_headers(production)
+
+    async def begin(request: Request) -> None:
+        structlog.contextvars.clear_contextvars()
+        trace_id = request.ctx.trace_id = trace_id_for(request.headers.get("x-request-id"))
+        request.ctx.started = perf_counter()
+        structlog.contextvars.bind_contextvars(trace_id=trace_id)
+        HTTP_IN_FLIGHT.inc()
+
+    async def finish(request: Request, response: BaseHTTPResponse) -> None:
+        headers = response.headers
+        headers.update(base_headers)
+        if request.path.startswith("/docs"):
+            headers["Content-Security-Policy"] = DOCS_CSP
+        if "authorization" in request.headers:
+            headers["Cache-Control"] = "no-store"
+        headers["X-Request-ID"] = trace_id_of(request)
+
+        started: float | None = getattr(request.ctx, "started", None)
+        if started is None:  # failed before the request hook (a 413 while reading, say)
+            return
+        HTTP_IN_FLIGHT.dec()
+        elapsed = perf_counter() - started
+        route = route_label(request)
+        HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
+        HTTP_DURATION.labels(request.method, route).observe(elapsed)
+        if access_log_enabled:
+            access_log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                route=route,
+                status=response.status,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+
+    app.register_middleware(begin, "request", priority=1000)
+    app.register_middleware(finish, "response", priority=1000)

@@ -1,0 +1,106 @@
+"""Every error, Sanic's own included, has the contract's envelope and never a traceback."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from sanic import HTTPResponse, Request, Sanic, json
+from sanic_testing.reusable import ReusableClient
+
+from coinlink.validation import Body, parse_body
+from tests.support.services import free_port
+
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Echo(Body):
+    name: str
+    count: int
+
+
+@pytest.fixture(scope="module")
+def client(app: Sanic) -> Iterator[ReusableClient]:
+    # Routes that exist only here, to drive the parsing and failure paths end to end.
+    async def echo(request: Request) -> HTTPResponse:
+        body = parse_body(request, Echo)
+        return json(body.model_dump())
+
+    async def boom(request: Request) -> HTTPResponse:
+        raise RuntimeError("secret internal detail /etc/passwd")
+
+    app.add_route(echo, "/_test/echo", methods=["POST"])
+    app.add_route(boom, "/_test/boom")
+    with ReusableClient(app, port=free_port()) as client:
+        yield client
+
+
+def assert_envelope(response, status: int, code: str) -> dict:
+    assert response.status == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json["error"]
+    assert set(error) == {"code", "message", "details", "trace_id"}
+    assert error["code"] == code
+    assert error["message"]
+    assert error["trace_id"] == response.headers["x-request-id"]
+    return error
+
+
+def test_unknown_route_is_404_envelope(client: ReusableClient) -> None:
+    _, response = client.get("/no/such/route")
+    assert_envelope(response, 404, "not_found")
+
+
+def test_wrong_method_is_405_envelope_with_allow(client: ReusableClient) -> None:
+    _, response = client.delete("/health")
+    assert_envelope(response, 405, "method_not_allowed")
+    assert "GET" in response.headers.get("allow", "")
+
+
+def test_malformed_json_is_400_invalid_json(client: ReusableClient) -> None:
+    _, response = client.post(
+        "/_test/echo", content=b'{"name": "x", ', headers={"content-type": "application/json"}
+    )
+    assert_envelope(response, 400, "invalid_json")
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'"text"', b""])
+def test_body_that_is_not_an_object_is_400(client: ReusableClient, body: bytes) -> None:
+    _, response = client.post("/_test/echo", content=body)
+    assert_envelope(response, 400, "invalid_json")
+
+
+def test_validation_error_is_422_naming_each_field(client: ReusableClient) -> None:
+    _, response = client.post("/_test/echo", json={"count": "many", "is_admin": True})
+    error = assert_envelope(response, 422, "validation_error")
+    fields = error["details"]["fields"]
+    assert set(fields) == {"name", "count", "is_admin"}
+    assert "read-only" in fields["is_admin"]
+
+
+def test_valid_body_passes(client: ReusableClient) -> None:
+    _, response = client.post("/_test/echo", json={"name": " ada ", "count": 3})
+    assert response.status == 200
+    assert response.json == {"name": "ada", "count": 3}
+
+
+def test_body_over_limit_is_413(client: ReusableClient, app: Sanic) -> None:
+    limit = app.ctx.settings.max_body_bytes
+    _, response = client.post("/_test/echo", content=b"x" * (limit + 1))
+    assert_envelope(response, 413, "payload_too_large")
+
+
+def test_body_at_limit_is_accepted_for_parsing(client: ReusableClient, app: Sanic) -> None:
+    limit = app.ctx.settings.max_body_bytes
+    padding = "y" * (limit - len('{"name":"","count":1}'))
+    _, response = client.post("/_test/echo", content=f'{{"name":"{padding}","count":1}}'.encode())
+    assert response.status == 200
+
+
+def test_unhandled_exception_is_500_without_traceback(client: ReusableClient) -> None:
+    _, response = client.get("/_test/boom")
+    error = assert_envelope(response, 500, "internal_error")
+    assert TRACE_ID.match(error["trace_id"])
+    for leak in ("Traceback", "RuntimeError", "secret internal detail", "/etc/passwd", 'File "'):
+        assert leak not in response.text

@@ -1,0 +1,56 @@
+"""Liveness, readiness, metrics and docs."""
+
+from __future__ import annotations
+
+from sanic_testing.reusable import ReusableClient
+
+from coinlink import __version__
+
+
+def test_health(client: ReusableClient) -> None:
+    _, response = client.get("/health")
+    assert response.status == 200
+    assert response.json["status"] == "ok"
+    assert response.json["version"] == __version__
+    assert isinstance(response.json["uptime_s"], int)
+
+
+def test_readyz_reports_each_dependency(client: ReusableClient) -> None:
+    _, response = client.get("/readyz")
+    assert response.status == 200, response.text
+    body = response.json
+    assert body["status"] == "ready"
+    assert body["checks"]["database"]["status"] == "ok"
+    assert body["checks"]["database"]["backend"] == "postgres"
+    assert body["checks"]["redis"] == {
+        **body["checks"]["redis"],
+        "status": "ok",
+        "backend": "redis",
+    }
+
+
+def test_metrics_count_requests_by_route_template(client: ReusableClient) -> None:
+    client.get("/no/such/route/1")
+    client.get("/no/such/route/2")
+    _, response = client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'http_requests_total{method="GET",route="<unmatched>",status="404"}' in text
+    assert "/no/such/route/1" not in text  # raw paths never become labels
+    assert "http_request_duration_seconds_bucket" in text
+    assert 'le="0.15"' in text
+    assert "http_requests_in_flight" in text
+
+
+def test_openapi_document_lists_operations(client: ReusableClient) -> None:
+    _, response = client.get("/docs/openapi.json")
+    assert response.status == 200
+    paths = response.json["paths"]
+    assert {"/health", "/readyz", "/metrics"} <= set(paths)
+
+
+def test_docs_page_is_served(client: ReusableClient) -> None:
+    _, response = client.get("/docs")
+    assert response.status == 200
+    assert "text/html" in response.headers["content-type"]

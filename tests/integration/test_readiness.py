@@ -1,0 +1,58 @@
+"""``/readyz`` follows its dependencies: Redis stops → 503 naming it; Redis back → 200."""
+
+from __future__ import annotations
+
+import time
+
+from sanic_testing.reusable import ReusableClient
+
+from tests.support.apps import build_app
+from tests.support.services import RedisServer, free_port
+
+
+def test_readyz_follows_redis_without_a_restart(pg_url: str) -> None:
+    redis = RedisServer().start()
+    restarted = RedisServer(port=redis.port)
+    try:
+        app = build_app(pg_url, redis.url, check_timeout_s=0.5, redis_timeout_s=0.5)
+        with ReusableClient(app, port=free_port()) as client:
+            _, response = client.get("/readyz")
+            assert response.status == 200, response.text
+
+            redis.stop()
+            started = time.monotonic()
+            _, response = client.get("/readyz")
+            assert time.monotonic() - started < 3  # bounded by the check's deadline
+            assert response.status == 503
+            body = response.json
+            assert body["status"] == "unavailable"
+            assert body["checks"]["redis"]["status"] == "fail"
+            assert body["checks"]["database"]["status"] == "ok"
+            _, health = client.get("/health")
+            assert health.status == 200  # liveness does not depend on Redis
+
+            restarted.start()
+            deadline = time.monotonic() + 10
+            while True:
+                _, response = client.get("/readyz")
+                if response.status == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert response.status == 200, response.text
+            assert response.json["checks"]["redis"]["status"] == "ok"
+    finally:
+        restarted.stop()
+        redis.stop()
+
+
+def test_readyz_names_an_unreachable_database(redis_url: str) -> None:
+    dead = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
+    app = build_app(dead, redis_url, migrate=False, check_timeout_s=0.5)
+    with ReusableClient(app, port=free_port()) as client:
+        started = time.monotonic()
+        _, response = client.get("/readyz")
+        assert time.monotonic() - started < 3
+        assert response.status == 503
+        checks = response.json["checks"]
+        assert checks["database"]["status"] == "fail"
+        assert checks["redis"]["status"] == "ok"

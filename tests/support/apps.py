@@ -1,0 +1,125 @@
+"""Building CoinLink apps and real server processes for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sanic import Sanic
+
+from coinlink.app import create_app
+from coinlink.db import apply_migrations
+from config import load_settings
+from tests.support.services import free_port, wait_for
+
+TEST_SECRET = "k3Yq9vR2xT7mW4pL8nZ5bC1dF6gH0jS-test-only"
+TEST_ORIGIN = "https://app.coinlink.test"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def build_app(
+    database_url: str, redis_url: str | None = None, *, migrate: bool = True, **overrides: Any
+) -> Sanic:
+    if migrate:
+        asyncio.run(apply_migrations(database_url))
+    settings = load_settings(
+        env="test",
+        database_url=database_url,
+        redis_url=redis_url,
+        jwt_secret=TEST_SECRET,
+        cors_origins=TEST_ORIGIN,
+        access_log=False,
+        **overrides,
+    )
+    return create_app(settings, name=f"coinlink_{uuid.uuid4().hex[:8]}")
+
+
+def server_env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COINLINK_", "PROMETHEUS_"))}
+    env.update(
+        {
+            "COINLINK_ENV": "test",
+            "COINLINK_JWT_SECRET": TEST_SECRET,
+            "COINLINK_LOG_FORMAT": "json",
+            "COINLINK_CORS_ORIGINS": TEST_ORIGIN,
+            "COINLINK_BCRYPT_ROUNDS": "4",
+        }
+    )
+    env.update(values)
+    return env
+
+
+class ServerProcess:
+    """``coinlink serve`` as a real process; its JSON log lines are kept for assertions."""
+
+    def __init__(self, env: dict[str, str], workers: int = 1, log_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path or Path(f"/tmp/coinlink-serve-{self.port}.log")
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "coinlink",
+                "serve",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 30) -> ServerProcess:
+        def up() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {self.process.returncode}:\n{self.output()}"
+                )
+            try:
+                return httpx.get(self.base_url + "/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, timeout, "coinlink serve")
+        return self
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+
+@contextmanager
+def running_server(env: dict[str, str], workers: int = 1) -> Iterator[ServerProcess]:
+    server = ServerProcess(env, workers)
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
+        time.sleep(0)

@@ -1,0 +1,137 @@
+"""Settings: embedded defaults, strict production, one message naming every problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from config import ConfigError, load_settings
+from config.settings import DEV_DATABASE_URL
+
+GOOD_PRODUCTION = {
+    "env": "production",
+    "database_url": "postgres://coinlink:pw@db:5432/coinlink",
+    "redis_url": "redis://cache:6379/0",
+    "jwt_secret": "Zq8vN3tR6yB1mK4pX7cW2eH5jL9sD0fG",
+    "cors_origins": "https://app.coinlink.io,https://admin.coinlink.io",
+}
+REQUIRED = {
+    "database_url": "COINLINK_DATABASE_URL",
+    "redis_url": "COINLINK_REDIS_URL",
+    "jwt_secret": "COINLINK_JWT_SECRET",
+    "cors_origins": "COINLINK_CORS_ORIGINS",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("COINLINK_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir("/")  # no stray .env file
+
+
+def test_development_defaults_need_no_servers() -> None:
+    settings = load_settings()
+    assert settings.env == "development"
+    assert settings.effective_database_url == DEV_DATABASE_URL
+    assert settings.redis_url is None
+    assert settings.jwt_secret is None
+    assert settings.cors_origins == ["http://localhost:8000", "http://127.0.0.1:8000"]
+    assert settings.effective_workers == 1
+    assert settings.effective_log_format == "console"
+    assert settings.effective_auto_migrate is True
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COINLINK_PORT", "9001")
+    monkeypatch.setenv("COINLINK_CORS_ORIGINS", " https://a.io , https://b.io:8443 ")
+    settings = load_settings()
+    assert settings.port == 9001
+    assert settings.cors_origins == ["https://a.io", "https://b.io:8443"]
+
+
+def test_good_production_settings_pass() -> None:
+    settings = load_settings(**GOOD_PRODUCTION)
+    assert settings.is_production
+    assert settings.effective_log_format == "json"
+    assert settings.effective_auto_migrate is False
+    assert settings.effective_workers >= 1
+
+
+def test_production_without_anything_names_every_missing_value_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env="production")
+    message = str(caught.value)
+    for variable in REQUIRED.values():
+        assert variable in message
+    assert len(caught.value.problems) == len(REQUIRED)
+
+
+@pytest.mark.parametrize("field", sorted(REQUIRED))
+def test_each_missing_production_value_is_named(field: str) -> None:
+    values = {k: v for k, v in GOOD_PRODUCTION.items() if k != field}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**values)
+    assert [p.split(":")[0] for p in caught.value.problems] == [REQUIRED[field]]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "variable"),
+    [
+        ("database_url", "sqlite://var/x.sqlite3", "COINLINK_DATABASE_URL"),
+        ("database_url", "mysql://db/x", "COINLINK_DATABASE_URL"),
+        ("redis_url", "http://cache", "COINLINK_REDIS_URL"),
+        ("jwt_secret", "too-short", "COINLINK_JWT_SECRET"),
+        ("cors_origins", "*", "COINLINK_CORS_ORIGINS"),
+        ("cors_origins", "https://ok.io,null", "COINLINK_CORS_ORIGINS"),
+        ("cors_origins", "https://ok.io/path", "COINLINK_CORS_ORIGINS"),
+        ("bcrypt_rounds", "11", "COINLINK_BCRYPT_ROUNDS"),
+        ("port", "70000", "COINLINK_PORT"),
+        ("workers", "0", "COINLINK_WORKERS"),
+        ("log_level", "loud", "COINLINK_LOG_LEVEL"),
+    ],
+)
+def test_each_bad_production_value_is_named(field: str, value: str, variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**{**GOOD_PRODUCTION, field: value})
+    assert [p.split(":")[0] for p in caught.value.problems] == [variable]
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "change-me-change-me-change-me-change-me",
+        "CHANGEME_to_a_real_secret_0123456789abcdef",
+        "your-secret-goes-here-0123456789abcdefgh",
+        "placeholder-placeholder-placeholder-0123",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "abababababababababababababababababababab",
+    ],
+)
+def test_placeholder_secrets_are_refused(secret: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**{**GOOD_PRODUCTION, "jwt_secret": secret})
+    assert caught.value.problems[0].startswith("COINLINK_JWT_SECRET: looks like a placeholder")
+
+
+def test_secret_length_counts_bytes_not_characters() -> None:
+    # 31 ASCII bytes is too short; 16 two-byte characters plus distinct ASCII is long enough.
+    with pytest.raises(ConfigError):
+        load_settings(jwt_secret="Zq8vN3tR6yB1mK4pX7cW2eH5jL9sD0f")
+    assert load_settings(jwt_secret="ÄÖÜäöüßéèêàâçñõø" + "Zq8vN3tR").jwt_secret is not None
+
+
+def test_test_environment_allows_cheap_bcrypt() -> None:
+    assert load_settings(env="test", bcrypt_rounds=4).bcrypt_rounds == 4
+
+
+def test_masked_hides_secrets_and_url_passwords() -> None:
+    shown = load_settings(**GOOD_PRODUCTION, sentry_dsn="https://key@sentry.example/1").masked()
+    text = repr(shown)
+    assert GOOD_PRODUCTION["jwt_secret"] not in text
+    assert "https://key@" not in text
+    assert ":pw@" not in text
+    assert shown["COINLINK_DATABASE_URL"] == "postgres://coinlink:********@db:5432/coinlink"
+    assert shown["COINLINK_JWT_SECRET"] == "********"
