@@ -16,13 +16,14 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import structlog
 from pydantic import SecretStr
 
 from config import ConfigError, Settings, ephemeral_secret, load_settings
+from config.settings import mask_url_password
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -83,10 +84,25 @@ async def _migrate_or_refuse(settings: Settings) -> int:
     return 0
 
 
+def _run_db(settings: Settings, work: Coroutine[Any, Any, int]) -> int:
+    """Run database work; an unreachable database is one clear line, not a traceback."""
+    from tortoise.exceptions import DBConnectionError
+
+    try:
+        return asyncio.run(work)
+    except (OSError, DBConnectionError) as exc:
+        log.error(
+            "database_unreachable",
+            database=mask_url_password(settings.effective_database_url),
+            error=str(exc) or type(exc).__name__,
+        )
+        return EXIT_FAILED
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(host=args.host, port=args.port, workers=args.workers)
     settings = _ensure_jwt_secret(settings)
-    status = asyncio.run(_migrate_or_refuse(settings))
+    status = _run_db(settings, _migrate_or_refuse(settings))
     if status:
         return status
     _prepare_metrics_dir()
@@ -120,12 +136,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings()
     from coinlink.db import apply_migrations
 
-    applied = asyncio.run(apply_migrations(settings.effective_database_url))
-    for name in applied:
-        print(f"applied {name}")
-    if not applied:
-        print("database is up to date")
-    return 0
+    async def migrate() -> int:
+        applied = await apply_migrations(settings.effective_database_url)
+        for name in applied:
+            print(f"applied {name}")
+        if not applied:
+            print("database is up to date")
+        return 0
+
+    return _run_db(settings, migrate())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 
+from coinlink.observability.sentry import report_exception
 from coinlink.tracing import trace_id_of
 
 log = structlog.get_logger(logger_name="coinlink.errors")
@@ -142,12 +143,16 @@ class EnvelopeErrorHandler(ErrorHandler):
             return error_response(request, status, code, message, None, headers)
         status = getattr(exception, "status_code", 500)
         status = status if isinstance(status, int) and 500 <= status < 600 else 500
+        trace_id = trace_id_of(request)
+        route = "/" + request.route.path if request and request.route else "<unmatched>"
         log.error(
             "unhandled_exception",
-            trace_id=trace_id_of(request),
+            trace_id=trace_id,
+            route=route,
             error_type=type(exception).__name__,
             exc_info=exception,
         )
+        report_exception(exception, trace_id, route)
         return error_response(
             request,
             status,

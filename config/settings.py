@@ -70,6 +70,7 @@ class Settings(BaseSettings):
         env_prefix="COINLINK_",
         env_file=".env",
         extra="ignore",
+        env_ignore_empty=True,  # `COINLINK_X=` in an env file means "unset", not ""
         validate_default=True,
         frozen=True,
         use_attribute_docstrings=True,
@@ -223,7 +224,8 @@ class Settings(BaseSettings):
     def effective_workers(self) -> int:
         if self.workers:
             return self.workers
-        return (os.cpu_count() or 1) if self.is_production else 1
+        # The cores this process may run on (a container's cpuset), not the host's count.
+        return len(os.sched_getaffinity(0)) if self.is_production else 1
 
     @property
     def effective_log_format(self) -> str:
@@ -241,16 +243,16 @@ class Settings(BaseSettings):
             if name in _SECRET_FIELDS:
                 value = "********" if value is not None else None
             elif name in ("database_url", "redis_url") and value:
-                value = _mask_url_password(value)
+                value = mask_url_password(value)
             shown[f"COINLINK_{name.upper()}"] = value
-        shown["COINLINK_DATABASE_URL"] = _mask_url_password(self.effective_database_url)
+        shown["COINLINK_DATABASE_URL"] = mask_url_password(self.effective_database_url)
         shown["COINLINK_WORKERS"] = self.effective_workers
         shown["COINLINK_LOG_FORMAT"] = self.effective_log_format
         shown["COINLINK_AUTO_MIGRATE"] = self.effective_auto_migrate
         return shown
 
 
-def _mask_url_password(url: str) -> str:
+def mask_url_password(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -12,6 +12,7 @@ import pytest
 
 from coinlink.db import apply_migrations
 from tests.support.apps import ROOT, server_env
+from tests.support.services import free_port
 
 
 def coinlink(
@@ -97,3 +98,14 @@ def test_users_create(tmp_path: Path) -> None:
     bad_email = coinlink("users", "create", "--email", "nope", "--password", "long enough", env=env)
     assert bad_email.returncode == 1
     assert "invalid email" in bad_email.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["migrate"]])
+def test_unreachable_database_is_one_clear_line(command: list[str]) -> None:
+    dead = f"postgres://postgres:hunter2@127.0.0.1:{free_port()}/nothing"
+    result = coinlink(*command, env=server_env(COINLINK_DATABASE_URL=dead))
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "database_unreachable" in output
+    assert "Traceback" not in output
+    assert "hunter2" not in output

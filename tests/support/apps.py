@@ -100,12 +100,15 @@ class ServerProcess:
         return self
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.process.poll() is None:
-            os.killpg(self.process.pid, sig)
+            # Like a container runtime: the signal goes to the main process, which stops
+            # its workers; the whole group is killed only if that fails.
+            self.process.send_signal(sig)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
