@@ -7,6 +7,7 @@ from Sanic's ``REQUEST_MAX_SIZE``; both errors go through the envelope handler.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from time import perf_counter
 from typing import Any
 
@@ -35,6 +36,19 @@ def security_headers(production: bool) -> dict[str, str]:
     if production:
         headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     return headers
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@lru_cache(maxsize=4096)
+def _request_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
+    """The labelled children, looked up once: ``labels()`` costs more than the sample."""
+    method = method if method in _METHODS else "OTHER"  # a client picks the method
+    return (
+        HTTP_REQUESTS.labels(method, route, str(status)),
+        HTTP_DURATION.labels(method, route),
+    )
 
 
 def route_label(request: Request) -> str:
@@ -68,8 +82,9 @@ def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool)
         HTTP_IN_FLIGHT.dec()
         elapsed = perf_counter() - started
         route = route_label(request)
-        HTTP_REQUESTS.labels(request.method, route, str(response.status)).inc()
-        HTTP_DURATION.labels(request.method, route).observe(elapsed)
+        requests, duration = _request_metrics(request.method, route, response.status)
+        requests.inc()
+        duration.observe(elapsed)
         if access_log_enabled:
             access_log.info(
                 "request",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,9 +33,19 @@ SENSITIVE_KEYS = frozenset(
 )
 
 
-def _add_pid(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    event["pid"] = os.getpid()
-    return event
+def _stamper(pid: int) -> Processor:
+    def stamp(_: WrappedLogger, method_name: str, event: EventDict) -> EventDict:
+        """Level, time and pid in one step (the access log runs this on every request).
+
+        The time stays a ``datetime``: orjson renders it as ISO 8601 with ``Z`` faster
+        than ``isoformat()``; the console renderer formats it itself.
+        """
+        event["level"] = "warning" if method_name == "warn" else method_name
+        event["timestamp"] = datetime.now(UTC)
+        event["pid"] = pid
+        return event
+
+    return stamp
 
 
 def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -45,7 +56,7 @@ def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 
 def _dumps(obj: Any, default: Any = None) -> bytes:
-    return orjson.dumps(obj, default=default or str)
+    return orjson.dumps(obj, default=default or str, option=orjson.OPT_UTC_Z)
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
@@ -56,13 +67,9 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler machinery would cost a third of the throughput. Stdlib records are rendered by
     the same processors through ``ProcessorFormatter``.
     """
-    shared: list[Processor] = [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _add_pid,
-        _redact,
-    ]
+    # Configured in each worker, so the pid is the worker's own.
+    stamp = _stamper(os.getpid())
+    shared: list[Processor] = [structlog.contextvars.merge_contextvars, stamp, _redact]
     renderer: Processor
     if fmt == "json":
         shared.append(structlog.processors.format_exc_info)

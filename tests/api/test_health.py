@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sanic_testing.reusable import ReusableClient
 
 from coinlink import __version__
@@ -54,3 +56,14 @@ def test_docs_page_is_served(client: ReusableClient) -> None:
     _, response = client.get("/docs")
     assert response.status == 200
     assert "text/html" in response.headers["content-type"]
+
+
+def test_metrics_do_not_take_label_values_from_the_client(client: ReusableClient) -> None:
+    _, response = client.request("/health", http_method="purge")
+    assert response.status == 405
+    assert response.json["error"]["code"] == "method_not_allowed"
+    _, metrics = client.get("/metrics")
+    assert 'method="PURGE"' not in metrics.text
+    assert re.search(
+        r'http_requests_total\{method="OTHER",route="[^"]+",status="405"\}', metrics.text
+    )
