@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import secrets
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -40,6 +41,19 @@ _PLACEHOLDER_WORDS = (
     "dummy",
     "xxxxxxxx",
 )
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
+DEFAULT_SYMBOLS = (
+    "BTC-USD",
+    "ETH-USD",
+    "SOL-USD",
+    "XRP-USD",
+    "ADA-USD",
+    "DOGE-USD",
+    "AVAX-USD",
+    "DOT-USD",
+    "LINK-USD",
+    "LTC-USD",
+)
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _SECRET_FIELDS = ("jwt_secret", "sentry_dsn")
 
@@ -57,6 +71,18 @@ def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def parse_rate(value: str) -> tuple[int, float]:
+    """``"5/60"`` → (5 requests, per 60 seconds)."""
+    try:
+        count, period = value.split("/")
+        limit, seconds = int(count), float(period)
+    except ValueError:
+        raise ValueError(f"{value!r} is not <count>/<seconds>") from None
+    if limit < 1 or not 0 < seconds <= 86_400:
+        raise ValueError(f"{value!r}: count must be >= 1 and seconds in (0, 86400]")
+    return limit, seconds
 
 
 def _is_production(info: ValidationInfo) -> bool:
@@ -85,14 +111,59 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """``redis://host:6379/0``; unset means the in-process bus (one process only)."""
 
+    jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
+    """Signing algorithm of access tokens: HS256 with the secret, or EdDSA/RS256 with key files."""
+
     jwt_secret: SecretStr | None = None
     """HMAC secret for access tokens, at least 32 bytes; development generates an ephemeral one."""
+
+    jwt_private_key_file: Path | None = None
+    """PEM private key for EdDSA or RS256 (required with those algorithms)."""
+
+    jwt_public_key_file: Path | None = None
+    """PEM public key for EdDSA or RS256 (required with those algorithms)."""
+
+    jwt_issuer: str = Field(default="coinlink", min_length=1, max_length=200)
+    """``iss`` of access tokens; tokens of any other issuer are refused."""
+
+    jwt_audience: str = Field(default="coinlink-api", min_length=1, max_length=200)
+    """``aud`` of access tokens; tokens for any other audience are refused."""
+
+    access_token_ttl_s: int = Field(default=900, ge=30, le=86_400)
+    """Lifetime of access tokens in seconds."""
+
+    refresh_token_ttl_s: int = Field(default=604_800, ge=300, le=90 * 86_400)
+    """Lifetime of refresh tokens (and idle sessions) in seconds."""
 
     cors_origins: CommaList = Field(default_factory=list)
     """Comma-separated exact origins allowed by CORS and the WebSocket handshake."""
 
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     """bcrypt cost factor; production refuses less than 12."""
+
+    trusted_proxies: CommaList = Field(default_factory=list)
+    """Addresses or CIDRs of load balancers whose ``X-Forwarded-For`` is believed."""
+
+    symbols: CommaList = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
+    """Comma-separated market symbols (``BASE-QUOTE``)."""
+
+    rate_limits_enabled: bool = True
+    """Apply the rate-limit policies below."""
+
+    rate_limit_anonymous: str = "300/60"
+    """Requests per seconds for each anonymous client address (``count/seconds``)."""
+
+    rate_limit_user: str = "600/60"
+    """Requests per seconds for each signed-in user."""
+
+    rate_limit_login_account: str = "5/60"
+    """Login attempts per seconds for one account."""
+
+    rate_limit_login_ip: str = "20/60"
+    """Login attempts per seconds from one client address."""
+
+    rate_limit_register: str = "10/3600"
+    """Registrations per seconds from one client address."""
 
     host: str = "127.0.0.1"
     """Address ``coinlink serve`` binds to."""
@@ -138,9 +209,9 @@ class Settings(BaseSettings):
     def _lower_env(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "symbols", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_lists(cls, value: Any) -> Any:
         return _split_commas(value)
 
     @field_validator("database_url")
@@ -168,9 +239,9 @@ class Settings(BaseSettings):
     @classmethod
     def _check_secret(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
         if value is None:
-            if _is_production(info):
+            if _is_production(info) and info.data.get("jwt_algorithm") == "HS256":
                 raise ValueError(
-                    f"required in production: at least {MIN_SECRET_BYTES} random bytes"
+                    f"required in production with HS256: at least {MIN_SECRET_BYTES} random bytes"
                 )
             return None
         raw = value.get_secret_value()
@@ -179,6 +250,53 @@ class Settings(BaseSettings):
         lowered = raw.lower()
         if any(word in lowered for word in _PLACEHOLDER_WORDS) or len(set(raw)) < 10:
             raise ValueError("looks like a placeholder; generate one with `openssl rand -hex 32`")
+        return value
+
+    @field_validator("jwt_private_key_file", "jwt_public_key_file")
+    @classmethod
+    def _check_key_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if info.data.get("jwt_algorithm", "HS256") == "HS256":
+            return value
+        if value is None:
+            raise ValueError(f"required with COINLINK_JWT_ALGORITHM={info.data['jwt_algorithm']}")
+        if not value.is_file():
+            raise ValueError(f"no readable file at {value}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: list[str]) -> list[str]:
+        bad = []
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                bad.append(item)
+        if bad:
+            raise ValueError(f"not addresses or CIDRs: {', '.join(bad)}")
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _check_symbols(cls, value: list[str]) -> list[str]:
+        symbols = [item.upper() for item in value]
+        bad = [item for item in symbols if not _SYMBOL_RE.match(item)]
+        if bad:
+            raise ValueError(f"not BASE-QUOTE symbols: {', '.join(bad)}")
+        if not symbols:
+            raise ValueError("at least one symbol is needed")
+        return list(dict.fromkeys(symbols))
+
+    @field_validator(
+        "rate_limit_anonymous",
+        "rate_limit_user",
+        "rate_limit_login_account",
+        "rate_limit_login_ip",
+        "rate_limit_register",
+    )
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        parse_rate(value)
         return value
 
     @field_validator("cors_origins")
