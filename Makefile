@@ -2,13 +2,11 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# The suite uses these servers when they answer, else starts throwaway ones (tests/support).
-export COINLINK_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres
-export COINLINK_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: run test lint bench clean
 
 $(BIN)/activate:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "CoinLink needs Python 3.11: set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -34,15 +36,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(name: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def start(name: str, port: int, args: argparse.Namespace, tmp: str) -> subprocess.Popen[bytes]:
+    workers = args.workers
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COINLINK_", "PROMETHEUS_"))}
     if name == "coinlink":
-        tmp = tempfile.mkdtemp(prefix="coinlink-bench-")
         env.update(
             COINLINK_ENV="development",
-            COINLINK_DATABASE_URL=f"sqlite://{tmp}/bench.sqlite3",
+            COINLINK_DATABASE_URL=args.database_url or f"sqlite://{tmp}/bench.sqlite3",
             COINLINK_LOG_FORMAT="json",
+            COINLINK_JWT_SECRET=secrets.token_hex(32),
+            COINLINK_BCRYPT_ROUNDS=str(args.bcrypt_rounds),
+            COINLINK_REDIS_PREFIX=f"bench{secrets.token_hex(4)}:",
+            # The limiter runs on every request but never refuses: its cost is measured,
+            # not its refusals.
+            COINLINK_RATE_LIMIT_USER="100000000/60",
+            COINLINK_RATE_LIMIT_ANONYMOUS="100000000/60",
+            COINLINK_RATE_LIMIT_LOGIN_ACCOUNT="100000000/60",
+            COINLINK_RATE_LIMIT_LOGIN_IP="100000000/60",
         )
+        if args.redis_url:
+            env["COINLINK_REDIS_URL"] = args.redis_url
         argv = [
             sys.executable,
             "-m",
@@ -84,7 +97,23 @@ def start(name: str, port: int, workers: int) -> subprocess.Popen[bytes]:
     raise RuntimeError(f"{name} did not start")
 
 
-def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
+Load = Callable[[str, int, int, str | None], dict[str, float]]
+
+
+def sign_up(port: int, rounds: int) -> str:
+    """Register a user; report login throughput per core at this bcrypt cost; the token."""
+    base = f"http://127.0.0.1:{port}/api/v2/auth"
+    body = {"email": f"bench-{secrets.token_hex(4)}@example.com", "password": "bench password"}
+    token = httpx.post(f"{base}/register", json=body, timeout=30).json()["tokens"]["access_token"]
+    started, logins = time.perf_counter(), 10
+    for _ in range(logins):
+        assert httpx.post(f"{base}/login", json=body, timeout=30).status_code == 200
+    rate = logins / (time.perf_counter() - started)
+    print(f"login: {rate:.1f}/s sequential at bcrypt cost {rounds} (one core per login)")
+    return str(token)
+
+
+def run_wrk(url: str, seconds: int, connections: int, auth: str | None) -> dict[str, float]:
     out = subprocess.run(
         [
             "wrk",
@@ -93,6 +122,7 @@ def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
             f"-d{seconds}s",
             "-s",
             str(ROOT / "bench/wrk_report.lua"),
+            *(["-H", f"Authorization: {auth}"] if auth else []),
             url,
         ],
         capture_output=True,
@@ -109,12 +139,13 @@ def run_wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
     }
 
 
-def run_python(url: str, seconds: int, connections: int) -> dict[str, float]:
+def run_python(url: str, seconds: int, connections: int, auth: str | None) -> dict[str, float]:
     async def main() -> dict[str, float]:
         latencies: list[float] = []
         stop = time.monotonic() + seconds
         limits = httpx.Limits(max_connections=connections)
-        async with httpx.AsyncClient(limits=limits) as client:
+        headers = {"authorization": auth} if auth else {}
+        async with httpx.AsyncClient(limits=limits, headers=headers) as client:
 
             async def worker() -> None:
                 while time.monotonic() < stop:
@@ -150,6 +181,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--database-url", help="CoinLink's database (default: SQLite in a tmp dir)")
+    parser.add_argument("--redis-url", help="CoinLink's Redis (default: the in-process bus)")
+    parser.add_argument("--bcrypt-rounds", type=int, default=12, help="cost for the login figure")
     args = parser.parse_args()
     load = run_wrk if shutil.which("wrk") else run_python
     print(
@@ -157,34 +191,50 @@ def main() -> None:
         f"{args.connections} connections, {args.seconds} s per round, {args.workers} worker(s)"
     )
 
-    ports = {name: free_port() for name in ("bare", "coinlink")}
-    processes = {name: start(name, port, args.workers) for name, port in ports.items()}
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
-    try:
-        for port in ports.values():  # warm-up
-            load(f"http://127.0.0.1:{port}/health", 1, args.connections)
-        for round_no in range(1, args.rounds + 1):
-            for name, port in ports.items():
-                figures = load(f"http://127.0.0.1:{port}/health", args.seconds, args.connections)
-                results[name].append(figures)
-                print(f"round {round_no} {name:9s} {describe(figures)}")
-    finally:
-        for process in processes.values():
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
+    with tempfile.TemporaryDirectory(prefix="coinlink-bench-") as tmp:
+        results = measure(args, load, tmp)
 
     print("\nmedians")
     for name, rows in results.items():
         print(
-            f"  {name:9s} {describe({k: statistics.median(r[k] for r in rows) for k in rows[0]})}"
+            f"  {name:13s} {describe({k: statistics.median(r[k] for r in rows) for k in rows[0]})}"
         )
-    ratios = [
-        c["rps"] / b["rps"] for b, c in zip(results["bare"], results["coinlink"], strict=True)
-    ]
-    print(
-        f"ratio coinlink/bare throughput: median {statistics.median(ratios):.2f} "
-        f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
-    )
+    for name, base in (("coinlink", "bare"), ("users/me", "coinlink")):
+        ratios = [c["rps"] / b["rps"] for b, c in zip(results[base], results[name], strict=True)]
+        print(
+            f"ratio {name}/{base} throughput: median {statistics.median(ratios):.2f} "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
+
+
+def measure(args: argparse.Namespace, load: Load, tmp: str) -> dict[str, list[dict[str, float]]]:
+    """Start both servers, then alternate the cases round by round."""
+    ports = {name: free_port() for name in ("bare", "coinlink")}
+    processes: list[subprocess.Popen[bytes]] = []
+    cases = {
+        "bare": ("bare", "/health"),
+        "coinlink": ("coinlink", "/health"),
+        "users/me": ("coinlink", "/api/v2/users/me"),
+    }
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+    try:
+        for name, port in ports.items():
+            processes.append(start(name, port, args, tmp))
+        token = sign_up(ports["coinlink"], args.bcrypt_rounds)
+        headers = {"/api/v2/users/me": f"Bearer {token}"}
+        for server, path in cases.values():  # warm-up
+            load(f"http://127.0.0.1:{ports[server]}{path}", 1, args.connections, headers.get(path))
+        for round_no in range(1, args.rounds + 1):
+            for case, (server, path) in cases.items():
+                url = f"http://127.0.0.1:{ports[server]}{path}"
+                figures = load(url, args.seconds, args.connections, headers.get(path))
+                results[case].append(figures)
+                print(f"round {round_no} {case:13s} {describe(figures)}")
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(20)
+    return results
 
 
 if __name__ == "__main__":

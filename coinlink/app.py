@@ -16,13 +16,18 @@ from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from blueprints import health
+from blueprints import auth, health, users
 from coinlink import __version__, db, middleware
+from coinlink.accounts import AccountService
 from coinlink.bus import create_bus
+from coinlink.clientip import TrustedProxies
 from coinlink.errors import EnvelopeErrorHandler
 from coinlink.observability.logging import configure_logging
 from coinlink.observability.metrics import mark_worker_dead
 from coinlink.observability.sentry import init_sentry
+from coinlink.ratelimit import Policies, RateLimiter
+from coinlink.ratelimit import install as install_rate_limits
+from coinlink.tokens import TokenService
 from config import Settings, load_settings
 
 
@@ -57,12 +62,29 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
     # signal on every request, which costs /health about a tenth of its throughput.
     Extend(app, built_in_extensions=False, extensions=[HTTPExtension, OpenAPIExtension])
     app.ext.openapi.describe("CoinLink", version=__version__, description=_API_DESCRIPTION)
+    app.ext.openapi.add_security_scheme("bearer", "http", scheme="bearer", bearer_format="JWT")
 
     middleware.install(
         app, production=settings.is_production, access_log_enabled=settings.access_log
     )
+    tokens = TokenService(settings)
+    limiter = RateLimiter(
+        settings.redis_url,
+        prefix=f"{settings.redis_prefix}rl:",
+        timeout_s=min(0.25, settings.redis_timeout_s),
+    )
+    if settings.rate_limits_enabled:
+        install_rate_limits(
+            app,
+            limiter,
+            Policies.from_settings(settings),
+            TrustedProxies(settings.trusted_proxies),
+            user_of=tokens.subject_of,
+        )
     db.register(app, settings.effective_database_url)
     app.blueprint(health.bp)
+    app.blueprint(auth.bp)
+    app.blueprint(users.bp)
 
     async def start_worker(app: Sanic[Any, Any]) -> None:
         configure_logging(settings.log_level, settings.effective_log_format)
@@ -70,12 +92,17 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             init_sentry(settings.sentry_dsn.get_secret_value(), settings.env)
         app.ctx.bus = create_bus(
             settings.redis_url,
+            prefix=settings.redis_prefix,
             history_size=settings.bus_history_size,
             timeout_s=settings.redis_timeout_s,
         )
         await app.ctx.bus.start()
+        await limiter.start()
+        app.ctx.accounts = AccountService(settings, tokens, app.ctx.bus)
+        await app.ctx.accounts.warm_up()
 
     async def stop_worker(app: Sanic[Any, Any]) -> None:
+        await limiter.close()
         await app.ctx.bus.close()
         mark_worker_dead(os.getpid())
 

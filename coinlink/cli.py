@@ -40,16 +40,20 @@ def _settings(**overrides: Any) -> Settings:
     return settings
 
 
-def _prepare_metrics_dir() -> None:
-    """One fresh directory shared by all workers of this server, wiped before they start."""
+def _prepare_metrics_dir() -> str | None:
+    """One fresh directory shared by all workers of this server, wiped before they start.
+
+    Returns the directory when this process made it (and removes it on exit).
+    """
     from coinlink.observability.metrics import MULTIPROC_DIR_ENV
 
     directory = os.environ.get(MULTIPROC_DIR_ENV)
     if directory:
         shutil.rmtree(directory, ignore_errors=True)
         os.makedirs(directory, exist_ok=True)
-    else:
-        os.environ[MULTIPROC_DIR_ENV] = tempfile.mkdtemp(prefix="coinlink-metrics-")
+        return None
+    made = os.environ[MULTIPROC_DIR_ENV] = tempfile.mkdtemp(prefix="coinlink-metrics-")
+    return made
 
 
 def _ensure_jwt_secret(settings: Settings) -> Settings:
@@ -105,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     status = _run_db(settings, _migrate_or_refuse(settings))
     if status:
         return status
-    _prepare_metrics_dir()
+    made_metrics_dir = _prepare_metrics_dir()
 
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
@@ -128,7 +132,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.effective_workers,
         env=settings.env,
     )
-    Sanic.serve(primary=app, app_loader=loader)
+    try:
+        Sanic.serve(primary=app, app_loader=loader)
+    finally:
+        if made_metrics_dir:
+            shutil.rmtree(made_metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -169,6 +177,35 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_list(args: argparse.Namespace) -> int:
+    settings = _settings()
+    from coinlink.users import UserError, list_users_cli
+
+    try:
+        users = asyncio.run(list_users_cli(settings))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        rows = [
+            {
+                "id": str(u.id),
+                "email": u.email,
+                "display_name": u.display_name,
+                "is_admin": u.is_admin,
+                "created_at": u.created_at.isoformat(),
+            }
+            for u in users
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'id':36}  {'admin':5}  {'created':19}  email")
+    for u in users:
+        created = u.created_at.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{u.id!s:36}  {'yes' if u.is_admin else 'no':5}  {created:19}  {u.email}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coinlink", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -197,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--display-name", default="")
     create.add_argument("--admin", action="store_true", help="grant admin rights")
     create.set_defaults(func=cmd_users_create)
+    listing = users.add_parser("list", help="list users")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=cmd_users_list)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Creating users (the CLI path; the HTTP registration flow arrives with the accounts issue)."""
+"""Users from the command line (the HTTP flows are in :mod:`coinlink.accounts`)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,18 @@ async def create_user(
         )
     except IntegrityError:
         raise UserError(f"{email} is already registered") from None
+
+
+async def list_users_cli(settings: Settings) -> list[User]:
+    """Every user, oldest first (the operator's view; there is no HTTP equivalent)."""
+    url = settings.effective_database_url
+    if await pending_migrations(url):
+        raise UserError("migrations are pending; run `coinlink migrate` first")
+    await Tortoise.init(config=tortoise_config(url))
+    try:
+        return await User.all().order_by("created_at")
+    finally:
+        await Tortoise.close_connections()
 
 
 async def create_user_cli(

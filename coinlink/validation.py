@@ -7,21 +7,45 @@ fields such as ``is_admin`` can never be mass-assigned.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sanic import Request
 
 from coinlink.errors import InvalidJson, RequestValidationError
+from coinlink.passwords import password_problem
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class Body(BaseModel):
-    """Base of request bodies: unknown fields are errors, strings are stripped."""
+def _email(value: str) -> str:
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+def _password(value: str) -> str:
+    problem = password_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
+"""An email address, validated and normalised to lower case."""
+
+# Never stripped: spaces are part of a password. Bytes are checked, not characters (bcrypt).
+Password = Annotated[str, Field(json_schema_extra={"minLength": 8}), AfterValidator(_password)]
+"""8 to 72 bytes of UTF-8."""
+
+
+class Body(BaseModel):
+    """Base of request bodies: unknown fields are errors (no mass assignment)."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class Query(BaseModel):
@@ -52,3 +76,8 @@ def parse_query(request: Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError.from_pydantic(exc) from None
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The OpenAPI request body of ``model`` (sanic-ext does not derive it from pydantic)."""
+    return {"application/json": model.model_json_schema()}

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     """``redis://host:6379/0``; unset means the in-process bus (one process only)."""
 
+    redis_prefix: str = Field(default="coinlink:", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
+    """Prefix of every Redis key and channel (deployments sharing one Redis must differ)."""
+
     jwt_algorithm: Literal["HS256", "EdDSA", "RS256"] = "HS256"
     """Signing algorithm of access tokens: HS256 with the secret, or EdDSA/RS256 with key files."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 
@@ -14,6 +15,8 @@ from tests.support import services
 # The suite's own defaults; a test that needs other values passes them explicitly.
 os.environ.setdefault("COINLINK_ENV", "test")
 os.environ.setdefault("COINLINK_BCRYPT_ROUNDS", "4")
+# A cancelled CI job sends SIGTERM: unwind like Ctrl-C so fixtures stop throwaway servers.
+signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,10 @@ class Bus(abc.ABC):
     async def get(self, key: str) -> bytes | None: ...
 
     @abc.abstractmethod
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        """Several keys in one round trip, in the order asked."""
+
+    @abc.abstractmethod
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
 
     @abc.abstractmethod

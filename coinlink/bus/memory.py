@@ -170,6 +170,9 @@ class MemoryBus(Bus):
         entry = self._live(key)
         return None if entry is None else entry[0]
 
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
+
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         # Like Redis SET: a set without a TTL also removes an earlier one.
         self._kv[key] = (bytes(value), _optional_deadline(ttl_s))

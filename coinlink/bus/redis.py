@@ -312,6 +312,10 @@ class RedisBus(Bus):
             return value
         return str(value).encode()  # only with decode_responses, which this client never sets
 
+    async def get_many(self, *keys: str) -> list[bytes | None]:
+        values = await self._run("mget", self.redis.mget([f"{self.prefix}kv:{k}" for k in keys]))
+        return [v if v is None or isinstance(v, bytes) else str(v).encode() for v in values]
+
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
         px = None if ttl_s is None else _ttl_ms(ttl_s)
         await self._run("set", self.redis.set(f"{self.prefix}kv:{key}", value, px=px))

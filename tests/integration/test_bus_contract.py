@@ -232,11 +232,13 @@ async def test_set_get_delete_and_ttl_expiry(bus: Bus) -> None:
     await bus.set("was-ttl", b"a", ttl_s=0.2)
     await bus.set("was-ttl", b"b")  # a set without TTL drops the earlier one
     assert await bus.get("k") == b"short-lived"
+    assert await bus.get_many("k", "missing", "p") == [b"short-lived", None, b"\x00persistent"]
 
     await asyncio.sleep(0.3)
     assert await bus.get("k") is None
     assert await bus.get("p") == b"\x00persistent"
     assert await bus.get("was-ttl") == b"b"
+    assert await bus.get_many("k", "p") == [None, b"\x00persistent"]
     await bus.delete("p")
     await bus.delete("p")  # deleting a missing key is fine
     assert await bus.get("p") is None

@@ -99,6 +99,20 @@ def test_users_create(tmp_path: Path) -> None:
     assert bad_email.returncode == 1
     assert "invalid email" in bad_email.stderr
 
+    coinlink(
+        "users", "create", "--email", "second@example.com", "--password", "long enough", env=env
+    )
+    listed = coinlink("users", "list", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["email"], r["is_admin"]) for r in rows] == [
+        ("root@example.com", True),
+        ("second@example.com", False),
+    ]
+    assert "password" not in listed.stdout and "$2b$" not in listed.stdout
+    table = coinlink("users", "list", env=env)
+    assert "root@example.com" in table.stdout and "yes" in table.stdout
+
 
 @pytest.mark.parametrize("command", [["serve"], ["migrate"]])
 def test_unreachable_database_is_one_clear_line(command: list[str]) -> None:

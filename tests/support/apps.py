@@ -22,8 +22,15 @@ from coinlink.db import apply_migrations
 from config import load_settings
 from tests.support.services import free_port, wait_for
 
-TEST_SECRET = "k3Yq9vR2xT7mW4pL8nZ5bC1dF6gH0jS-test-only"
+TEST_SECRET = "k3Yq9vR2xT7mW4pL8nZ5bC1dF6gH0jS-test-only-Qa7Wd2Re5Ty8Ui1Op4As6Df9Gh"
 TEST_ORIGIN = "https://app.coinlink.test"
+RATE_LIMITS = (
+    "rate_limit_anonymous",
+    "rate_limit_user",
+    "rate_limit_login_account",
+    "rate_limit_login_ip",
+    "rate_limit_register",
+)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,15 +39,19 @@ def build_app(
 ) -> Sanic:
     if migrate:
         asyncio.run(apply_migrations(database_url))
-    settings = load_settings(
-        env="test",
-        database_url=database_url,
-        redis_url=redis_url,
-        jwt_secret=TEST_SECRET,
-        cors_origins=TEST_ORIGIN,
-        access_log=False,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "env": "test",
+        "database_url": database_url,
+        "redis_url": redis_url,
+        # Keys of this app only: tests sharing one Redis never see each other's state.
+        "redis_prefix": f"t{uuid.uuid4().hex[:10]}:",
+        "jwt_secret": TEST_SECRET,
+        "cors_origins": TEST_ORIGIN,
+        "access_log": False,
+        # Generous unless a test is about limits: suites sign up many users from one address.
+        **dict.fromkeys(RATE_LIMITS, "100000/60"),
+    }
+    settings = load_settings(**{**values, **overrides})
     return create_app(settings, name=f"coinlink_{uuid.uuid4().hex[:8]}")
 
 

@@ -1,0 +1,82 @@
+"""Accounts across real processes: two workers, two instances, one PostgreSQL, one Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.accounts import PASSWORD, new_email
+from tests.support.apps import RATE_LIMITS, ServerProcess, server_env
+
+
+@pytest.fixture(scope="module")
+def instances(pg_url: str, redis_url: str) -> Iterator[list[ServerProcess]]:
+    """Two instances of two workers each, as behind a load balancer."""
+    env = server_env(
+        COINLINK_DATABASE_URL=pg_url,
+        COINLINK_REDIS_URL=redis_url,
+        COINLINK_REDIS_PREFIX=f"t{uuid.uuid4().hex[:10]}:",
+        **{f"COINLINK_{name.upper()}": "100000/60" for name in RATE_LIMITS},
+    )
+    servers = [ServerProcess(env, workers=2), ServerProcess(env, workers=2)]
+    try:
+        yield [server.wait_ready() for server in servers]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def fresh(url: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request on a new connection, so the kernel may hand it to any worker."""
+    with httpx.Client(base_url=url, headers={"connection": "close"}, timeout=10) as client:
+        return client.request(method, path, **kwargs)
+
+
+def signed_up(url: str) -> dict[str, Any]:
+    response = fresh(
+        url, "POST", "/api/v2/auth/register", json={"email": new_email(), "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json()["tokens"])
+
+
+def test_concurrent_refreshes_with_one_token_yield_exactly_one_success(
+    instances: list[ServerProcess],
+) -> None:
+    tokens = signed_up(instances[0].base_url)
+    urls = [server.base_url for server in instances] * 4
+
+    def refresh(url: str) -> int:
+        body = {"refresh_token": tokens["refresh_token"]}
+        return fresh(url, "POST", "/api/v2/auth/refresh", json=body).status_code
+
+    with ThreadPoolExecutor(len(urls)) as pool:
+        statuses = list(pool.map(refresh, urls))
+    assert sorted(statuses) == [200] + [401] * (len(urls) - 1)
+
+
+def test_logout_on_one_instance_is_seen_by_every_worker_of_both(
+    instances: list[ServerProcess],
+) -> None:
+    first, second = (server.base_url for server in instances)
+    tokens = signed_up(first)
+    auth = {"authorization": f"Bearer {tokens['access_token']}"}
+    assert fresh(second, "GET", "/api/v2/users/me", headers=auth).status_code == 200
+
+    assert fresh(second, "POST", "/api/v2/auth/logout", headers=auth).status_code == 204
+
+    def me(url: str) -> int:
+        return fresh(url, "GET", "/api/v2/users/me", headers=auth).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(me, [first, second] * 10))
+    assert statuses == [401] * 20
+    refreshed = fresh(
+        first, "POST", "/api/v2/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert refreshed.status_code == 401

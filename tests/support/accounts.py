@@ -1,0 +1,68 @@
+"""Signing users up and crafting tokens in tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import jwt
+from sanic_testing.reusable import ReusableClient
+
+from tests.support.apps import TEST_SECRET
+
+PASSWORD = "correct horse battery"
+ISSUER = "coinlink"
+AUDIENCE = "coinlink-api"
+
+
+def new_email() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def register(
+    client: ReusableClient, email: str | None = None, password: str = PASSWORD, **extra: Any
+) -> dict[str, Any]:
+    """Register and return ``{"user": ..., "tokens": ..., "email": ..., "password": ...}``."""
+    email = email or new_email()
+    _, response = client.post(
+        "/api/v2/auth/register", json={"email": email, "password": password, **extra}
+    )
+    assert response.status == 201, response.text
+    return {**response.json, "email": email, "password": password}
+
+
+def login(client: ReusableClient, email: str, password: str = PASSWORD) -> dict[str, Any]:
+    _, response = client.post("/api/v2/auth/login", json={"email": email, "password": password})
+    assert response.status == 200, response.text
+    return dict(response.json)
+
+
+def bearer(tokens: dict[str, Any]) -> dict[str, str]:
+    return {"authorization": f"Bearer {tokens['access_token']}"}
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    """Claims of a well-formed access token; override or drop (value None) any of them."""
+    now = int(time.time())
+    values = {
+        "sub": str(uuid.uuid4()),
+        "sid": str(uuid.uuid4()),
+        "jti": uuid.uuid4().hex,
+        "iat": now,
+        "exp": now + 300,
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "typ": "access",
+        **overrides,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def forge(
+    payload: dict[str, Any],
+    key: Any = TEST_SECRET,
+    algorithm: str = "HS256",
+    headers: dict[str, Any] | None = None,
+) -> str:
+    return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
