@@ -98,6 +98,23 @@ def start(name: str, port: int, args: argparse.Namespace, tmp: str) -> subproces
 
 
 Load = Callable[[str, int, int, str | None], dict[str, float]]
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds used so far by every process of a server's process group (main + workers).
+
+    Throughput on two shared cores is noisy; CPU time per request is the steadier figure.
+    """
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
+            total += int(fields[11]) + int(fields[12])  # utime stime
+    return total / _TICK
 
 
 def sign_up(port: int, rounds: int) -> str:
@@ -132,6 +149,7 @@ def run_wrk(url: str, seconds: int, connections: int, auth: str | None) -> dict[
     report = json.loads(out.strip().splitlines()[-1])
     return {
         "rps": report["requests"] / report["seconds"],
+        "seconds": report["seconds"],
         "p50_ms": report["p50_us"] / 1000,
         "p95_ms": report["p95_us"] / 1000,
         "p99_ms": report["p99_us"] / 1000,
@@ -159,6 +177,7 @@ def run_python(url: str, seconds: int, connections: int, auth: str | None) -> di
         q = statistics.quantiles(latencies, n=100)
         return {
             "rps": len(latencies) / elapsed,
+            "seconds": elapsed,
             "p50_ms": q[49] * 1000,
             "p95_ms": q[94] * 1000,
             "p99_ms": q[98] * 1000,
@@ -170,8 +189,8 @@ def run_python(url: str, seconds: int, connections: int, auth: str | None) -> di
 
 def describe(f: dict[str, float]) -> str:
     return (
-        f"{f['rps']:9.0f} req/s  p50 {f['p50_ms']:6.2f} ms  p95 {f['p95_ms']:6.2f} ms"
-        f"  p99 {f['p99_ms']:6.2f} ms  errors {f['errors']:.0f}"
+        f"{f['rps']:9.0f} req/s  {f['cpu_us']:6.1f} us CPU/req  p50 {f['p50_ms']:6.2f} ms"
+        f"  p95 {f['p95_ms']:6.2f} ms  p99 {f['p99_ms']:6.2f} ms  errors {f['errors']:.0f}"
     )
 
 
@@ -200,10 +219,13 @@ def main() -> None:
             f"  {name:13s} {describe({k: statistics.median(r[k] for r in rows) for k in rows[0]})}"
         )
     for name, base in (("coinlink", "bare"), ("users/me", "coinlink")):
-        ratios = [c["rps"] / b["rps"] for b, c in zip(results[base], results[name], strict=True)]
+        pairs = list(zip(results[base], results[name], strict=True))
+        ratios = [c["rps"] / b["rps"] for b, c in pairs]
+        cpu = [b["cpu_us"] / c["cpu_us"] for b, c in pairs]
         print(
-            f"ratio {name}/{base} throughput: median {statistics.median(ratios):.2f} "
-            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
+            f"ratio {name}/{base}: throughput median {statistics.median(ratios):.2f} "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); "
+            f"CPU per request {base}/{name} median {statistics.median(cpu):.2f}"
         )
 
 
@@ -224,10 +246,14 @@ def measure(args: argparse.Namespace, load: Load, tmp: str) -> dict[str, list[di
         headers = {"/api/v2/users/me": f"Bearer {token}"}
         for server, path in cases.values():  # warm-up
             load(f"http://127.0.0.1:{ports[server]}{path}", 1, args.connections, headers.get(path))
+        pgids = dict(zip(ports, (p.pid for p in processes), strict=True))
         for round_no in range(1, args.rounds + 1):
             for case, (server, path) in cases.items():
                 url = f"http://127.0.0.1:{ports[server]}{path}"
+                cpu_before = group_cpu_s(pgids[server])
                 figures = load(url, args.seconds, args.connections, headers.get(path))
+                requests = figures["rps"] * figures["seconds"]
+                figures["cpu_us"] = (group_cpu_s(pgids[server]) - cpu_before) / requests * 1e6
                 results[case].append(figures)
                 print(f"round {round_no} {case:13s} {describe(figures)}")
     finally:

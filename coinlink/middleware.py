@@ -15,6 +15,7 @@ import structlog
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
 
+from coinlink.observability.logging import bind_request_context
 from coinlink.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 from coinlink.tracing import trace_id_for, trace_id_of
 
@@ -24,6 +25,9 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # The docs page loads its UI script from a CDN, so it only forbids framing.
 DOCS_CSP = "frame-ancestors 'none'"
 UNMATCHED_ROUTE = "<unmatched>"
+# Probes answer every few seconds for every load balancer and scraper: counted in the
+# metrics, kept out of the access log (they would drown it, at ~12 us of CPU a line).
+QUIET_ROUTES = frozenset({"/health", "/readyz", "/metrics"})
 
 
 def security_headers(production: bool) -> dict[str, str]:
@@ -61,10 +65,9 @@ def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool)
     base_headers = security_headers(production)
 
     async def begin(request: Request) -> None:
-        structlog.contextvars.clear_contextvars()
         trace_id = request.ctx.trace_id = trace_id_for(request.headers.get("x-request-id"))
         request.ctx.started = perf_counter()
-        structlog.contextvars.bind_contextvars(trace_id=trace_id)
+        bind_request_context(trace_id=trace_id)
         HTTP_IN_FLIGHT.inc()
 
     async def finish(request: Request, response: BaseHTTPResponse) -> None:
@@ -85,7 +88,7 @@ def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool)
         requests, duration = _request_metrics(request.method, route, response.status)
         requests.inc()
         duration.observe(elapsed)
-        if access_log_enabled:
+        if access_log_enabled and route not in QUIET_ROUTES:
             access_log.info(
                 "request",
                 method=request.method,

@@ -479,7 +479,6 @@ def install(
     )
 
     async def limit_request(request: Request) -> None:
-        ip = request.ctx.client_ip = client_ip(request, trusted)
         path = request.path
         if (
             request.method == "OPTIONS"
@@ -488,6 +487,7 @@ def install(
             or path.startswith("/docs/")
         ):
             return
+        ip = request.ctx.client_ip = client_ip(request, trusted)
         user_id = None
         authorization = request.headers.get("authorization")
         if authorization and authorization[:7].lower() == "bearer ":

@@ -1,8 +1,10 @@
 """structlog set-up: JSON lines (or a readable console) for our loggers and the stdlib's.
 
-Request-scoped values (trace id, route) live in contextvars that the HTTP middleware clears
-at the start of every request: Sanic serves keep-alive requests in one task, so a value
-bound for one request would otherwise leak into the next.
+Request-scoped values (the trace id) live in ONE context variable that the HTTP middleware
+replaces at the start of every request: Sanic serves keep-alive requests in one task, so a
+value bound for one request would otherwise leak into the next. One variable rather than
+structlog's per-key contextvars, whose merge copies and scans the whole context on every
+log call: in a worker that doubled the cost of the access-log line.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +34,24 @@ SENSITIVE_KEYS = frozenset(
         "cookie",
     }
 )
+
+
+_REQUEST_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar(
+    "coinlink_request_context", default=None
+)
+
+
+def bind_request_context(**values: Any) -> None:
+    """Replace the request-scoped log values (a new request starts from nothing)."""
+    _REQUEST_CONTEXT.set(values)
+
+
+def _merge_request_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    values = _REQUEST_CONTEXT.get()
+    if values:
+        for key, value in values.items():
+            event.setdefault(key, value)
+    return event
 
 
 def _stamper(pid: int) -> Processor:
@@ -69,7 +90,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     """
     # Configured in each worker, so the pid is the worker's own.
     stamp = _stamper(os.getpid())
-    shared: list[Processor] = [structlog.contextvars.merge_contextvars, stamp, _redact]
+    shared: list[Processor] = [_merge_request_context, stamp, _redact]
     renderer: Processor
     if fmt == "json":
         shared.append(structlog.processors.format_exc_info)

@@ -13,36 +13,41 @@ import httpx
 from tests.support.apps import ServerProcess, running_server, server_env
 from tests.support.services import wait_for
 
-REQUESTS = 120
+REQUESTS = 120  # even: half to /health, half to /api/v2/users/me
 
 
-def health_requests_counted(metrics: str) -> float:
-    match = re.search(
-        r'^http_requests_total\{method="GET",route="/health",status="200"\} (\S+)$', metrics, re.M
-    )
+def requests_counted(metrics: str, route: str, status: int) -> float:
+    labels = f'method="GET",route="{route}",status="{status}"'
+    pattern = rf"^http_requests_total\{{{re.escape(labels)}\}} (\S+)$"
+    match = re.search(pattern, metrics, re.M)
     return float(match.group(1)) if match else 0.0
 
 
 def test_metrics_count_every_request_across_two_workers(pg_url: str, redis_url: str) -> None:
     env = server_env(COINLINK_DATABASE_URL=pg_url, COINLINK_REDIS_URL=redis_url)
     with running_server(env, workers=2) as server:
-        before = health_requests_counted(httpx.get(server.base_url + "/metrics").text)
+        before = httpx.get(server.base_url + "/metrics").text
 
-        def hit(_: int) -> int:
+        def hit(n: int) -> int:
             # A new connection per request lets the kernel hand requests to either worker.
+            path = "/health" if n % 2 else "/api/v2/users/me"
             with httpx.Client(headers={"connection": "close"}) as client:
-                return client.get(server.base_url + "/health").status_code
+                return client.get(server.base_url + path).status_code
 
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(hit, range(REQUESTS)))
-        assert statuses == [200] * REQUESTS
+        assert sorted(statuses) == [200] * (REQUESTS // 2) + [401] * (REQUESTS // 2)
 
-        metrics = httpx.get(server.base_url + "/metrics").text
-        assert health_requests_counted(metrics) - before == REQUESTS
+        after = httpx.get(server.base_url + "/metrics").text
+        for route, status in (("/health", 200), ("/api/v2/users/me", 401)):
+            counted = requests_counted(after, route, status) - requests_counted(
+                before, route, status
+            )
+            assert counted == REQUESTS // 2, route
 
         pids = set()
         for line in server.output().splitlines():
-            if line.startswith("{") and '"route":"/health"' in line:
+            if line.startswith("{") and '"route":"/api/v2/users/me"' in line:
                 pids.add(json.loads(line)["pid"])
         assert len(pids) == 2, "requests were not spread over both workers"
 
@@ -50,17 +55,15 @@ def test_metrics_count_every_request_across_two_workers(pg_url: str, redis_url: 
 def test_logs_bind_each_keep_alive_request_to_its_own_trace_id(pg_url: str) -> None:
     env = server_env(COINLINK_DATABASE_URL=pg_url)
     with running_server(env) as server, httpx.Client(base_url=server.base_url) as client:
-        # One connection, three requests: a value bound for one must not leak into the next.
+        # One connection, four requests: a value bound for one must not leak into the next.
         ids = [
-            client.get("/health", headers={"x-request-id": "first-request"}).headers[
-                "x-request-id"
-            ],
-            client.get("/nowhere").headers["x-request-id"],
-            client.get("/health", headers={"x-request-id": "third-request"}).headers[
-                "x-request-id"
-            ],
+            client.get("/api/v2/users/me", headers={"x-request-id": "first-request"}),
+            client.get("/nowhere"),
+            client.get("/health", headers={"x-request-id": "probe"}),
+            client.get("/api/v2/users/me", headers={"x-request-id": "fourth-request"}),
         ]
-        assert ids[0] == "first-request" and ids[2] == "third-request"
+        ids = [response.headers["x-request-id"] for response in ids]
+        assert ids[0] == "first-request" and ids[2] == "probe" and ids[3] == "fourth-request"
         time.sleep(0.2)
         access = [
             json.loads(line)
@@ -68,10 +71,11 @@ def test_logs_bind_each_keep_alive_request_to_its_own_trace_id(pg_url: str) -> N
             if line.startswith("{") and '"logger":"coinlink.access"' in line
         ]
     logged = [(entry["trace_id"], entry["route"], entry["status"]) for entry in access[-3:]]
+    # Probes (/health, /readyz, /metrics) are counted in the metrics but not access-logged.
     assert logged == [
-        ("first-request", "/health", 200),
+        ("first-request", "/api/v2/users/me", 401),
         (ids[1], "<unmatched>", 404),
-        ("third-request", "/health", 200),
+        ("fourth-request", "/api/v2/users/me", 401),
     ]
     assert all(isinstance(entry["duration_ms"], float) for entry in access[-3:])
 
