@@ -17,6 +17,7 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 
+from coinlink.bus.base import BusError
 from coinlink.observability.sentry import report_exception
 from coinlink.tracing import trace_id_of
 
@@ -134,6 +135,19 @@ class EnvelopeErrorHandler(ErrorHandler):
                 exception.message,
                 exception.details,
                 exception.headers,
+            )
+        if isinstance(exception, BusError):
+            # A dependency is down, not a bug: no traceback, no Sentry event; readiness
+            # reports it too.
+            log.warning(
+                "dependency_unavailable", trace_id=trace_id_of(request), error=str(exception)
+            )
+            return error_response(
+                request,
+                503,
+                "service_unavailable",
+                "a dependency is unavailable; retry shortly",
+                headers={"Retry-After": "1"},
             )
         if isinstance(exception, SanicException) and exception.status_code < 500:
             status = exception.status_code

@@ -93,5 +93,14 @@ def test_login_stays_limited_while_redis_is_down(pg_url: str) -> None:
             redis.stop()
             statuses = [attempt(client, account["email"]).status for _ in range(4)]
             assert statuses == [401, 401, 401, 429]
+            # Revocation state lives in Redis: an authenticated request cannot be checked,
+            # so it fails closed with 503 (never a 500, never an unchecked success).
+            _, response = client.get(
+                "/api/v2/users/me",
+                headers={"authorization": f"Bearer {account['tokens']['access_token']}"},
+            )
+            assert response.status == 503
+            assert response.json["error"]["code"] == "service_unavailable"
+            assert response.headers["retry-after"] == "1"
     finally:
         redis.stop()
