@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field, StringConstraints
+from pydantic import Field
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 from sanic_ext import openapi
 
-from coinlink.accounts import AccountError, AccountService, Tokens, iso, user_dict
-from coinlink.auth import BEARER, client_ip, requires_auth
-from coinlink.errors import ApiError, NotFound
+from coinlink.accounts import AccountService, iso, user_dict
+from coinlink.auth import BEARER, client_ip, current_user, requires_auth
+from coinlink.errors import NotFound
 from coinlink.ratelimit import enforce
-from coinlink.validation import Body, Email, Password, openapi_body, parse_body
+from coinlink.validation import Body, DisplayName, Email, Password, openapi_body, parse_body
 
 bp = Blueprint("auth", url_prefix="/api/v2/auth")
 
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
 NO_STORE = {"Cache-Control": "no-store"}  # token responses are never cached (RFC 6749 5.1)
+MAX_SESSIONS_LISTED = 100
 
 
 class Register(Body):
@@ -37,26 +36,9 @@ class Refresh(Body):
     refresh_token: str = Field(min_length=1, max_length=4096)
 
 
-class Logout(Body):
-    refresh_token: str | None = Field(default=None, max_length=4096)
-
-
 class PasswordChange(Body):
     current_password: Password
     new_password: Password
-
-
-_STATUS_OF = {
-    "email_taken": 409,
-    "invalid_credentials": 401,
-    "invalid_token": 401,
-    "token_reused": 401,
-}
-
-
-def account_error(exc: AccountError) -> ApiError:
-    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} if "token" in exc.code else None
-    return ApiError(exc.message, status=_STATUS_OF[exc.code], code=exc.code, headers=headers)
 
 
 def _accounts(request: Request) -> AccountService:
@@ -65,7 +47,7 @@ def _accounts(request: Request) -> AccountService:
 
 
 def _user_agent(request: Request) -> str:
-    return request.headers.get("user-agent", "")[:256]
+    return str(request.headers.get("user-agent", ""))[:256]
 
 
 @bp.post("/register")
@@ -77,12 +59,9 @@ def _user_agent(request: Request) -> str:
 @openapi.response(422, description="validation_error")
 async def register(request: Request) -> HTTPResponse:
     body = parse_body(request, Register)
-    try:
-        user, tokens = await _accounts(request).register(
-            body.email, body.password, body.display_name, _user_agent(request), client_ip(request)
-        )
-    except AccountError as exc:
-        raise account_error(exc) from None
+    user, tokens = await _accounts(request).register(
+        body.email, body.password, body.display_name, _user_agent(request), client_ip(request)
+    )
     return json({"user": user_dict(user), "tokens": tokens.as_dict()}, status=201, headers=NO_STORE)
 
 
@@ -94,12 +73,9 @@ async def register(request: Request) -> HTTPResponse:
 async def login(request: Request) -> HTTPResponse:
     body = parse_body(request, Login)
     await enforce(request, "login_account", body.email)
-    try:
-        user, tokens = await _accounts(request).login(
-            body.email, body.password, _user_agent(request), client_ip(request)
-        )
-    except AccountError as exc:
-        raise account_error(exc) from None
+    user, tokens = await _accounts(request).login(
+        body.email, body.password, _user_agent(request), client_ip(request)
+    )
     return json({"user": user_dict(user), "tokens": tokens.as_dict()}, headers=NO_STORE)
 
 
@@ -109,20 +85,21 @@ async def login(request: Request) -> HTTPResponse:
 @openapi.response(401, description="invalid_token or token_reused (the session is revoked)")
 async def refresh(request: Request) -> HTTPResponse:
     body = parse_body(request, Refresh)
-    try:
-        tokens: Tokens = await _accounts(request).refresh(body.refresh_token)
-    except AccountError as exc:
-        raise account_error(exc) from None
+    tokens = await _accounts(request).refresh(body.refresh_token)
     return json({"tokens": tokens.as_dict()}, headers=NO_STORE)
 
 
 @bp.post("/logout")
-@openapi.definition(summary="Sign out: revoke this session", tag="auth", secured=BEARER)
+@openapi.definition(
+    summary="Sign out: revoke this session (a body, if any, is ignored)",
+    tag="auth",
+    secured=BEARER,
+)
 @openapi.response(204, description="signed out")
 @requires_auth
 async def logout(request: Request) -> HTTPResponse:
-    if request.body:
-        parse_body(request, Logout)  # accepted for clients that send it; the session is revoked
+    # The session comes from the access token; an optional {refresh_token} body is not
+    # needed, and a malformed one must never keep a session alive.
     await _accounts(request).logout(request.ctx.claims)
     return empty()
 
@@ -132,6 +109,7 @@ async def logout(request: Request) -> HTTPResponse:
 @requires_auth
 async def sessions(request: Request) -> HTTPResponse:
     claims = request.ctx.claims
+    listed = await _accounts(request).list_sessions(claims.user_id, MAX_SESSIONS_LISTED)
     items = [
         {
             "id": str(session.id),
@@ -141,9 +119,10 @@ async def sessions(request: Request) -> HTTPResponse:
             "ip": session.ip,
             "current": str(session.id) == claims.session_id,
         }
-        for session in await _accounts(request).list_sessions(claims.user_id)
+        for session in listed
     ]
-    return json({"items": items})
+    # The most recently used ones; older live sessions can be ended by a password change.
+    return json({"items": items, "next_cursor": None})
 
 
 @bp.delete("/sessions/<session_id:uuid>")
@@ -169,11 +148,10 @@ async def revoke_session(request: Request, session_id: UUID) -> HTTPResponse:
 @requires_auth
 async def change_password(request: Request) -> HTTPResponse:
     body = parse_body(request, PasswordChange)
-    claims = request.ctx.claims
-    try:
-        await _accounts(request).change_password(
-            claims.user_id, claims.session_id, body.current_password, body.new_password
-        )
-    except AccountError as exc:
-        raise account_error(exc) from None
+    user = await current_user(request)
+    # A stolen access token must not buy unlimited password guesses: the login budget.
+    await enforce(request, "login_account", user.email)
+    await _accounts(request).change_password(
+        user, request.ctx.claims.session_id, body.current_password, body.new_password
+    )
     return empty()

@@ -9,11 +9,11 @@ from pydantic import AfterValidator, Field, StringConstraints, field_validator
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 from sanic_ext import openapi
 
-from blueprints.auth import account_error
-from coinlink.accounts import AccountError, AccountService, user_dict
-from coinlink.auth import BEARER, InvalidAccessToken, requires_auth
+from coinlink.accounts import AccountService, user_dict
+from coinlink.auth import BEARER, current_user, requires_auth
 from coinlink.errors import RequestValidationError
-from coinlink.validation import Body, Password, openapi_body, parse_body
+from coinlink.ratelimit import enforce
+from coinlink.validation import Body, DisplayName, Password, openapi_body, parse_body
 from models.accounts import User
 
 bp = Blueprint("users", url_prefix="/api/v2/users")
@@ -22,7 +22,7 @@ MAX_WATCHLIST = 100
 
 
 class ProfileUpdate(Body):
-    display_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
+    display_name: DisplayName
 
 
 class DeleteAccount(Body):
@@ -32,11 +32,17 @@ class DeleteAccount(Body):
 def _webhook_url(value: str | None) -> str | None:
     if value is None:
         return None
+    if any(ch.isspace() for ch in value):
+        raise ValueError("must not contain spaces")
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ValueError("must be an absolute http(s) URL")
     if parts.username or parts.password:
         raise ValueError("must not carry credentials")
+    try:
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError:
+        raise ValueError("has an invalid port") from None
     return value
 
 
@@ -55,7 +61,7 @@ class Preferences(Body):
     @field_validator("watchlist")
     @classmethod
     def _normalise(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(symbol.strip().upper() for symbol in value))
+        return [symbol.strip().upper() for symbol in value]  # de-duplicated once checked
 
 
 def preferences_dict(user: User) -> dict[str, Any]:
@@ -66,18 +72,11 @@ def preferences_dict(user: User) -> dict[str, Any]:
     }
 
 
-async def _me(request: Request) -> User:
-    user = await User.get_or_none(id=request.ctx.claims.user_id)
-    if user is None:  # deleted while its token still lived
-        raise InvalidAccessToken()
-    return user
-
-
 @bp.get("/me")
 @openapi.definition(summary="The caller's profile", tag="users", secured=BEARER)
 @requires_auth
 async def me(request: Request) -> HTTPResponse:
-    return json(user_dict(await _me(request)))
+    return json(user_dict(await current_user(request)))
 
 
 @bp.patch("/me")
@@ -90,7 +89,7 @@ async def me(request: Request) -> HTTPResponse:
 @requires_auth
 async def update_me(request: Request) -> HTTPResponse:
     body = parse_body(request, ProfileUpdate)
-    user = await _me(request)
+    user = await current_user(request)
     user.display_name = body.display_name
     await user.save(update_fields=["display_name", "updated_at"])
     return json(user_dict(user))
@@ -108,11 +107,10 @@ async def update_me(request: Request) -> HTTPResponse:
 @requires_auth
 async def delete_me(request: Request) -> HTTPResponse:
     body = parse_body(request, DeleteAccount)
+    user = await current_user(request)
+    await enforce(request, "login_account", user.email)  # no unlimited password guesses
     accounts: AccountService = request.app.ctx.accounts
-    try:
-        await accounts.delete_account(request.ctx.claims.user_id, body.password)
-    except AccountError as exc:
-        raise account_error(exc) from None
+    await accounts.delete_account(user, body.password)
     return empty()
 
 
@@ -120,7 +118,7 @@ async def delete_me(request: Request) -> HTTPResponse:
 @openapi.definition(summary="The caller's preferences", tag="users", secured=BEARER)
 @requires_auth
 async def get_preferences(request: Request) -> HTTPResponse:
-    return json(preferences_dict(await _me(request)))
+    return json(preferences_dict(await current_user(request)))
 
 
 @bp.put("/me/preferences")
@@ -136,19 +134,21 @@ async def put_preferences(request: Request) -> HTTPResponse:
     body = parse_body(request, Preferences)
     settings = request.app.ctx.settings
     known = set(settings.symbols)
-    unknown = [symbol for symbol in body.watchlist if symbol not in known]
+    unknown = {
+        f"watchlist.{index}": f"unknown symbol {symbol}"
+        for index, symbol in enumerate(body.watchlist)
+        if symbol not in known
+    }
     if unknown:
-        raise RequestValidationError(
-            {f"watchlist.{body.watchlist.index(s)}": f"unknown symbol {s}" for s in unknown}
-        )
+        raise RequestValidationError(unknown)
     quotes = {symbol.split("-")[1] for symbol in known}
     if body.base_currency not in quotes:
         raise RequestValidationError(
             {"base_currency": f"must be one of {', '.join(sorted(quotes))}"}
         )
-    user = await _me(request)
+    user = await current_user(request)
     user.base_currency = body.base_currency
-    user.watchlist = body.watchlist
+    user.watchlist = list(dict.fromkeys(body.watchlist))
     user.webhook_url = body.webhook_url
     await user.save(update_fields=["base_currency", "watchlist", "webhook_url", "updated_at"])
     return json(preferences_dict(user))

@@ -26,13 +26,15 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
-from coinlink.bus import Bus
+from coinlink.bus import Bus, BusError
+from coinlink.errors import ApiError
 from coinlink.passwords import hash_password, verify_password
 from coinlink.tokens import AccessClaims, TokenService, hash_refresh_token, new_refresh_token
 from config import Settings
 from models.accounts import RefreshToken, Session, User
 
 security_log = structlog.get_logger(logger_name="coinlink.security")
+log = structlog.get_logger(logger_name="coinlink.accounts")
 
 TOKEN_REUSE = Counter(
     "auth_refresh_token_reuse_total", "Spent refresh tokens presented again (families revoked)."
@@ -41,15 +43,27 @@ LOGIN_FAILURES = Counter("auth_login_failures_total", "Failed logins.")
 # How long a worker trusts its last database answer about a session; the bus marks
 # revocations at once, this only bounds the damage if the bus lost them.
 SESSION_CACHE_S = 5.0
+# The bus answers in well under a millisecond; past this it is treated as down.
+BUS_DEADLINE_S = 0.25
+BUS_FALLBACKS = Counter(
+    "auth_revocation_bus_fallbacks_total",
+    "Access checks answered from the database because the bus did not answer.",
+)
 
 
-class AccountError(Exception):
-    """An expected refusal: ``code`` is the contract's error code."""
+class AuthError(ApiError):
+    """401: a token (``invalid_token``, ``token_reused``) or a password was not accepted."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    status = 401
+
+    def __init__(self, message: str, code: str = "invalid_token") -> None:
+        challenge = "Bearer" if code == "invalid_credentials" else 'Bearer error="invalid_token"'
+        super().__init__(message, code=code, headers={"WWW-Authenticate": challenge})
+
+
+class EmailTaken(ApiError):
+    status = 409
+    code = "email_taken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +115,7 @@ class AccountService:
 
     async def warm_up(self) -> None:
         """Make the hash an unknown email is checked against (once per worker, at start)."""
-        self._dummy_hash = await hash_password("not-a-real-password", self._rounds)
+        self._dummy_hash = await hash_password("not-a-real-password", self.settings.bcrypt_rounds)
 
     async def _verify_or_spend(self, password: str, user: User | None) -> bool:
         """Check the password; for an unknown user spend the same bcrypt work anyway."""
@@ -113,16 +127,12 @@ class AccountService:
             return False
         return await verify_password(password, user.password_hash)
 
-    @property
-    def _rounds(self) -> int:
-        return self.settings.bcrypt_rounds
-
     # -- sign-up and sign-in ----------------------------------------------------------
 
     async def register(
         self, email: str, password: str, display_name: str, user_agent: str, ip: str
     ) -> tuple[User, Tokens]:
-        password_hash = await hash_password(password, self._rounds)
+        password_hash = await hash_password(password, self.settings.bcrypt_rounds)
         try:
             async with in_transaction():
                 user = await User.create(
@@ -130,7 +140,7 @@ class AccountService:
                 )
                 tokens = await self._open_session(user, user_agent, ip)
         except IntegrityError:
-            raise AccountError("email_taken", "this email is already registered") from None
+            raise EmailTaken("this email is already registered") from None
         return user, tokens
 
     async def login(
@@ -139,7 +149,7 @@ class AccountService:
         user = await User.get_or_none(email=email)
         if not await self._verify_or_spend(password, user) or user is None:
             LOGIN_FAILURES.inc()
-            raise AccountError("invalid_credentials", "email or password is wrong")
+            raise AuthError("email or password is wrong", "invalid_credentials")
         return user, await self._open_session(user, user_agent, ip)
 
     async def _open_session(self, user: User, user_agent: str, ip: str) -> Tokens:
@@ -148,7 +158,7 @@ class AccountService:
             user=user,
             last_used_at=now,
             expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_s),
-            user_agent=user_agent[:256],
+            user_agent=user_agent,
             ip=ip[:45],
         )
         return await self._issue(user.id, session)
@@ -166,108 +176,126 @@ class AccountService:
     async def refresh(self, refresh_token: str) -> Tokens:
         token_hash = hash_refresh_token(refresh_token)
         now = _now()
-        spent = await RefreshToken.filter(
-            token_hash=token_hash, spent_at__isnull=True, expires_at__gt=now
-        ).update(spent_at=now)
-        record = await RefreshToken.get_or_none(token_hash=token_hash).select_related("session")
-        if record is None or record.session.revoked_at is not None:
-            raise AccountError("invalid_token", "refresh token is not valid")
-        session = record.session
-        if not spent:
-            if record.spent_at is not None:
-                await self._revoke_family(session, reason="refresh_token_reuse")
-                raise AccountError(
-                    "token_reused", "refresh token was already used; the session is revoked"
-                )
-            raise AccountError("invalid_token", "refresh token has expired")
-        session.last_used_at = now
-        session.expires_at = now + timedelta(seconds=self.settings.refresh_token_ttl_s)
-        await session.save(update_fields=["last_used_at", "expires_at"])
-        return await self._issue(session.user_id, session)  # type: ignore[attr-defined]
+        # Spend and replace in one transaction: a failure half-way must not leave the
+        # client holding a spent token with no successor (its retry would look like reuse).
+        async with in_transaction():
+            spent = await RefreshToken.filter(
+                token_hash=token_hash, spent_at__isnull=True, expires_at__gt=now
+            ).update(spent_at=now)
+            if spent:
+                record = await RefreshToken.get(token_hash=token_hash).select_related("session")
+                session = record.session
+                if session.revoked_at is not None:
+                    raise AuthError("refresh token is not valid")
+                session.last_used_at = now
+                session.expires_at = now + timedelta(seconds=self.settings.refresh_token_ttl_s)
+                await session.save(update_fields=["last_used_at", "expires_at"])
+                return await self._issue(session.user_id, session)  # type: ignore[attr-defined]
+        stale = await RefreshToken.get_or_none(token_hash=token_hash).select_related("session")
+        if stale is None or stale.session.revoked_at is not None:
+            raise AuthError("refresh token is not valid")
+        if stale.spent_at is None:
+            raise AuthError("refresh token has expired")
+        await self._on_reuse(stale.session)
+        raise AuthError("refresh token was already used; the session is revoked", "token_reused")
 
-    async def _revoke_family(self, session: Session, reason: str) -> None:
+    async def _on_reuse(self, session: Session) -> None:
         TOKEN_REUSE.inc()
         security_log.warning(
             "refresh_token_reuse",
             session_id=str(session.id),
             user_id=str(session.user_id),  # type: ignore[attr-defined]
             action="session revoked",
-            reason=reason,
         )
         await self.revoke_sessions([session.id])
 
     # -- revocation -------------------------------------------------------------------
 
-    async def revoke_sessions(self, session_ids: list[UUID]) -> None:
+    async def revoke_sessions(self, session_ids: list[UUID], denied_jti: str = "") -> None:
+        """Revoke in the database (the record), then mark in the bus (the fast path).
+
+        The bus marks are best effort: when Redis is down the revocation still holds,
+        because every worker then checks sessions in the database.
+        """
         if not session_ids:
             return
         await Session.filter(id__in=session_ids, revoked_at__isnull=True).update(revoked_at=_now())
-        await asyncio.gather(
-            *(
-                self.bus.set(f"revoked-session:{sid}", b"1", ttl_s=self.settings.access_token_ttl_s)
-                for sid in session_ids
-            )
-        )
         for sid in session_ids:
             self._session_cache[str(sid)] = (False, time.monotonic())
+        ttl = self.settings.access_token_ttl_s
+        marks = [self.bus.set(f"revoked-session:{sid}", b"1", ttl_s=ttl) for sid in session_ids]
+        if denied_jti:
+            marks.append(self.bus.set(f"denied-jti:{denied_jti}", b"1", ttl_s=ttl))
+        try:
+            async with asyncio.timeout(BUS_DEADLINE_S * 4):
+                await asyncio.gather(*marks)
+        except (BusError, TimeoutError) as exc:
+            log.warning("revocation_not_marked_in_bus", error=str(exc) or "timeout")
 
     async def logout(self, claims: AccessClaims) -> None:
-        ttl = max(1, claims.expires_at - int(time.time()))
-        await self.bus.set(f"denied-jti:{claims.jti}", b"1", ttl_s=ttl)
-        await self.revoke_sessions([UUID(claims.session_id)])
+        await self.revoke_sessions([UUID(claims.session_id)], denied_jti=claims.jti)
 
     async def access_allowed(self, claims: AccessClaims) -> bool:
-        """False for a denied token or a revoked session (bus first, database briefly cached)."""
-        denied, revoked = await self.bus.get_many(
-            f"denied-jti:{claims.jti}", f"revoked-session:{claims.session_id}"
-        )
+        """False for a denied token or a revoked session.
+
+        The bus answers at once for every worker; the database is re-read at most every
+        few seconds per session, and on every request while the bus does not answer.
+        """
+        try:
+            async with asyncio.timeout(BUS_DEADLINE_S):
+                denied, revoked = await self.bus.get_many(
+                    f"denied-jti:{claims.jti}", f"revoked-session:{claims.session_id}"
+                )
+        except (BusError, TimeoutError):
+            BUS_FALLBACKS.inc()
+            return await self._session_valid(claims.session_id)
         if denied is not None or revoked is not None:
             return False
         cached = self._session_cache.get(claims.session_id)
         if cached is not None and time.monotonic() - cached[1] < SESSION_CACHE_S:
             return cached[0]
+        return await self._session_valid(claims.session_id)
+
+    async def _session_valid(self, session_id: str) -> bool:
         valid = await Session.filter(
-            id=claims.session_id, revoked_at__isnull=True, expires_at__gt=_now()
+            id=session_id, revoked_at__isnull=True, expires_at__gt=_now()
         ).exists()
         if len(self._session_cache) > 10_000:
             self._session_cache.clear()
-        self._session_cache[claims.session_id] = (valid, time.monotonic())
+        self._session_cache[session_id] = (valid, time.monotonic())
         return valid
 
     # -- sessions and passwords -------------------------------------------------------
 
-    async def list_sessions(self, user_id: str) -> list[Session]:
+    async def list_sessions(self, user_id: str, limit: int) -> list[Session]:
         return (
             await Session.filter(user_id=user_id, revoked_at__isnull=True, expires_at__gt=_now())
             .order_by("-last_used_at")
-            .all()
+            .limit(limit)
         )
 
     async def revoke_own_session(self, user_id: str, session_id: UUID) -> bool:
-        session = await Session.get_or_none(id=session_id, user_id=user_id, revoked_at=None)
-        if session is None:
+        if not await Session.filter(id=session_id, user_id=user_id, revoked_at=None).exists():
             return False
-        await self.revoke_sessions([session.id])
+        await self.revoke_sessions([session_id])
         return True
 
     async def change_password(
-        self, user_id: str, current_session: str, current: str, new: str
+        self, user: User, current_session: str, current: str, new: str
     ) -> None:
-        user = await User.get(id=user_id)
         if not await verify_password(current, user.password_hash):
-            raise AccountError("invalid_credentials", "current password is wrong")
-        user.password_hash = await hash_password(new, self._rounds)
+            raise AuthError("current password is wrong", "invalid_credentials")
+        user.password_hash = await hash_password(new, self.settings.bcrypt_rounds)
         await user.save(update_fields=["password_hash", "updated_at"])
         others = await Session.filter(
-            Q(user_id=user_id) & Q(revoked_at__isnull=True) & ~Q(id=current_session)
+            Q(user_id=user.id) & Q(revoked_at__isnull=True) & ~Q(id=current_session)
         ).values_list("id", flat=True)
         await self.revoke_sessions(list(others))  # type: ignore[arg-type]
 
-    async def delete_account(self, user_id: str, password: str) -> None:
-        user = await User.get(id=user_id)
+    async def delete_account(self, user: User, password: str) -> None:
         if not await verify_password(password, user.password_hash):
-            raise AccountError("invalid_credentials", "password is wrong")
-        sessions = await Session.filter(user_id=user_id, revoked_at__isnull=True).values_list(
+            raise AuthError("password is wrong", "invalid_credentials")
+        sessions = await Session.filter(user_id=user.id, revoked_at__isnull=True).values_list(
             "id", flat=True
         )
         await self.revoke_sessions(list(sessions))  # type: ignore[arg-type]

@@ -73,14 +73,10 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         prefix=f"{settings.redis_prefix}rl:",
         timeout_s=min(0.25, settings.redis_timeout_s),
     )
-    if settings.rate_limits_enabled:
-        install_rate_limits(
-            app,
-            limiter,
-            Policies.from_settings(settings),
-            TrustedProxies(settings.trusted_proxies),
-            user_of=tokens.subject_of,
-        )
+    app.ctx.trusted = TrustedProxies(settings.trusted_proxies)
+    install_rate_limits(
+        app, limiter, Policies.from_settings(settings), app.ctx.trusted, user_of=tokens.subject_of
+    )
     db.register(app, settings.effective_database_url)
     app.blueprint(health.bp)
     app.blueprint(auth.bp)

@@ -8,9 +8,11 @@ from typing import Any, TypeVar
 
 from sanic import HTTPResponse, Request
 
-from coinlink.accounts import AccountService
+from coinlink.accounts import AccountService, AuthError
+from coinlink.clientip import client_ip as resolve_client_ip
 from coinlink.errors import ApiError
 from coinlink.tokens import AccessClaims, InvalidToken
+from models.accounts import User
 
 # OpenAPI: the scheme every authenticated operation declares (registered in create_app).
 BEARER: dict[str, Any] = {"bearer": []}
@@ -26,12 +28,8 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
-class InvalidAccessToken(ApiError):
-    status = 401
-    code = "invalid_token"
-
-    def __init__(self, message: str = "access token is invalid, expired or revoked") -> None:
-        super().__init__(message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+def invalid_access_token(message: str = "access token is invalid, expired or revoked") -> AuthError:
+    return AuthError(message)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -40,7 +38,7 @@ def bearer_token(request: Request) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidAccessToken("authorization must be `Bearer <access token>`")
+        raise invalid_access_token("authorization must be `Bearer <access token>`")
     return token.strip()
 
 
@@ -52,9 +50,9 @@ async def authenticate(request: Request) -> AccessClaims:
     try:
         claims = accounts.tokens.decode_access(token)
     except InvalidToken:
-        raise InvalidAccessToken() from None
+        raise invalid_access_token() from None
     if not await accounts.access_allowed(claims):
-        raise InvalidAccessToken()
+        raise invalid_access_token()
     request.ctx.claims = claims
     return claims
 
@@ -71,6 +69,16 @@ def requires_auth(handler: Handler) -> Handler:
 
 
 def client_ip(request: Request) -> str:
-    """The client's address as the rate limiter resolved it (trusted proxies applied)."""
+    """The client's address, trusted proxies applied (resolved once per request)."""
     resolved = getattr(request.ctx, "client_ip", None)
-    return str(resolved or request.ip)
+    if resolved is None:
+        resolved = request.ctx.client_ip = resolve_client_ip(request, request.app.ctx.trusted)
+    return str(resolved)
+
+
+async def current_user(request: Request) -> User:
+    """The authenticated caller's row (``requires_auth`` ran); 401 if it is gone."""
+    user = await User.get_or_none(id=request.ctx.claims.user_id)
+    if user is None:  # deleted while its token still lived
+        raise invalid_access_token()
+    return user

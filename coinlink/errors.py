@@ -18,6 +18,7 @@ from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 
 from coinlink.bus.base import BusError
+from coinlink.middleware import UNMATCHED_ROUTE, route_label
 from coinlink.observability.sentry import report_exception
 from coinlink.tracing import trace_id_of
 
@@ -158,7 +159,7 @@ class EnvelopeErrorHandler(ErrorHandler):
         status = getattr(exception, "status_code", 500)
         status = status if isinstance(status, int) and 500 <= status < 600 else 500
         trace_id = trace_id_of(request)
-        route = "/" + request.route.path if request and request.route else "<unmatched>"
+        route = route_label(request) if request else UNMATCHED_ROUTE
         log.error(
             "unhandled_exception",
             trace_id=trace_id,

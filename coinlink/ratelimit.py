@@ -92,6 +92,7 @@ from sanic.response import BaseHTTPResponse
 
 from coinlink.clientip import TrustedProxies, client_ip, parse_address
 from coinlink.errors import ApiError
+from coinlink.middleware import QUIET_ROUTES, route_label
 from config import Settings
 from config.settings import parse_rate
 
@@ -387,7 +388,7 @@ class Policies(Mapping[str, Rate]):
 
 PRIORITY: Final = 900  # below coinlink.middleware's 1000: runs after the trace id is set
 _APP_KEY: Final = "rate_limiting"
-_UNLIMITED_PATHS: Final = frozenset({"/health", "/readyz", "/metrics"})
+_UNLIMITED_PATHS: Final = QUIET_ROUTES  # the probes
 _LOGIN_PATH: Final = "/api/v2/auth/login"
 _REGISTER_PATH: Final = "/api/v2/auth/register"
 
@@ -500,8 +501,8 @@ def install(
         if request.method == "POST":
             # The matched route, not the raw path: "/api/v2/auth/login/" or an encoded
             # variant reaching the same handler must pay the same policy.
-            route = request.route
-            target = ("/" + route.path if route is not None else path).rstrip("/")
+            target = (request.route and route_label(request)) or path
+            target = target.rstrip("/")
             if target == _LOGIN_PATH:
                 _record(request, "login_ip", await hit("login_ip", login_ip, ip_key(ip)))
             elif target == _REGISTER_PATH:
@@ -510,10 +511,7 @@ def install(
     async def add_headers(request: Request, response: BaseHTTPResponse) -> None:
         decision: Decision | None = getattr(request.ctx, "rate_limit", None)
         if decision is not None:
-            headers = response.headers
-            headers["RateLimit-Limit"] = str(decision.limit)
-            headers["RateLimit-Remaining"] = str(decision.remaining)
-            headers["RateLimit-Reset"] = str(math.ceil(decision.reset_s))
+            response.headers.update(rate_limit_headers(decision))
 
     app.register_middleware(limit_request, "request", priority=PRIORITY)
     app.register_middleware(add_headers, "response", priority=PRIORITY)

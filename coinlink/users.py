@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from email_validator import EmailNotValidError, validate_email
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
 from coinlink.db import pending_migrations, tortoise_config
 from coinlink.passwords import hash_password, password_problem
+from coinlink.validation import normalise_email
 from config import Settings
 from models.accounts import User
 
@@ -18,18 +18,17 @@ class UserError(Exception):
     """A user could not be created; the message says why."""
 
 
-def normalise_email(email: str) -> str:
+def _email(email: str) -> str:
     try:
-        result = validate_email(email, check_deliverability=False)
-    except EmailNotValidError as exc:
+        return normalise_email(email)
+    except ValueError as exc:
         raise UserError(f"invalid email: {exc}") from None
-    return result.normalized.lower()
 
 
 async def create_user(
     email: str, password: str, display_name: str, *, is_admin: bool, rounds: int
 ) -> User:
-    email = normalise_email(email)
+    email = _email(email)
     problem = password_problem(password)
     if problem:
         raise UserError(f"invalid password: {problem}")

@@ -2,16 +2,27 @@
 
 Malformed JSON is a 400 ``invalid_json``; anything that parses but does not fit the model is a
 422 ``validation_error`` naming each bad field. Models forbid unknown fields, so read-only
-fields such as ``is_admin`` can never be mass-assigned.
+fields such as ``is_admin`` can never be mass-assigned. Control characters other than tab,
+newline and carriage return are refused in every string of every body: PostgreSQL cannot
+store NUL, bcrypt refuses it, and none of them belongs in a name, an email or a URL.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
 import orjson
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 from sanic import Request
 
 from coinlink.errors import InvalidJson, RequestValidationError
@@ -20,7 +31,11 @@ from coinlink.passwords import password_problem
 M = TypeVar("M", bound=BaseModel)
 
 
-def _email(value: str) -> str:
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def normalise_email(value: str) -> str:
+    """The one email rule: syntax (not deliverability), then lower case."""
     try:
         return validate_email(value, check_deliverability=False).normalized.lower()
     except EmailNotValidError as exc:
@@ -34,12 +49,15 @@ def _password(value: str) -> str:
     return value
 
 
-Email = Annotated[str, Field(max_length=254), AfterValidator(_email)]
+Email = Annotated[str, Field(max_length=254), AfterValidator(normalise_email)]
 """An email address, validated and normalised to lower case."""
 
 # Never stripped: spaces are part of a password. Bytes are checked, not characters (bcrypt).
 Password = Annotated[str, Field(json_schema_extra={"minLength": 8}), AfterValidator(_password)]
 """8 to 72 bytes of UTF-8."""
+
+DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
+"""A user's display name: trimmed, at most 64 characters."""
 
 
 class Body(BaseModel):
@@ -63,10 +81,25 @@ def parse_body(request: Request, model: type[M]) -> M:
         raise InvalidJson(f"body is not valid JSON: {exc.msg}") from None
     if not isinstance(data, dict):
         raise InvalidJson("body must be a JSON object")
+    bad = dict(_control_characters(data, ""))
+    if bad:
+        raise RequestValidationError(bad)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError.from_pydantic(exc) from None
+
+
+def _control_characters(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            yield path or "body", "must not contain control characters"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _control_characters(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _control_characters(item, f"{path}.{index}" if path else str(index))
 
 
 def parse_query(request: Request, model: type[M]) -> M:

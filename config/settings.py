@@ -150,6 +150,15 @@ class Settings(BaseSettings):
     symbols: CommaList = Field(default_factory=lambda: list(DEFAULT_SYMBOLS))
     """Comma-separated market symbols (``BASE-QUOTE``)."""
 
+    provider: Literal["simulator", "replay", "binance", "coinbase", "none"] = "simulator"
+    """Where market ticks come from (the market-data feature)."""
+
+    admin_ticks: bool = False
+    """Enable ``POST /api/v2/admin/ticks`` for admins (the market-data feature)."""
+
+    webhook_allow_private: bool = False
+    """Let webhooks reach loopback, private and link-local addresses (the alerts feature)."""
+
     rate_limits_enabled: bool = True
     """Apply the rate-limit policies below."""
 
@@ -268,15 +277,21 @@ class Settings(BaseSettings):
 
     @field_validator("trusted_proxies")
     @classmethod
-    def _check_proxies(cls, value: list[str]) -> list[str]:
-        bad = []
+    def _check_proxies(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        bad, everyone = [], []
         for item in value:
             try:
-                ipaddress.ip_network(item, strict=False)
+                network = ipaddress.ip_network(item, strict=False)
             except ValueError:
                 bad.append(item)
+                continue
+            if network.prefixlen == 0:
+                everyone.append(item)
         if bad:
             raise ValueError(f"not addresses or CIDRs: {', '.join(bad)}")
+        if everyone and _is_production(info):
+            # Trusting every peer lets any client pick its own address for the rate limits.
+            raise ValueError(f"{', '.join(everyone)} trusts every client; name the proxies")
         return value
 
     @field_validator("symbols")

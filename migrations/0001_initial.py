@@ -52,7 +52,7 @@ class Migration(migrations.Migration):
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('spent_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
-            options={'table': 'refresh_tokens', 'app': 'models', 'pk_attr': 'token_hash'},
+            options={'table': 'refresh_tokens', 'app': 'models', 'indexes': [Index(fields=['session_id'])], 'pk_attr': 'token_hash'},
             bases=['Model'],
         ),
     ]

@@ -62,3 +62,5 @@ class RefreshToken(Model):
 
     class Meta:
         table = "refresh_tokens"
+        # Deleting a session (or its user) looks its tokens up by session.
+        indexes = (("session_id",),)

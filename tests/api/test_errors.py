@@ -104,3 +104,6 @@ def test_unhandled_exception_is_500_without_traceback(client: ReusableClient) ->
     assert TRACE_ID.match(error["trace_id"])
     for leak in ("Traceback", "RuntimeError", "secret internal detail", "/etc/passwd", 'File "'):
         assert leak not in response.text
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]

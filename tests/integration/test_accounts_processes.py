@@ -51,13 +51,32 @@ def test_concurrent_refreshes_with_one_token_yield_exactly_one_success(
     tokens = signed_up(instances[0].base_url)
     urls = [server.base_url for server in instances] * 4
 
-    def refresh(url: str) -> int:
+    def refresh(url: str) -> httpx.Response:
         body = {"refresh_token": tokens["refresh_token"]}
-        return fresh(url, "POST", "/api/v2/auth/refresh", json=body).status_code
+        return fresh(url, "POST", "/api/v2/auth/refresh", json=body)
 
     with ThreadPoolExecutor(len(urls)) as pool:
-        statuses = list(pool.map(refresh, urls))
-    assert sorted(statuses) == [200] + [401] * (len(urls) - 1)
+        responses = list(pool.map(refresh, urls))
+    winners = [r for r in responses if r.status_code == 200]
+    losers = [r for r in responses if r.status_code != 200]
+    assert len(winners) == 1
+    assert {r.status_code for r in losers} == {401}
+    assert {r.json()["error"]["code"] for r in losers} <= {"token_reused", "invalid_token"}
+    assert "token_reused" in {r.json()["error"]["code"] for r in losers}
+    # Reuse revoked the session (RFC 9700): the winner's fresh token dies with it.
+    new_access = winners[0].json()["tokens"]["access_token"]
+    me = fresh(
+        urls[0], "GET", "/api/v2/users/me", headers={"authorization": f"Bearer {new_access}"}
+    )
+    assert me.status_code == 401
+    # ...and the security event was logged by the instance that saw the reuse.
+    events = [
+        line
+        for server in instances
+        for line in server.output().splitlines()
+        if '"event":"refresh_token_reuse"' in line and '"logger":"coinlink.security"' in line
+    ]
+    assert events
 
 
 def test_logout_on_one_instance_is_seen_by_every_worker_of_both(

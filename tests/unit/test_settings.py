@@ -91,6 +91,12 @@ def test_each_missing_production_value_is_named(field: str) -> None:
         ("port", "70000", "COINLINK_PORT"),
         ("workers", "0", "COINLINK_WORKERS"),
         ("log_level", "loud", "COINLINK_LOG_LEVEL"),
+        ("trusted_proxies", "10.0.0.0/8,0.0.0.0/0", "COINLINK_TRUSTED_PROXIES"),
+        ("trusted_proxies", "::/0", "COINLINK_TRUSTED_PROXIES"),
+        ("trusted_proxies", "not-an-address", "COINLINK_TRUSTED_PROXIES"),
+        ("symbols", "BTC-USD,BTCUSD", "COINLINK_SYMBOLS"),
+        ("rate_limit_login_account", "5 per minute", "COINLINK_RATE_LIMIT_LOGIN_ACCOUNT"),
+        ("jwt_algorithm", "HS512", "COINLINK_JWT_ALGORITHM"),
     ],
 )
 def test_each_bad_production_value_is_named(field: str, value: str, variable: str) -> None:
@@ -135,3 +141,31 @@ def test_masked_hides_secrets_and_url_passwords() -> None:
     assert ":pw@" not in text
     assert shown["COINLINK_DATABASE_URL"] == "postgres://coinlink:********@db:5432/coinlink"
     assert shown["COINLINK_JWT_SECRET"] == "********"
+
+
+def test_key_files_replace_the_secret_with_eddsa(tmp_path) -> None:
+    private, public = tmp_path / "jwt.pem", tmp_path / "jwt.pub"
+    private.write_text("-----BEGIN PRIVATE KEY-----\n")
+    public.write_text("-----BEGIN PUBLIC KEY-----\n")
+    values = {k: v for k, v in GOOD_PRODUCTION.items() if k != "jwt_secret"}
+    settings = load_settings(
+        **values,
+        jwt_algorithm="EdDSA",
+        jwt_private_key_file=str(private),
+        jwt_public_key_file=str(public),
+    )
+    assert settings.jwt_secret is None
+    with pytest.raises(ConfigError) as caught:
+        load_settings(**values, jwt_algorithm="EdDSA", jwt_private_key_file=str(private))
+    assert [p.split(":")[0] for p in caught.value.problems] == ["COINLINK_JWT_PUBLIC_KEY_FILE"]
+
+
+def test_symbols_are_normalised_and_deduplicated() -> None:
+    assert load_settings(symbols="btc-usd, ETH-USD,BTC-USD").symbols == ["BTC-USD", "ETH-USD"]
+
+
+def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COINLINK_WORKERS", "")
+    monkeypatch.setenv("COINLINK_SENTRY_DSN", "")
+    settings = load_settings()
+    assert settings.workers is None and settings.sentry_dsn is None
