@@ -9,9 +9,10 @@ from sanic_ext import openapi
 
 from coinlink import __version__
 from coinlink.observability.metrics import render
-from coinlink.readiness import bus_check, database_check, run_checks
+from coinlink.readiness import bus_check, database_check, ingest_check, run_checks
 
 bp = Blueprint("health")
+ADVISORY = frozenset({"ingest"})  # reported, but never makes this instance unready
 _STARTED = time.monotonic()
 
 
@@ -31,8 +32,13 @@ async def health(request: Request) -> HTTPResponse:
 @openapi.response(503, description="a check failed; see checks")
 async def readyz(request: Request) -> HTTPResponse:
     settings = request.app.ctx.settings
-    checks = {"database": database_check, "redis": bus_check(request.app.ctx.bus)}
-    ready, report = await run_checks(checks, settings.check_timeout_s)
+    bus = request.app.ctx.bus
+    checks = {
+        "database": database_check,
+        "redis": bus_check(bus),
+        "ingest": ingest_check(bus, settings.staleness_s),
+    }
+    ready, report = await run_checks(checks, settings.check_timeout_s, ADVISORY)
     return json(
         {"status": "ready" if ready else "unavailable", "checks": report},
         status=200 if ready else 503,

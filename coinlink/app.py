@@ -7,21 +7,27 @@ start in ``before_server_start`` listeners, once per worker.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
 import orjson
+import structlog
 from sanic import Sanic
 from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from blueprints import auth, health, users
+from blueprints import admin, auth, health, market, users
 from coinlink import __version__, db, middleware
 from coinlink.accounts import AccountService
 from coinlink.bus import create_bus
 from coinlink.clientip import TrustedProxies
 from coinlink.errors import EnvelopeErrorHandler
+from coinlink.market.ingest import Ingest
+from coinlink.market.providers import create_provider
+from coinlink.market.validation import TickValidator
+from coinlink.market.view import MarketView
 from coinlink.observability.logging import configure_logging
 from coinlink.observability.metrics import mark_worker_dead
 from coinlink.observability.sentry import init_sentry
@@ -29,6 +35,8 @@ from coinlink.ratelimit import Policies, RateLimiter
 from coinlink.ratelimit import install as install_rate_limits
 from coinlink.tokens import TokenService
 from config import Settings, load_settings
+
+log = structlog.get_logger(logger_name="coinlink.app")
 
 
 def _dumps(obj: object) -> str:
@@ -81,6 +89,8 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
     app.blueprint(health.bp)
     app.blueprint(auth.bp)
     app.blueprint(users.bp)
+    app.blueprint(market.bp)
+    app.blueprint(admin.bp)
 
     async def start_worker(app: Sanic[Any, Any]) -> None:
         configure_logging(settings.log_level, settings.effective_log_format)
@@ -96,8 +106,23 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         await limiter.start()
         app.ctx.accounts = AccountService(settings, tokens, app.ctx.bus)
         await app.ctx.accounts.warm_up()
+        app.ctx.market = MarketView(app.ctx.bus, settings.symbols, settings.staleness_s)
+        await app.ctx.market.start()
+        app.ctx.ingest = Ingest(
+            app.ctx.bus,
+            settings.symbols,
+            lambda: create_provider(settings.provider, settings.symbols),
+            lease_ttl_s=settings.ingest_lease_s,
+            validator_factory=lambda: TickValidator(
+                symbols=set(settings.symbols),
+                max_age_ms=int(settings.ingest_max_tick_age_s * 1000),
+            ),
+        )
+        app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")
 
     async def stop_worker(app: Sanic[Any, Any]) -> None:
+        await stop_task(app.ctx.ingest_task)
+        await app.ctx.market.close()
         await limiter.close()
         await app.ctx.bus.close()
         mark_worker_dead(os.getpid())
@@ -105,6 +130,25 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
     app.register_listener(start_worker, "before_server_start", priority=1000)
     app.register_listener(stop_worker, "after_server_stop")
     return app
+
+
+async def stop_task(task: asyncio.Task[Any], within_s: float = 5.0) -> None:
+    """Cancel a worker's background task; never let a stuck one hold up shutdown."""
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=within_s)
+    if not done:
+        log.error("task_did_not_stop", task=task.get_name(), awaiting=_awaiting(task.get_coro()))
+
+
+def _awaiting(coro: Any) -> list[str]:
+    """Where a suspended coroutine waits, outermost first (for a stuck-task report)."""
+    chain = []
+    while coro is not None and hasattr(coro, "cr_frame"):
+        frame = coro.cr_frame
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = coro.cr_await
+    return chain
 
 
 _API_DESCRIPTION = (

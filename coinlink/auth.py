@@ -82,3 +82,21 @@ async def current_user(request: Request) -> User:
     if user is None:  # deleted while its token still lived
         raise invalid_access_token()
     return user
+
+
+class Forbidden(ApiError):
+    status = 403
+    code = "forbidden"
+
+
+def requires_admin(handler: Handler) -> Handler:
+    """Like :func:`requires_auth`, and 403 ``forbidden`` for users who are not admins."""
+
+    @wraps(handler)
+    async def wrapper(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
+        await authenticate(request)
+        if not (await current_user(request)).is_admin:
+            raise Forbidden("this needs an admin account")
+        return await handler(request, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -153,6 +153,15 @@ class Settings(BaseSettings):
     provider: Literal["simulator", "replay", "binance", "coinbase", "none"] = "simulator"
     """Where market ticks come from (the market-data feature)."""
 
+    staleness_s: float = Field(default=30.0, gt=0, le=86_400)
+    """A ticker without an update for longer than this is marked ``stale``."""
+
+    ingest_max_tick_age_s: float = Field(default=60.0, gt=0, le=30 * 86_400)
+    """Ticks older than this (exchange time against ours) are dropped as stale."""
+
+    ingest_lease_s: float = Field(default=5.0, ge=1, le=60)
+    """Lifetime of the ingest leader's lease; another instance takes over within two."""
+
     admin_ticks: bool = False
     """Enable ``POST /api/v2/admin/ticks`` for admins (the market-data feature)."""
 

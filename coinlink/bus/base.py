@@ -69,6 +69,10 @@ class Bus(abc.ABC):
     async def publish(self, channel: str, data: bytes) -> int:
         """Assign the next sequence number, record in history, deliver; return the seq."""
 
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> list[int]:
+        """Publish several messages in order (one round trip on Redis); their seqs."""
+        return [await self.publish(channel, data) for channel, data in items]
+
     @abc.abstractmethod
     async def history(self, channel: str, since: int = 0) -> list[Message] | None:
         """Messages with ``seq > since``, oldest first.

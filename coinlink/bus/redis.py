@@ -281,6 +281,26 @@ class RedisBus(Bus):
         args: list[bytes | str | int] = [data, self.history_size, self.channel_prefix + channel]
         return int(await self._run("publish", self._lua.publish(keys=keys, args=args)))
 
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> list[int]:
+        if not items:
+            return []
+
+        async def pipelined() -> list[Any]:
+            # One round trip; each script call stays atomic on its own.
+            pipe = self.redis.pipeline(transaction=False)
+            for channel, data in items:
+                keys = [f"{self.prefix}seq:{channel}", f"{self.prefix}hist:{channel}"]
+                args: list[bytes | str | int] = [
+                    data,
+                    self.history_size,
+                    self.channel_prefix + channel,
+                ]
+                await self._lua.publish(keys=keys, args=args, client=pipe)
+            results: list[Any] = await pipe.execute()
+            return results
+
+        return [int(seq) for seq in await self._run("publish_many", pipelined())]
+
     async def history(self, channel: str, since: int = 0) -> list[Message] | None:
         since = max(since, 0)
         keys = [f"{self.prefix}seq:{channel}", f"{self.prefix}hist:{channel}"]

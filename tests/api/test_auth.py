@@ -632,3 +632,16 @@ def jwt_claims(token: str) -> dict[str, Any]:
     import jwt
 
     return dict(jwt.decode(token, options={"verify_signature": False}))
+
+
+def test_admin_tick_injection_is_off_unless_configured(client: ReusableClient) -> None:
+    from models.accounts import User
+
+    account = register(client)
+    client._run(User.filter(id=account["user"]["id"]).update(is_admin=True))
+    _, response = client.post(
+        "/api/v2/admin/ticks",
+        headers=bearer(account["tokens"]),
+        json={"symbol": "BTC-USD", "price": "1"},
+    )
+    assert response.status == 404

@@ -5,7 +5,8 @@ budgets never leak between tests. The app has CoinLink's real error handler and 
 id/metrics middleware, and the rate-limit middleware installed by :func:`install` exactly
 as the factory does, plus stand-in routes for things, login and register: the tests do
 not depend on the real account routes. The last test goes through ``create_app`` itself to
-check the wiring.
+check the wiring. Two apps served on one prefix stand for two processes sharing a budget;
+``script_calls`` counts the limiter's Redis round trips.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
+from redis.commands.core import AsyncScript
 from sanic import HTTPResponse, Request, Sanic, json
 from sanic_testing.reusable import ReusableClient
 
@@ -102,6 +104,25 @@ def serve(redis_url: str, bus_prefix: str) -> Iterator[Serve]:
         yield start
 
 
+class ScriptCalls:
+    """Calls of the limiter's script (one EVALSHA round trip each) in this process."""
+
+    count = 0
+
+
+@pytest.fixture
+def script_calls(monkeypatch: pytest.MonkeyPatch) -> ScriptCalls:
+    calls = ScriptCalls()
+    original = AsyncScript.__call__
+
+    async def counting(self: AsyncScript, *args: Any, **kwargs: Any) -> Any:
+        calls.count += 1
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncScript, "__call__", counting)
+    return calls
+
+
 def limit_headers(response: Any) -> tuple[int, int, int]:
     h = response.headers
     return int(h["ratelimit-limit"]), int(h["ratelimit-remaining"]), int(h["ratelimit-reset"])
@@ -128,6 +149,44 @@ def test_limit_plus_one_is_429_with_envelope_and_headers(serve: Serve) -> None:
     limit, remaining, reset = limit_headers(refused)
     assert (limit, remaining) == (3, 0) and 59 <= reset <= 60
     assert refused.headers["x-content-type-options"] == "nosniff"  # still the full treatment
+
+
+def test_a_sliced_policy_counts_down_exactly_and_refusals_stay_local(
+    serve: Serve, script_calls: ScriptCalls
+) -> None:
+    client = serve(rate_limit_anonymous="100/600")  # slices of up to 5; T = 6 s
+    remaining = []
+    for _ in range(100):
+        _, response = client.get(THINGS)
+        assert response.status == 200
+        remaining.append(limit_headers(response)[1])
+    assert remaining == list(range(99, -1, -1))  # never negative, one per request
+    calls = script_calls.count
+    assert calls < 35  # 100 requests; 1 + 2 + 4 then slices of 5, and the last few singly
+    for _ in range(20):
+        _, refused = client.get(THINGS)
+        assert refused.status == 429
+        assert limit_headers(refused)[1] == 0 and 1 <= int(refused.headers["retry-after"]) <= 6
+    assert script_calls.count == calls + 1  # the first refusal, then cached
+
+
+def test_two_processes_share_one_budget(serve: Serve) -> None:
+    """Two apps on one Redis prefix: a sliced policy over-admits by at most 2 * (n - 1)."""
+    first = serve(rate_limit_anonymous="100/600")  # slices of up to 5
+    second = serve(rate_limit_anonymous="100/600")
+    statuses = [(first, second)[i % 2].get(THINGS)[1].status for i in range(130)]
+    assert 100 <= statuses.count(200) <= 100 + 2 * (5 - 1)
+    assert statuses[-10:] == [429] * 10
+
+
+def test_login_limits_stay_exact_across_two_processes(serve: Serve) -> None:
+    first = serve(rate_limit_anonymous="1000/60", rate_limit_login_ip="3/60")
+    second = serve(rate_limit_anonymous="1000/60", rate_limit_login_ip="3/60")
+    logins = [
+        (first, second)[i % 2].post(LOGIN, json={"email": f"{i}@example.test"})[1].status
+        for i in range(5)
+    ]
+    assert logins == [200, 200, 200, 429, 429]
 
 
 def test_unmatched_routes_pay_too(serve: Serve) -> None:

@@ -389,3 +389,20 @@ def test_create_bus_picks_the_backend() -> None:
     shared = create_bus("redis://127.0.0.1:6379/0", prefix="x:", history_size=3, timeout_s=1.5)
     assert isinstance(shared, RedisBus)
     assert (shared.prefix, shared.history_size, shared.timeout_s) == ("x:", 3, 1.5)
+
+
+async def test_publish_many_keeps_order_and_sequence(bus: Bus) -> None:
+    subscription = bus.subscription()
+    await subscription.subscribe("a", "b")
+    await bus.publish("a", b"first")
+    seqs = await bus.publish_many([("a", b"x"), ("b", b"y"), ("a", b"z")])
+    assert seqs == [2, 1, 3]
+    received = []
+    async for message in subscription:
+        received.append((message.channel, message.seq, message.data))
+        if len(received) == 4:
+            break
+    await subscription.close()
+    assert received == [("a", 1, b"first"), ("a", 2, b"x"), ("b", 1, b"y"), ("a", 3, b"z")]
+    assert [m.data for m in await bus.history("a", 0) or []] == [b"first", b"x", b"z"]
+    assert await bus.publish_many([]) == []

@@ -14,7 +14,7 @@ import pytest
 from coinlink.db import apply_migrations, pending_migrations
 from tests.support.apps import ROOT, server_env
 
-ALL = ["0001_initial"]
+ALL = ["0001_initial", "0002_market"]
 
 
 def migrate_twice(url: str) -> None:
@@ -41,7 +41,9 @@ def test_fresh_postgres_database(fresh_pg_url: str) -> None:
             await conn.close()
         return {row["tablename"] for row in rows}
 
-    assert {"users", "tortoise_migrations"} <= asyncio.run(tables())
+    assert {"users", "sessions", "refresh_tokens", "candles", "tortoise_migrations"} <= asyncio.run(
+        tables()
+    )
 
 
 @pytest.mark.parametrize("scheme", ["sqlite", "postgres"])

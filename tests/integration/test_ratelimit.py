@@ -1,16 +1,24 @@
-"""The Redis GCRA against a real Redis: bursts, shared budgets, window edges, outages."""
+"""The Redis GCRA against a real Redis: bursts, shared budgets, window edges, outages.
+
+And the budget slices: Redis calls are counted exactly, by wrapping the script call
+(``script_calls``) and, on a Redis of the test's own, by ``INFO commandstats``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import random
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis
 import structlog
 from prometheus_client import REGISTRY
+from redis.commands.core import AsyncScript
 
 from coinlink import ratelimit
 from coinlink.ratelimit import Rate, RateLimiter
@@ -38,6 +46,37 @@ def throwaway_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+class ScriptCalls:
+    """Calls of the limiter's script (one EVALSHA round trip each) in this process."""
+
+    count = 0
+
+
+@pytest.fixture
+def script_calls(monkeypatch: pytest.MonkeyPatch) -> ScriptCalls:
+    calls = ScriptCalls()
+    original = AsyncScript.__call__
+
+    async def counting(self: AsyncScript, *args: Any, **kwargs: Any) -> Any:
+        calls.count += 1
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncScript, "__call__", counting)
+    return calls
+
+
+@pytest.fixture
+async def pair(redis_url: str, bus_prefix: str) -> AsyncIterator[tuple[RateLimiter, RateLimiter]]:
+    """Two limiters on one Redis and prefix: two processes of the app."""
+    first = RateLimiter(redis_url, prefix=bus_prefix)
+    second = RateLimiter(redis_url, prefix=bus_prefix)
+    await first.start()
+    await second.start()
+    yield first, second
+    await first.close()
+    await second.close()
 
 
 def fallback_total() -> float:
@@ -213,3 +252,193 @@ async def test_hung_redis_is_cut_off_by_the_timeout(
         done.set()
         server.close()
         await server.wait_closed()
+
+
+# ---------------------------------------------------------------------------------------
+# Budget slices and cached refusals
+
+
+async def test_a_steady_client_rarely_calls_redis(
+    throwaway_redis: RedisServer, script_calls: ScriptCalls
+) -> None:
+    """1000 requests: 25 calls. Counted by Redis itself, on a Redis of the test's own."""
+    limiter = RateLimiter(throwaway_redis.url, prefix="rl:")
+    await limiter.start()
+    client = redis.Redis.from_url(throwaway_redis.url)
+    try:
+        rate = Rate(1_000_000, 3_600)  # slices of up to 50
+        assert (await limiter.hit("user", rate, "warm-up")).allowed  # loads the script
+        client.config_resetstat()
+        script_calls.count = 0
+        decisions = [await limiter.hit("user", rate, "steady") for _ in range(1_000)]
+        assert all(d.allowed for d in decisions)
+        # Ramping up: 1 + 2 + 4 + 8 + 16 + 32 = 63 in 6 calls; then 937 in slices of 50: 19.
+        evalsha = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        assert evalsha == script_calls.count == 25
+        # The headers still count down by one per request (T = 3.6 ms: a refill now and then).
+        remaining = [d.remaining for d in decisions]
+        assert remaining[0] == 999_999
+        assert {b - a for a, b in itertools.pairwise(remaining)} <= {-1, 0}
+    finally:
+        client.close()
+        await limiter.close()
+
+
+@pytest.mark.parametrize("limit", [600, 610])
+async def test_one_instance_admits_exactly_the_limit_in_a_burst(
+    limiter: RateLimiter, script_calls: ScriptCalls, limit: int
+) -> None:
+    """Exact whether or not the slices divide the limit: when a slice no longer fits, Redis
+    grants one unit at a time, so the last units of the budget are decided one by one."""
+    rate = Rate(limit, 3_600)  # slices of up to 30; no refill during the test (T = 6 s)
+    decisions = [await limiter.hit("user", rate, "burst") for _ in range(limit + 100)]
+    admitted = [d for d in decisions if d.allowed]
+    assert len(admitted) == limit
+    assert [d.remaining for d in admitted] == list(range(limit - 1, -1, -1))
+    assert not any(d.allowed for d in decisions[limit:])
+    assert script_calls.count < 50  # instead of limit + 100
+
+
+async def test_two_instances_admit_at_most_the_limit_plus_their_slices(
+    pair: tuple[RateLimiter, RateLimiter], script_calls: ScriptCalls
+) -> None:
+    rate = Rate(600, 3_600)
+    n = rate.slice_units
+    rng = random.Random(7)
+    admitted = 0
+    refused = {0: False, 1: False}
+    while not all(refused.values()):  # until each has spent its slice and been refused
+        which = rng.randrange(2)
+        decision = await pair[which].hit("user", rate, "shared")
+        admitted += decision.allowed
+        refused[which] = refused[which] or not decision.allowed
+    assert admitted <= rate.limit + 2 * (n - 1)
+    # In one burst every unit was granted by Redis during the burst: none beyond the limit.
+    # (The excess comes from slices taken *before* an interval and spent in it.)
+    assert admitted == rate.limit
+    assert script_calls.count < 100
+
+
+async def test_concurrent_requests_of_a_key_share_one_call(
+    limiter: RateLimiter, script_calls: ScriptCalls
+) -> None:
+    rate = Rate(600, 3_600)
+    decisions = await asyncio.gather(*(limiter.hit("user", rate, "many") for _ in range(100)))
+    assert all(d.allowed for d in decisions)
+    # One call at a time, each slice spent by the waiting requests: 1+2+4+8+16+30+30+30.
+    assert script_calls.count == 8
+    assert sorted(d.remaining for d in decisions) == list(range(500, 600))
+
+
+@pytest.mark.parametrize("limit", [5, 20])
+async def test_small_limits_stay_exact_across_instances(
+    pair: tuple[RateLimiter, RateLimiter], script_calls: ScriptCalls, limit: int
+) -> None:
+    rate = Rate(limit, 60)  # login-style: n = 1
+    assert rate.slice_units == 1
+    decisions = [await pair[i % 2].hit("login_ip", rate, "ip") for i in range(limit + 1)]
+    assert [d.allowed for d in decisions] == [True] * limit + [False]
+    assert [d.remaining for d in decisions] == [*range(limit - 1, -1, -1), 0]
+    assert script_calls.count == limit + 1  # every decision taken by Redis
+    # Concurrent requests through both instances: still exactly the limit.
+    rate2 = Rate(limit, 60)
+    concurrent = await asyncio.gather(
+        *(pair[i % 2].hit("login_ip", rate2, "ip2") for i in range(limit + 10))
+    )
+    assert sum(d.allowed for d in concurrent) == limit
+
+
+@pytest.mark.parametrize("rate", [Rate(5, 1), Rate(40, 8)], ids=["n=1", "n=2"])
+async def test_a_refused_client_costs_no_calls_until_retry_after(
+    limiter: RateLimiter, script_calls: ScriptCalls, rate: Rate
+) -> None:
+    """T = 200 ms for both: the flood below takes a few ms."""
+    decisions: list[ratelimit.Decision] = []
+    while not decisions or decisions[-1].allowed:
+        decisions.append(await limiter.hit("p", rate, "flood"))
+    assert len(decisions) == rate.limit + 1
+    refused = decisions[-1]
+    assert 0.15 < refused.retry_after_s <= 0.2
+    calls = script_calls.count
+    flood = [await limiter.hit("p", rate, "flood") for _ in range(500)]
+    flood += await asyncio.gather(*(limiter.hit("p", rate, "flood") for _ in range(100)))
+    assert script_calls.count == calls  # all answered in process
+    assert not any(d.allowed for d in flood)
+    waits = [d.retry_after_s for d in flood[:500]]
+    assert waits == sorted(waits, reverse=True) and 0 < waits[-1] <= refused.retry_after_s
+    assert all(d.remaining == 0 for d in flood)
+    await asyncio.sleep(flood[-1].retry_after_s)
+    assert (await limiter.hit("p", rate, "flood")).allowed
+    assert script_calls.count == calls + 1  # then one call
+
+
+async def test_a_concurrent_flood_of_a_refused_client_costs_one_call(
+    pair: tuple[RateLimiter, RateLimiter], script_calls: ScriptCalls
+) -> None:
+    first, second = pair
+    rate = Rate(100, 60)
+    assert sum([(await first.hit("anonymous", rate, "ip")).allowed for _ in range(110)]) == 100
+    calls = script_calls.count
+    flood = await asyncio.gather(*(second.hit("anonymous", rate, "ip") for _ in range(200)))
+    assert not any(d.allowed for d in flood)
+    assert script_calls.count == calls + 1
+
+
+async def test_units_not_spent_within_the_slice_lifetime_are_lost(
+    redis_url: str, bus_prefix: str, script_calls: ScriptCalls
+) -> None:
+    limiter = RateLimiter(redis_url, prefix=bus_prefix, slice_lifetime_s=0.2)
+    await limiter.start()
+    try:
+        rate = Rate(600, 3_600)  # T = 6 s: no refill during the test
+        for _ in range(1 + 2 + 4 + 1):  # slices of 1, 2, 4, 8: the last holds 7 unspent
+            assert (await limiter.hit("user", rate, "idle")).allowed
+        assert script_calls.count == 4
+        await asyncio.sleep(0.25)
+        decision = await limiter.hit("user", rate, "idle")
+        assert script_calls.count == 5  # the slice expired: Redis again
+        # 15 units charged before, the 7 unspent ones lost, 1 more now.
+        assert decision.allowed and decision.remaining == 600 - 15 - 1
+        rest = [await limiter.hit("user", rate, "idle") for _ in range(650)]
+        assert sum(d.allowed for d in rest) == 600 - 15 - 1
+    finally:
+        await limiter.close()
+
+
+async def test_no_double_burst_at_a_window_edge_with_slices(limiter: RateLimiter) -> None:
+    rate = Rate(100, 0.5)  # one per 5 ms, bursts of 100, slices of up to 5
+    n = rate.slice_units
+    interval = rate.interval_us / 1_000_000
+    edge = (math.floor(time.time() / 0.5) + 2) * 0.5
+    await asyncio.sleep(edge - 0.03 - time.time())
+    started = time.monotonic()
+    first = [await limiter.hit("p", rate, "edge") for _ in range(100)]
+    await asyncio.sleep(max(0.0, edge + 0.01 - time.time()))
+    second = [await limiter.hit("p", rate, "edge") for _ in range(100)]
+    elapsed = time.monotonic() - started
+    assert sum(d.allowed for d in first) >= 90  # the burst took a few ms of refill too
+    # What the elapsed time paid for, plus at most the units of one slice taken before.
+    total = sum(d.allowed for d in first + second)
+    assert total <= rate.limit + math.floor(elapsed / interval) + 1 + (n - 1)
+    assert sum(d.allowed for d in second) < 50
+
+
+async def test_sliced_policies_hold_with_redis_down(
+    throwaway_redis: RedisServer, captured_log: structlog.testing.CapturingLogger
+) -> None:
+    limiter = RateLimiter(throwaway_redis.url, prefix="rl:", retry_interval_s=30)
+    await limiter.start()
+    rate = Rate(100, 60)  # slices of up to 5
+    try:
+        for _ in range(3):  # slices of 1 and 2, both spent
+            assert (await limiter.hit("anonymous", rate, "203.0.113.7")).allowed
+        throwaway_redis.stop()
+        before = fallback_total()
+        decisions = [await limiter.hit("anonymous", rate, "203.0.113.7") for _ in range(150)]
+        # The in-process GCRA's own budget, no more.
+        assert sum(d.allowed for d in decisions) == 100
+        assert not any(d.allowed for d in decisions[100:])
+        assert fallback_total() - before == 150
+        assert events(captured_log).count("ratelimit_fallback") == 1
+    finally:
+        await limiter.close()

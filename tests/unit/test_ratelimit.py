@@ -1,4 +1,9 @@
-"""The in-process GCRA, driven by a fake clock: bursts, retry-after, pacing, window edges."""
+"""The in-process GCRA, driven by a fake clock: bursts, retry-after, pacing, window edges.
+
+Also the budget slices (:class:`SliceTable`) against a Python copy of the Redis script
+(:class:`ScriptMirror`), on the same fake clock: slice sizes, expiry, cached refusals,
+memory bounds, and the over-admission bound over every interval.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,17 @@ import random
 
 import pytest
 
-from coinlink.ratelimit import Decision, LocalGCRA, Policies, Rate, RateLimiter, gcra, ip_key
+from coinlink.ratelimit import (
+    Decision,
+    LocalGCRA,
+    Policies,
+    Rate,
+    RateLimiter,
+    SliceTable,
+    gcra,
+    ip_key,
+    slice_size,
+)
 from config import load_settings
 
 
@@ -221,3 +236,263 @@ def test_policies_from_settings() -> None:
 )
 def test_ip_key(address: str, key: str) -> None:
     assert ip_key(address) == key
+
+
+# ---------------------------------------------------------------------------------------
+# Budget slices
+
+
+class ScriptMirror:
+    """The Lua script in Python: ``cost`` units if they fit, else 1, else refused."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.tats: dict[str, int] = {}
+        self.calls = 0
+
+    def call(self, rate: Rate, key: str, cost: int) -> tuple[int, int, int, int]:
+        self.calls += 1
+        now = round(self.clock() * 1_000_000)
+        for units in dict.fromkeys((cost, 1)):
+            decision, tat = gcra(rate, now, self.tats.get(key), units)
+            if tat is not None:
+                self.tats[key] = tat
+                return units, decision.remaining, round(decision.reset_s * 1_000_000), 0
+        reset, retry = decision.reset_s, decision.retry_after_s
+        return 0, 0, round(reset * 1_000_000), round(retry * 1_000_000)
+
+
+def slice_hit(table: SliceTable, redis: ScriptMirror, rate: Rate, key: str = "k") -> Decision:
+    """What ``RateLimiter.hit`` does with a healthy Redis."""
+    decision = table.take("p", rate, key)
+    if decision is not None:
+        return decision
+    cost = table.cost("p", rate, key)
+    asked_at = table.clock()
+    granted, remaining, reset_us, retry_us = redis.call(rate, key, cost)
+    return table.store(
+        "p",
+        rate,
+        key,
+        asked_at=asked_at,
+        granted=granted,
+        remaining=remaining,
+        reset_us=reset_us,
+        retry_us=retry_us,
+    )
+
+
+@pytest.fixture
+def slices(clock: FakeClock) -> SliceTable:
+    return SliceTable(clock=clock)
+
+
+@pytest.fixture
+def mirror(clock: FakeClock) -> ScriptMirror:
+    return ScriptMirror(clock)
+
+
+@pytest.mark.parametrize(
+    ("limit", "units"),
+    [(1, 1), (5, 1), (20, 1), (39, 1), (40, 2), (300, 15), (600, 30), (1_000, 50), (10**6, 50)],
+)
+def test_slice_size(limit: int, units: int) -> None:
+    assert slice_size(limit) == units == Rate(limit, 60).slice_units
+
+
+def test_gcra_with_a_cost_takes_several_units_or_none() -> None:
+    rate = Rate(4, 8)  # T = 2 s, capacity 8 s
+    decision, tat = gcra(rate, 10_000_000, None, 3)
+    assert decision == Decision(True, 4, 1, 6.0, 0.0) and tat == 16_000_000
+    decision, tat = gcra(rate, 10_000_000, 16_000_000, 2)  # 6 s + 4 s > 8 s: refused ...
+    assert not decision.allowed and tat is None
+    assert decision.retry_after_s == pytest.approx(2.0)  # ... until 2 units fit
+    assert gcra(rate, 10_000_000, 16_000_000, 1)[1] == 18_000_000  # one still fits
+    assert gcra(rate, 10_000_000, None, 4)[0].remaining == 0  # the whole burst at once
+    assert not gcra(rate, 10_000_000, None, 5)[0].allowed
+    with pytest.raises(ValueError):
+        gcra(rate, 0, None, 0)
+
+
+def test_slice_lifetime_is_the_shorter_of_period_and_setting() -> None:
+    table = SliceTable(lifetime_s=1.0)
+    assert table.lifetime(Rate(600, 60)) == 1.0
+    assert table.lifetime(Rate(100, 0.5)) == 0.5
+    with pytest.raises(ValueError):
+        SliceTable(lifetime_s=0)
+
+
+def test_a_burst_ramps_up_to_the_policy_slice_and_is_exact(
+    slices: SliceTable, mirror: ScriptMirror
+) -> None:
+    rate = Rate(600, 3_600)  # n = 30; no refill to speak of
+    decisions = [slice_hit(slices, mirror, rate) for _ in range(700)]
+    admitted = [d for d in decisions if d.allowed]
+    assert len(admitted) == 600  # exactly the limit, in one process
+    # Remaining counts down one per request, as without slices.
+    assert [d.remaining for d in admitted] == list(range(599, -1, -1))
+    assert all(d.remaining == 0 for d in decisions[600:])
+    # 1 + 2 + 4 + 8 + 16 = 31 ramping up, 18 slices of 30 (571), then 29 units near the
+    # limit decided by Redis in small slices, then one refusal cached for the rest.
+    assert mirror.calls < 40
+
+
+def test_slice_sizes_follow_demand(
+    slices: SliceTable, mirror: ScriptMirror, clock: FakeClock
+) -> None:
+    rate = Rate(600, 60)  # n = 30, T = 100 ms, lifetime 1 s
+
+    def next_cost() -> int:
+        # Spend the current slice, then look at what the next request would ask for.
+        while slices.take("p", rate, "k") is not None:
+            pass
+        return slices.cost("p", rate, "k")
+
+    assert slices.cost("p", rate, "k") == 1  # a key never seen: one unit
+    costs = []
+    for _ in range(7):  # a burst: doubling, up to n
+        costs.append(slices.cost("p", rate, "k"))
+        slice_hit(slices, mirror, rate)
+        next_cost()
+    assert costs == [1, 2, 4, 8, 16, 30, 30]
+    # A client slowing to 10 requests a second: slices that last half a lifetime.
+    for _ in range(20):
+        clock.advance(0.1)
+        assert slice_hit(slices, mirror, rate).allowed
+    assert slices.cost("p", rate, "k") in (4, 5, 6)
+    # One request every 2 s: a slice of one unit each time, nothing lost.
+    for _ in range(5):
+        clock.advance(2.0)
+        assert slices.cost("p", rate, "k") == 1
+        assert slice_hit(slices, mirror, rate).allowed
+    # Exact policies always ask for one.
+    assert slices.cost("login", Rate(20, 60), "k") == 1
+
+
+@pytest.mark.parametrize("spacing", [0.1, 0.15, 0.5, 1.0, 2.5])
+def test_a_client_within_its_rate_is_never_drained_by_lost_units(
+    slices: SliceTable, mirror: ScriptMirror, clock: FakeClock, spacing: float
+) -> None:
+    """Lost (expired) units must not add up: a client at or below its rate keeps its budget.
+
+    With a fixed slice of 30 a client at one request a second would be charged 30 units
+    a second against a refill of 10, and refused within a minute.
+    """
+    rate = Rate(600, 60)
+    lowest = rate.limit
+    for _ in range(round(600 / spacing)):  # ten minutes
+        clock.advance(spacing)
+        decision = slice_hit(slices, mirror, rate)
+        assert decision.allowed, decision
+        lowest = min(lowest, decision.remaining)
+    assert lowest >= rate.limit - 2 * rate.slice_units
+
+
+def test_pacing_at_exactly_the_rate_after_a_burst_is_never_refused(
+    slices: SliceTable, mirror: ScriptMirror, clock: FakeClock
+) -> None:
+    rate = Rate(600, 60)
+    assert sum(slice_hit(slices, mirror, rate).allowed for _ in range(600)) == 600
+    for _ in range(2_000):
+        clock.advance(rate.period_s / rate.limit)
+        decision = slice_hit(slices, mirror, rate)
+        assert decision.allowed and decision.remaining == 0, decision
+    clock.advance(rate.period_s / rate.limit * 0.9)
+    assert not slice_hit(slices, mirror, rate).allowed
+
+
+def test_units_not_spent_within_the_lifetime_are_lost(
+    slices: SliceTable, mirror: ScriptMirror, clock: FakeClock
+) -> None:
+    rate = Rate(600, 3_600)
+    for _ in range(1 + 2 + 4 + 1):  # the fourth slice (8 units) holds 7 unspent
+        slice_hit(slices, mirror, rate)
+    assert mirror.calls == 4
+    clock.advance(slices.lifetime(rate))  # expired: those 7 are never spent
+    calls = mirror.calls
+    decision = slice_hit(slices, mirror, rate)
+    assert mirror.calls == calls + 1
+    assert decision.allowed and decision.remaining == 600 - 15 - 1
+    # The client gets what Redis still has, not the lost units.
+    clock.advance(0.001)
+    rest = sum(slice_hit(slices, mirror, rate).allowed for _ in range(700))
+    assert rest == 600 - 15 - 1
+
+
+def test_refusals_are_cached_until_retry_after(
+    slices: SliceTable, mirror: ScriptMirror, clock: FakeClock
+) -> None:
+    rate = Rate(40, 2)  # n = 2, T = 50 ms
+    assert sum(slice_hit(slices, mirror, rate).allowed for _ in range(40)) == 40
+    refused = slice_hit(slices, mirror, rate)
+    assert not refused.allowed and refused.retry_after_s == pytest.approx(0.05)
+    calls = mirror.calls
+    clock.advance(0.03)
+    flood = [slice_hit(slices, mirror, rate) for _ in range(1_000)]
+    assert mirror.calls == calls  # answered here, no Redis calls
+    assert not any(d.allowed for d in flood)
+    assert flood[0].retry_after_s == pytest.approx(0.02)
+    assert flood[0].remaining == 0 and flood[0].reset_s == pytest.approx(1.97)
+    clock.advance(0.02)
+    assert slice_hit(slices, mirror, rate).allowed  # one call, and one unit
+    assert mirror.calls == calls + 1
+
+
+def test_exact_policies_keep_no_slices(slices: SliceTable, mirror: ScriptMirror) -> None:
+    rate = Rate(5, 60)
+    decisions = [slice_hit(slices, mirror, rate) for _ in range(5)]
+    assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0]
+    assert len(slices) == 0 and mirror.calls == 5  # every unit decided by Redis
+    assert not slice_hit(slices, mirror, rate).allowed
+    assert len(slices) == 1  # the cached refusal
+
+
+def test_two_processes_exceed_gcra_by_at_most_their_held_units() -> None:
+    """Over any interval [a, b]: allowed <= limit + (b - a) / T + P * (n - 1), P = 2.
+
+    Bursts of up to 150 requests spread at random over two processes, with pauses: the
+    budget runs out again and again, and units a process took before a pause are spent
+    after it, so the excess over the plain GCRA bound does occur; it stays within the
+    bound.
+    """
+    rate = Rate(200, 2)  # T = 10 ms, n = 10, lifetime 1 s
+    n = rate.slice_units
+    worst_of_all = 0
+    for seed in range(4):
+        rng = random.Random(seed)
+        clock = FakeClock(0.0)
+        redis = ScriptMirror(clock)
+        processes = [SliceTable(clock=clock), SliceTable(clock=clock)]
+        allowed_at: list[int] = []
+        refused = 0
+        while len(allowed_at) + refused < 6_000:
+            for _ in range(rng.randint(1, 150)):
+                clock.advance(rng.choice([0.0, 0.0, 0.0001, 0.001]))
+                if slice_hit(rng.choice(processes), redis, rate).allowed:
+                    allowed_at.append(round(clock.now * 1_000_000))
+                else:
+                    refused += 1
+            clock.advance(rng.choice([0.05, 0.1, 0.2, 0.4, 0.8]))
+        assert refused > 1_000 and len(allowed_at) > 1_000
+        worst = 0
+        for i, start in enumerate(allowed_at):
+            for j in range(i + rate.limit, min(i + 2 * rate.limit, len(allowed_at))):
+                excess = (j - i + 1) - rate.limit - (allowed_at[j] - start) // rate.interval_us
+                worst = max(worst, excess)
+        assert worst <= 2 * (n - 1)
+        worst_of_all = max(worst_of_all, worst)
+    assert worst_of_all > 0  # the carried-over units were exercised
+
+
+def test_slice_table_memory_is_bounded(clock: FakeClock, mirror: ScriptMirror) -> None:
+    table = SliceTable(clock=clock, max_keys=1_000)
+    rate = Rate(600, 3_600)
+    for i in range(5_000):
+        slice_hit(table, mirror, rate, f"client-{i}")
+        slice_hit(table, mirror, rate, f"client-{i}")
+    assert len(table) <= 1_000
+    # Dead entries go a few per store: a refusal that lapsed, a slice two lifetimes old.
+    clock.advance(2 * table.lifetime(rate))
+    for i in range(200):
+        slice_hit(table, mirror, Rate(600, 3_600), f"busy-{i}")
+    assert len(table) == 200

@@ -1,0 +1,1 @@
+"""Market data: providers, the tick pipeline, tickers and candles."""

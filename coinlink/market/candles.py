@@ -1,0 +1,230 @@
+"""OHLCV candles built tick by tick, for every interval at once, plus ``aggregate()``.
+
+Design choices:
+
+* Boundaries are UTC-epoch aligned and exact to the millisecond:
+  ``open_time = ts - ts % length`` and ``close_time = open_time + length - 1`` (inclusive), so
+  a tick at ``open_time + length`` opens the next candle. Epoch alignment puts 1d candles at
+  00:00 UTC and 4h candles at 00:00, 04:00, ... UTC. Every length divides the next one, so a
+  coarser candle is exactly the union of the finer candles inside it.
+* Gaps are not filled: when a tick lands several periods after the current candle, that
+  candle closes and a new one opens at the tick's period; the periods in between have no
+  candle at all. Inventing flat zero-volume candles would fabricate data (they would look
+  like observed prices), cost O(gap) work after an outage, and the API can render a missing
+  period just as well. ``aggregate()`` follows the same rule.
+* ``volume`` is the ticks' base-currency volume. ``trades`` counts ticks whose volume is
+  greater than zero: a pure quote update (volume 0) moves open/high/low/close, because it is
+  a price observation, but it is not a trade.
+* A closed candle is handed out exactly once, with ``closed=True``, either by the ``add()``
+  whose tick crossed its boundary or by ``flush(now_ms)`` once its ``close_time < now_ms``
+  (quiet symbols). Within one call, closed candles come in interval order (shortest first).
+* Ticks must arrive in timestamp order (the validator guarantees it). A tick that is older
+  than the previous one, or falls inside a period already closed (typically after a
+  ``flush`` that ran ahead of a lagging exchange clock), is ignored by every interval and
+  counted in ``late_ticks``: re-opening a candle that was already published as closed would
+  publish it twice, and updating only some intervals would break ``5m == aggregate(1m)``.
+  Callers that flush by wall clock should pass ``now_ms`` minus a grace period.
+* The hot path keeps one mutable ``Candle`` per interval and updates it in place; the only
+  allocation is a new ``Candle`` when a period starts. ``current()`` returns a copy, and a
+  candle handed out as closed is never touched again, so what a caller holds never changes
+  under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Final
+
+from coinlink.market.types import INTERVALS, Candle, Tick
+
+_ZERO: Final = Decimal(0)
+
+
+def _length(interval: str) -> int:
+    try:
+        return INTERVALS[interval]
+    except KeyError:
+        raise ValueError(f"unknown interval {interval!r}") from None
+
+
+def _copy(c: Candle) -> Candle:
+    return Candle(
+        symbol=c.symbol,
+        interval=c.interval,
+        open_time=c.open_time,
+        close_time=c.close_time,
+        open=c.open,
+        high=c.high,
+        low=c.low,
+        close=c.close,
+        volume=c.volume,
+        trades=c.trades,
+        closed=c.closed,
+    )
+
+
+class CandleBuilder:
+    """The candles of one symbol, for several intervals; see the module docstring."""
+
+    __slots__ = (
+        "_current",
+        "_intervals",
+        "_last_ts",
+        "_lengths",
+        "_watermark",
+        "late_ticks",
+        "symbol",
+    )
+
+    def __init__(self, symbol: str, intervals: Iterable[str] = tuple(INTERVALS)) -> None:
+        names = tuple(intervals)
+        if not names:
+            raise ValueError("at least one interval is needed")
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate interval")
+        # Shortest first: "interval order" for the candles add() and flush() return.
+        names = tuple(sorted(names, key=_length))
+        self.symbol = symbol
+        self._intervals: tuple[str, ...] = names
+        self._lengths: tuple[int, ...] = tuple(_length(n) for n in names)
+        self._current: list[Candle | None] = [None] * len(names)
+        self._last_ts: int | None = None
+        # The latest close_time of any candle handed out as closed: ticks at or before it
+        # belong to a period that is already published.
+        self._watermark = -1
+        self.late_ticks = 0
+
+    @property
+    def intervals(self) -> tuple[str, ...]:
+        return self._intervals
+
+    def add(self, tick: Tick) -> list[Candle]:
+        """Apply ``tick``; return the candles it closed (``closed=True``, interval order)."""
+        if tick.symbol != self.symbol:
+            raise ValueError(f"tick for {tick.symbol!r} given to the {self.symbol!r} builder")
+        ts = tick.ts
+        last_ts = self._last_ts
+        if ts <= self._watermark or (last_ts is not None and ts < last_ts):
+            self.late_ticks += 1
+            return []
+        self._last_ts = ts
+
+        price = tick.price
+        volume = tick.volume
+        traded = 1 if volume > _ZERO else 0
+        current = self._current
+        closed: list[Candle] = []
+        for i, length in enumerate(self._lengths):
+            c = current[i]
+            if c is not None:
+                if ts <= c.close_time:
+                    # Common case: same period. ts >= open_time holds because ticks are ordered.
+                    if price > c.high:
+                        c.high = price
+                    elif price < c.low:
+                        c.low = price
+                    c.close = price
+                    c.volume += volume
+                    c.trades += traded
+                    continue
+                c.closed = True
+                closed.append(c)
+                if c.close_time > self._watermark:
+                    self._watermark = c.close_time
+            open_time = ts - ts % length
+            current[i] = Candle(
+                self.symbol,
+                self._intervals[i],
+                open_time,
+                open_time + length - 1,
+                price,
+                price,
+                price,
+                price,
+                volume,
+                traded,
+            )
+        return closed
+
+    def flush(self, now_ms: int) -> list[Candle]:
+        """Close the current candles whose ``close_time < now_ms`` (quiet symbols)."""
+        closed: list[Candle] = []
+        current = self._current
+        for i, c in enumerate(current):
+            if c is not None and c.close_time < now_ms:
+                c.closed = True
+                closed.append(c)
+                current[i] = None
+                if c.close_time > self._watermark:
+                    self._watermark = c.close_time
+        return closed
+
+    def current(self, interval: str) -> Candle | None:
+        """A copy of the in-progress candle of ``interval`` (``closed=False``), if any."""
+        try:
+            i = self._intervals.index(interval)
+        except ValueError:
+            raise ValueError(f"interval {interval!r} is not built here") from None
+        c = self._current[i]
+        return None if c is None else _copy(c)
+
+
+def aggregate(
+    candles: Iterable[Candle], interval: str, *, now_ms: int | None = None
+) -> list[Candle]:
+    """Merge finer candles of one symbol into ``interval`` candles, ascending ``open_time``.
+
+    open = first open, close = last close, high = max, low = min, volume and trades = sums.
+    Periods without input candles produce no output (no gap filling, like the builder).
+    An output candle is closed when all its inputs are closed and, if ``now_ms`` is given,
+    its own ``close_time < now_ms`` (the same rule as ``CandleBuilder.flush``).
+    """
+    length = _length(interval)
+    ordered = sorted(candles, key=lambda c: c.open_time)
+    if not ordered:
+        return []
+    symbol = ordered[0].symbol
+    source = ordered[0].interval
+    source_length = _length(source)
+    if source_length > length or length % source_length:
+        raise ValueError(f"cannot aggregate {source} candles into {interval}")
+    out: list[Candle] = []
+    acc: Candle | None = None
+    acc_last_open = 0
+    for c in ordered:
+        if c.symbol != symbol or c.interval != source:
+            raise ValueError("input candles must share one symbol and one interval")
+        open_time = c.open_time - c.open_time % length
+        if acc is not None and acc.open_time == open_time:
+            if c.open_time <= acc_last_open:
+                raise ValueError("overlapping input candles")
+            acc_last_open = c.open_time
+            if c.high > acc.high:
+                acc.high = c.high
+            if c.low < acc.low:
+                acc.low = c.low
+            acc.close = c.close
+            acc.volume += c.volume
+            acc.trades += c.trades
+            acc.closed = acc.closed and c.closed
+            continue
+        acc = Candle(
+            symbol,
+            interval,
+            open_time,
+            open_time + length - 1,
+            c.open,
+            c.high,
+            c.low,
+            c.close,
+            c.volume,
+            c.trades,
+            c.closed,
+        )
+        acc_last_open = c.open_time
+        out.append(acc)
+    if now_ms is not None:
+        for a in out:
+            a.closed = a.closed and a.close_time < now_ms
+    return out

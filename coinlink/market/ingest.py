@@ -1,0 +1,341 @@
+"""The ingest pipeline and the single leader that runs it.
+
+Exactly one ingest runs across every worker and instance: each worker tries to take the
+``ingest`` lease on the bus; the holder renews it every third of its lifetime and stops
+ingesting the moment a renewal fails, so another worker takes over within two lease
+periods of a leader's death. With the in-process bus the only worker simply leads.
+
+The leader reads ticks from the provider in small batches (up to ``BATCH_MAX`` ticks or
+``BATCH_WAIT_S``), and for each tick: validation (drops are counted by reason) → rolling
+24 h ticker → candles for every interval. After a batch it publishes, in one bus round
+trip, the latest ticker and current candle of every symbol the batch touched, preceded by
+the candles that closed (``closed: true``, once). Within a batch only the last state of a
+channel is published: subscribers get every candle close and the newest price, not every
+tick. Closed candles are written to the database in batches (an upsert on symbol, interval
+and open time: a candle written twice, by a restart or a new leader, is updated, never
+duplicated). Once a second it flushes candles of quiet symbols, publishes the ``tickers``
+batch and a heartbeat that ``/readyz`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import structlog
+from prometheus_client import Counter, Gauge
+
+from coinlink.bus import Bus, BusError
+from coinlink.market.candles import CandleBuilder
+from coinlink.market.providers.base import Provider
+from coinlink.market.ticker import TickerState, render_decimal
+from coinlink.market.types import INTERVALS, Candle, Tick
+from coinlink.market.validation import TickValidator
+from models.market import CandleRow
+
+log = structlog.get_logger(logger_name="coinlink.market.ingest")
+
+LEASE = "ingest"
+ADMIN_TICKS_CHANNEL = "ingest:admin-ticks"
+HEARTBEAT_KEY = "ingest:heartbeat"
+BATCH_MAX = 2000
+BATCH_WAIT_S = 0.02
+QUEUE_MAX = 20_000
+FLUSH_GRACE_MS = 5_000
+
+TICKS = Counter("ingest_ticks_total", "Ticks accepted by the pipeline.")
+DROPPED = Counter("ingest_ticks_dropped_total", "Ticks dropped by validation.", ["reason"])
+LAG = Gauge(
+    "ingest_lag_seconds",
+    "Seconds between now and the newest accepted tick (leader only).",
+    multiprocess_mode="livemax",
+)
+LEADER = Gauge("ingest_leader", "1 in the worker that runs ingest.", multiprocess_mode="livesum")
+CANDLES_WRITTEN = Counter("ingest_candles_written_total", "Closed candles upserted.")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def candle_dict(candle: Candle) -> dict[str, Any]:
+    """The contract's ``candle``."""
+    return {
+        "symbol": candle.symbol,
+        "interval": candle.interval,
+        "open_time": candle.open_time,
+        "close_time": candle.close_time,
+        "open": render_decimal(candle.open),
+        "high": render_decimal(candle.high),
+        "low": render_decimal(candle.low),
+        "close": render_decimal(candle.close),
+        "volume": render_decimal(candle.volume),
+        "trades": candle.trades,
+        "closed": candle.closed,
+    }
+
+
+class Pipeline:
+    """The synchronous core: one tick in, state updated, what to publish collected."""
+
+    def __init__(self, symbols: list[str], validator: TickValidator) -> None:
+        self.validator = validator
+        self.tickers = {symbol: TickerState(symbol) for symbol in symbols}
+        self.candles = {symbol: CandleBuilder(symbol) for symbol in symbols}
+        self.closed: list[Candle] = []
+        self.touched: set[str] = set()
+
+    def apply(self, tick: Tick) -> str | None:
+        """Apply one tick; the drop reason, or None when accepted."""
+        reason = self.validator.check(tick)
+        if reason is not None:
+            return reason
+        ticker = self.tickers.get(tick.symbol)
+        builder = self.candles.get(tick.symbol)
+        if ticker is None or builder is None:
+            return "unknown_symbol"
+        ticker.add(tick)
+        self.closed.extend(builder.add(tick))
+        self.touched.add(tick.symbol)
+        return None
+
+    def flush_quiet(self, at_ms: int) -> None:
+        for symbol, builder in self.candles.items():
+            closed = builder.flush(at_ms)
+            if closed:
+                self.closed.extend(closed)
+                self.touched.add(symbol)
+
+    def take_messages(self, at_ms: int) -> tuple[list[tuple[str, bytes]], list[Candle]]:
+        """Messages for the bus (closes first, then the newest state) and the closed
+        candles to store; resets the batch."""
+        closed, self.closed = self.closed, []
+        touched, self.touched = self.touched, set()
+        messages = [
+            (f"candles:{c.symbol}:{c.interval}", orjson.dumps(candle_dict(c))) for c in closed
+        ]
+        for symbol in sorted(touched):
+            ticker = self.tickers[symbol]
+            if ticker.last_ts is not None:
+                messages.append((f"ticker:{symbol}", orjson.dumps(ticker.snapshot(at_ms))))
+            builder = self.candles[symbol]
+            for interval in INTERVALS:
+                current = builder.current(interval)
+                if current is not None:
+                    messages.append(
+                        (f"candles:{symbol}:{interval}", orjson.dumps(candle_dict(current)))
+                    )
+        return messages, closed
+
+    def snapshots(self, at_ms: int) -> list[dict[str, Any]]:
+        return [
+            dict(state.snapshot(at_ms))
+            for state in self.tickers.values()
+            if state.last_ts is not None
+        ]
+
+
+async def store_candles(candles: list[Candle]) -> None:
+    if not candles:
+        return
+    await CandleRow.bulk_create(
+        [
+            CandleRow(
+                symbol=c.symbol,
+                interval=c.interval,
+                open_time=c.open_time,
+                open=c.open,
+                high=c.high,
+                low=c.low,
+                close=c.close,
+                volume=c.volume,
+                trades=c.trades,
+            )
+            for c in candles
+        ],
+        on_conflict=["symbol", "interval", "open_time"],
+        update_fields=["open", "high", "low", "close", "volume", "trades"],
+    )
+    CANDLES_WRITTEN.inc(len(candles))
+
+
+class Ingest:
+    """Competes for the ingest lease; while holding it, runs the pipeline."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        symbols: list[str],
+        provider_factory: Callable[[], Provider | None],
+        *,
+        lease_ttl_s: float = 5.0,
+        validator_factory: Callable[[], TickValidator] | None = None,
+    ) -> None:
+        self.bus = bus
+        self.symbols = symbols
+        self.provider_factory = provider_factory
+        self.lease_ttl_s = lease_ttl_s
+        self.validator_factory = validator_factory or (lambda: TickValidator(symbols=set(symbols)))
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.token: int | None = None
+        self.pipeline: Pipeline | None = None
+        self._queue: asyncio.Queue[Tick] | None = None
+        self._pending: list[Candle] = []
+
+    @property
+    def leading(self) -> bool:
+        return self.token is not None
+
+    def submit(self, tick: Tick) -> bool:
+        """Feed a tick (admin injection) into the running pipeline; False if not leading."""
+        if self._queue is None:
+            return False
+        self._queue.put_nowait(tick)
+        return True
+
+    async def run(self) -> None:
+        """Forever: wait for the lease, lead until it is lost, repeat."""
+        while True:
+            try:
+                self.token = await self.bus.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
+            except BusError as exc:
+                log.warning("ingest_lease_unavailable", error=str(exc))
+                self.token = None
+            if self.token is None:
+                await asyncio.sleep(self.lease_ttl_s / 5)
+                continue
+            log.info("ingest_leading", holder=self.holder, fencing_token=self.token)
+            LEADER.set(1)
+            try:
+                await self._lead(self.token)
+            finally:
+                LEADER.set(0)
+                self.token = None
+                self._queue = None
+                with contextlib.suppress(BusError):
+                    await self.bus.release_lease(LEASE, self.holder, self.token or 0)
+
+    async def _lead(self, token: int) -> None:
+        provider = self.provider_factory()
+        self.pipeline = Pipeline(self.symbols, self.validator_factory())
+        queue = self._queue = asyncio.Queue(QUEUE_MAX)
+        tasks = [
+            asyncio.create_task(self._process(queue), name="ingest-process"),
+            asyncio.create_task(self._admin_ticks(queue), name="ingest-admin-ticks"),
+        ]
+        if provider is not None:
+            tasks.append(asyncio.create_task(self._read(provider, queue), name="ingest-read"))
+        renew = asyncio.create_task(self._keep_lease(token), name="ingest-lease")
+        try:
+            # Losing the lease ends the reign; a crashed task does too (and is logged).
+            done, _ = await asyncio.wait([renew, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("ingest_task_failed", task=task.get_name(), exc_info=task.exception())
+        finally:
+            for task in [renew, *tasks]:
+                task.cancel()
+            await asyncio.gather(renew, *tasks, return_exceptions=True)
+
+    async def _keep_lease(self, token: int) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl_s / 3)
+            try:
+                if not await self.bus.renew_lease(LEASE, self.holder, token, self.lease_ttl_s):
+                    log.warning("ingest_lease_lost", holder=self.holder, fencing_token=token)
+                    return
+            except BusError as exc:
+                # Cannot prove we still hold it: stop before someone else starts.
+                log.warning("ingest_lease_unverifiable", error=str(exc))
+                return
+
+    async def _admin_ticks(self, queue: asyncio.Queue[Tick]) -> None:
+        """Ticks injected through the admin API on any worker reach the leader here."""
+        subscription = self.bus.subscription()
+        await subscription.subscribe(ADMIN_TICKS_CHANNEL)
+        try:
+            async for message in subscription:
+                try:
+                    raw = orjson.loads(message.data)
+                    tick = Tick(
+                        symbol=raw["symbol"],
+                        price=Decimal(raw["price"]),
+                        volume=Decimal(raw["volume"]),
+                        ts=int(raw["ts"]),
+                        source="admin",
+                    )
+                except (ValueError, KeyError, TypeError, ArithmeticError):
+                    DROPPED.labels("malformed").inc()
+                    continue
+                await queue.put(tick)
+        finally:
+            await subscription.close()
+
+    async def _read(self, provider: Provider, queue: asyncio.Queue[Tick]) -> None:
+        async for tick in provider.ticks():
+            await queue.put(tick)
+
+    async def _process(self, queue: asyncio.Queue[Tick]) -> None:
+        assert self.pipeline is not None
+        pipeline = self.pipeline
+        next_second = time.monotonic() + 1.0
+        while True:
+            batch: list[Tick] = []
+            timeout = max(0.0, min(BATCH_WAIT_S, next_second - time.monotonic()))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the queue's answer, and the worker then never stops.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    batch.append(await queue.get())
+            while batch and len(batch) < BATCH_MAX and not queue.empty():
+                batch.append(queue.get_nowait())
+            for tick in batch:
+                reason = pipeline.apply(tick)
+                if reason is None:
+                    TICKS.inc()
+                else:
+                    DROPPED.labels(reason).inc()
+            at = now_ms()
+            if time.monotonic() >= next_second:
+                next_second = time.monotonic() + 1.0
+                # A grace period: an exchange clock behind ours must not see its ticks
+                # arrive after their candle was closed for silence.
+                pipeline.flush_quiet(at - FLUSH_GRACE_MS)
+                await self._every_second(pipeline, at)
+            if batch or pipeline.closed:
+                messages, closed = pipeline.take_messages(at)
+                await self.bus.publish_many(messages)
+                self._pending.extend(closed)
+                if len(self._pending) >= 500:
+                    await self._store()
+
+    async def _every_second(self, pipeline: Pipeline, at: int) -> None:
+        snapshots = pipeline.snapshots(at)
+        newest = max((s["ts"] for s in snapshots), default=None)
+        if newest is not None:
+            LAG.set(max(0.0, (at - newest) / 1000))
+        await self.bus.publish("tickers", orjson.dumps(snapshots))
+        heartbeat = {
+            "holder": self.holder,
+            "fencing_token": self.token,
+            "at": at,
+            "newest_tick": newest,
+        }
+        await self.bus.set(HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=self.lease_ttl_s * 3)
+        await self._store()
+
+    async def _store(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            await store_candles(pending)
+        except Exception:
+            # Keep them for the next flush: a closed candle is never dropped for a blip.
+            self._pending = pending + self._pending
+            log.warning("candles_not_stored", count=len(pending), exc_info=True)

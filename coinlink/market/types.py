@@ -1,0 +1,51 @@
+"""The values that flow through the market pipeline.
+
+Prices and volumes are ``Decimal`` end to end (the API renders them as strings); market
+timestamps are integer milliseconds since the epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+INTERVALS: dict[str, int] = {
+    "1m": 60_000,
+    "5m": 5 * 60_000,
+    "15m": 15 * 60_000,
+    "1h": 60 * 60_000,
+    "4h": 4 * 60 * 60_000,
+    "1d": 24 * 60 * 60_000,
+}
+"""Candle intervals and their length in milliseconds."""
+
+Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """One price observation (a trade, or a quote update) of one symbol."""
+
+    symbol: str  # BASE-QUOTE, upper case
+    price: Decimal
+    volume: Decimal  # base-currency quantity traded with this tick (0 for a pure quote)
+    ts: int  # exchange time, ms since the epoch
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    source: str = "unknown"  # provider name
+
+
+@dataclass(slots=True)
+class Candle:
+    symbol: str
+    interval: str
+    open_time: int  # ms, inclusive, aligned to the interval (UTC epoch multiples)
+    close_time: int  # ms, inclusive: open_time + length - 1
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int
+    closed: bool = False
