@@ -99,6 +99,23 @@ class CandleBuilder:
     def intervals(self) -> tuple[str, ...]:
         return self._intervals
 
+    def restore(self, candle: Candle) -> None:
+        """Take over where a previous leader stopped (its last published candle).
+
+        An open candle is resumed: ticks inside it extend it. A closed one marks its
+        period as published: later ticks in it are late, as they were for that leader.
+        """
+        if candle.closed:
+            self._watermark = max(self._watermark, candle.close_time)
+        else:
+            i = self._intervals.index(candle.interval)
+            resumed = _copy(candle)
+            resumed.closed = False
+            self._current[i] = resumed
+            self._watermark = max(self._watermark, candle.open_time - 1)
+        if self._last_ts is None or candle.open_time > self._last_ts:
+            self._last_ts = candle.open_time
+
     def add(self, tick: Tick) -> list[Candle]:
         """Apply ``tick``; return the candles it closed (``closed=True``, interval order)."""
         if tick.symbol != self.symbol:

@@ -13,8 +13,11 @@ the candles that closed (``closed: true``, once). Within a batch only the last s
 channel is published: subscribers get every candle close and the newest price, not every
 tick. Closed candles are written to the database in batches (an upsert on symbol, interval
 and open time: a candle written twice, by a restart or a new leader, is updated, never
-duplicated). Once a second it flushes candles of quiet symbols, publishes the ``tickers``
-batch and a heartbeat that ``/readyz`` reads.
+duplicated). Once a second it closes the candles of quiet symbols (by the market's clock:
+the newest tick time, so replays of old data work), publishes the ``tickers`` batch and a
+heartbeat that ``/readyz`` reads. A new leader resumes the candles the previous one had
+open from the bus history, so a take-over neither loses a candle's first ticks nor
+rewrites a candle that was already closed.
 """
 
 from __future__ import annotations
@@ -82,6 +85,22 @@ def candle_dict(candle: Candle) -> dict[str, Any]:
     }
 
 
+def candle_from_dict(data: dict[str, Any]) -> Candle:
+    return Candle(
+        symbol=data["symbol"],
+        interval=data["interval"],
+        open_time=int(data["open_time"]),
+        close_time=int(data["close_time"]),
+        open=Decimal(data["open"]),
+        high=Decimal(data["high"]),
+        low=Decimal(data["low"]),
+        close=Decimal(data["close"]),
+        volume=Decimal(data["volume"]),
+        trades=int(data["trades"]),
+        closed=bool(data["closed"]),
+    )
+
+
 class Pipeline:
     """The synchronous core: one tick in, state updated, what to publish collected."""
 
@@ -91,6 +110,9 @@ class Pipeline:
         self.candles = {symbol: CandleBuilder(symbol) for symbol in symbols}
         self.closed: list[Candle] = []
         self.touched: set[str] = set()
+        # The market's clock: the newest accepted tick time. Quiet candles close by it,
+        # not by ours, so a replay of old data or a lagging exchange builds whole candles.
+        self.market_ms: int | None = None
 
     def apply(self, tick: Tick) -> str | None:
         """Apply one tick; the drop reason, or None when accepted."""
@@ -104,6 +126,8 @@ class Pipeline:
         ticker.add(tick)
         self.closed.extend(builder.add(tick))
         self.touched.add(tick.symbol)
+        if self.market_ms is None or tick.ts > self.market_ms:
+            self.market_ms = tick.ts
         return None
 
     def flush_quiet(self, at_ms: int) -> None:
@@ -225,6 +249,7 @@ class Ingest:
     async def _lead(self, token: int) -> None:
         provider = self.provider_factory()
         self.pipeline = Pipeline(self.symbols, self.validator_factory())
+        await self._resume_candles(self.pipeline)
         queue = self._queue = asyncio.Queue(QUEUE_MAX)
         tasks = [
             asyncio.create_task(self._process(queue), name="ingest-process"),
@@ -243,6 +268,24 @@ class Ingest:
             for task in [renew, *tasks]:
                 task.cancel()
             await asyncio.gather(renew, *tasks, return_exceptions=True)
+
+    async def _resume_candles(self, pipeline: Pipeline) -> None:
+        """Continue the candles the previous leader had open, from the bus history, so a
+        take-over neither loses their first ticks nor closes them half-built."""
+        resumed = 0
+        for symbol, builder in pipeline.candles.items():
+            for interval in INTERVALS:
+                channel = f"candles:{symbol}:{interval}"
+                try:
+                    last = await self.bus.last_seq(channel)
+                    messages = await self.bus.history(channel, max(0, last - 1)) or []
+                except BusError:
+                    continue
+                for message in messages:
+                    builder.restore(candle_from_dict(orjson.loads(message.data)))
+                    resumed += 1
+        if resumed:
+            log.info("ingest_candles_resumed", count=resumed)
 
     async def _keep_lease(self, token: int) -> None:
         while True:
@@ -305,9 +348,9 @@ class Ingest:
             at = now_ms()
             if time.monotonic() >= next_second:
                 next_second = time.monotonic() + 1.0
-                # A grace period: an exchange clock behind ours must not see its ticks
-                # arrive after their candle was closed for silence.
-                pipeline.flush_quiet(at - FLUSH_GRACE_MS)
+                # Grace: another symbol's ticks may trail the newest by a little.
+                if pipeline.market_ms is not None:
+                    pipeline.flush_quiet(pipeline.market_ms - FLUSH_GRACE_MS)
                 await self._every_second(pipeline, at)
             if batch or pipeline.closed:
                 messages, closed = pipeline.take_messages(at)

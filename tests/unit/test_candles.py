@@ -414,3 +414,21 @@ def test_aggregate_refuses_bad_input() -> None:
         aggregate([m, replace(five, open_time=T0 + 5 * MINUTE)], "1h")  # mixed intervals
     with pytest.raises(ValueError):
         aggregate([replace(five, interval="15m")], "5m")  # coarser into finer
+
+
+def test_restore_resumes_an_open_candle_and_respects_a_closed_one() -> None:
+    """A new leader continues from the previous one's last published candles."""
+    D = Decimal  # noqa: N806
+    minute = 60_000
+    builder = CandleBuilder("BTC-USD", intervals=("1m",))
+    builder.restore(Candle("BTC-USD", "1m", 0, minute - 1, D(10), D(12), D(9), D(11), D(3), 3))
+    builder.restore(
+        Candle("BTC-USD", "1m", minute, 2 * minute - 1, D(20), D(21), D(19), D(20), D(1), 1)
+    )
+    # A tick of the closed minute is late; one inside the open minute extends it.
+    assert builder.add(Tick("BTC-USD", D(5), D(1), minute - 10)) == []
+    assert builder.late_ticks == 1
+    builder.add(Tick("BTC-USD", D(25), D(2), minute + 500))
+    [closed] = builder.add(Tick("BTC-USD", D(22), D(1), 2 * minute))
+    assert (closed.open, closed.high, closed.low, closed.close) == (D(20), D(25), D(19), D(25))
+    assert (closed.volume, closed.trades) == (D(3), 2)

@@ -1,0 +1,149 @@
+"""Two real instances share PostgreSQL and Redis: one ingests; kill -9 it, the other leads.
+
+Ticks go in through the admin API (the providers' path) with explicit timestamps, so the
+test decides which minutes close; the database must end up with every closed 1-minute
+candle exactly once, built from every tick, across the take-over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.accounts import PASSWORD, new_email
+from tests.support.apps import RATE_LIMITS, ServerProcess, server_env
+from tests.support.services import wait_for
+
+LEASE_S = 2.0
+MINUTE = 60_000
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def instances(fresh_pg_url: str, redis_url: str) -> Iterator[list[ServerProcess]]:
+    env = server_env(
+        COINLINK_DATABASE_URL=fresh_pg_url,
+        COINLINK_REDIS_URL=redis_url,
+        COINLINK_REDIS_PREFIX=f"t{uuid.uuid4().hex[:10]}:",
+        COINLINK_PROVIDER="none",
+        COINLINK_ADMIN_TICKS="true",
+        COINLINK_INGEST_LEASE_S=str(LEASE_S),
+        COINLINK_INGEST_MAX_TICK_AGE_S="3600",
+        COINLINK_SYMBOLS="BTC-USD,ETH-USD",
+        COINLINK_AUTO_MIGRATE="true",
+        **{f"COINLINK_{name.upper()}": "100000/60" for name in RATE_LIMITS},
+    )
+    first = ServerProcess(env).wait_ready()  # migrates before the second one starts
+    servers = [first, ServerProcess(env).wait_ready()]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def leads(server: ServerProcess) -> bool:
+    try:
+        metrics = httpx.get(server.base_url + "/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return False
+    match = re.search(r"^ingest_leader (\S+)$", metrics, re.M)
+    return bool(match and float(match.group(1)) >= 1)
+
+
+def admin_headers(server: ServerProcess, database_url: str) -> dict[str, str]:
+    email = new_email()
+    response = httpx.post(
+        server.base_url + "/api/v2/auth/register", json={"email": email, "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+
+    async def promote() -> None:
+        conn = await asyncpg.connect("postgresql://" + database_url.split("://", 1)[1])
+        try:
+            await conn.execute("UPDATE users SET is_admin = true WHERE email = $1", email)
+        finally:
+            await conn.close()
+
+    asyncio.run(promote())
+    return {"authorization": f"Bearer {response.json()['tokens']['access_token']}"}
+
+
+def inject(server: ServerProcess, headers: dict[str, str], price: str, ts: int) -> None:
+    response = httpx.post(
+        server.base_url + "/api/v2/admin/ticks",
+        headers=headers,
+        json={"symbol": "BTC-USD", "price": price, "volume": "1", "ts": ts},
+    )
+    assert response.status_code == 202, response.text
+
+
+def stored(database_url: str) -> list[tuple[Any, ...]]:
+    async def fetch() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect("postgresql://" + database_url.split("://", 1)[1])
+        try:
+            rows = await conn.fetch(
+                "SELECT open_time, open, high, low, close, volume, trades FROM candles"
+                " WHERE symbol = 'BTC-USD' AND interval = '1m' ORDER BY open_time"
+            )
+        finally:
+            await conn.close()
+        return [tuple(row) for row in rows]
+
+    return asyncio.run(fetch())
+
+
+def test_only_one_instance_ingests_and_the_other_takes_over_after_kill_9(
+    instances: list[ServerProcess], fresh_pg_url: str
+) -> None:
+    wait_for(lambda: sum(leads(s) for s in instances) == 1, 15, "one leader")
+    time.sleep(LEASE_S)  # still exactly one, a while later
+    assert sum(leads(s) for s in instances) == 1
+    leader = next(s for s in instances if leads(s))
+    follower = next(s for s in instances if s is not leader)
+    # The follower's API accepts ticks too: they travel over the bus to the leader.
+    headers = admin_headers(follower, fresh_pg_url)
+
+    base = (time.time_ns() // 1_000_000 // MINUTE - 30) * MINUTE
+    # Minutes 0-3, two ticks each; minute 4 gets its first tick before the kill.
+    for minute in range(4):
+        inject(follower, headers, f"{100 + minute}", base + minute * MINUTE + 1_000)
+        inject(follower, headers, f"{100 + minute}.5", base + minute * MINUTE + 2_000)
+    inject(follower, headers, "104", base + 4 * MINUTE + 1_000)
+    # Minute 3 closed by the tick of minute 4; candles close by the market's clock, so the
+    # old timestamps do not close minute 4 for silence.
+    wait_for(lambda: len(stored(fresh_pg_url)) == 4, 10, "four closed candles stored")
+    time.sleep(0.5)  # the leader publishes minute 4's open candle in its next batch
+
+    os.killpg(leader.process.pid, signal.SIGKILL)
+    leader.process.wait(10)
+    killed_at = time.monotonic()
+    wait_for(lambda: leads(follower), 4 * LEASE_S, "take-over")
+    took_over_s = time.monotonic() - killed_at
+    assert took_over_s <= 2 * LEASE_S + 1.0, took_over_s  # two lease periods (+ polling)
+
+    # The rest of minute 4, then minute 5 closes it.
+    inject(follower, headers, "104.5", base + 4 * MINUTE + 2_000)
+    inject(follower, headers, "105", base + 5 * MINUTE + 1_000)
+    wait_for(lambda: len(stored(fresh_pg_url)) == 5, 10, "minute 4 stored")
+
+    rows = stored(fresh_pg_url)
+    assert [row[0] for row in rows] == [base + m * MINUTE for m in range(5)]  # none twice
+    assert [row[6] for row in rows[:4]] == [2, 2, 2, 2]
+    minute_4 = rows[4]
+    # Built from both leaders' ticks: the first tick (before the kill) opened it.
+    assert (str(minute_4[1]).rstrip("0").rstrip("."), str(minute_4[4]).rstrip("0").rstrip(".")) == (
+        "104",
+        "104.5",
+    )
+    assert minute_4[6] == 2  # trades: one tick from each leader
