@@ -418,7 +418,7 @@ def test_aggregate_refuses_bad_input() -> None:
 
 def test_restore_resumes_an_open_candle_and_respects_a_closed_one() -> None:
     """A new leader continues from the previous one's last published candles."""
-    D = Decimal  # noqa: N806
+    D = Decimal
     minute = 60_000
     builder = CandleBuilder("BTC-USD", intervals=("1m",))
     builder.restore(Candle("BTC-USD", "1m", 0, minute - 1, D(10), D(12), D(9), D(11), D(3), 3))
