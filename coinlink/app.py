@@ -25,7 +25,7 @@ from coinlink.bus import create_bus
 from coinlink.clientip import TrustedProxies
 from coinlink.errors import EnvelopeErrorHandler
 from coinlink.market.ingest import Ingest
-from coinlink.market.providers import create_provider
+from coinlink.market.providers import provider_from_settings
 from coinlink.market.validation import TickValidator
 from coinlink.market.view import MarketView
 from coinlink.observability.logging import configure_logging
@@ -111,8 +111,9 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         app.ctx.ingest = Ingest(
             app.ctx.bus,
             settings.symbols,
-            lambda: create_provider(settings.provider, settings.symbols),
+            lambda: provider_from_settings(settings),
             lease_ttl_s=settings.ingest_lease_s,
+            backfill_hours=settings.backfill_hours,
             validator_factory=lambda: TickValidator(
                 symbols=set(settings.symbols),
                 max_age_ms=int(settings.ingest_max_tick_age_s * 1000),

@@ -153,6 +153,39 @@ class Settings(BaseSettings):
     provider: Literal["simulator", "replay", "binance", "coinbase", "none"] = "simulator"
     """Where market ticks come from (the market-data feature)."""
 
+    simulator_rate: float = Field(default=5.0, gt=0, le=1000)
+    """Simulated ticks per second per symbol (provider ``simulator``)."""
+
+    simulator_seed: int = 42
+    """Seed of the simulator: the same seed and symbols give the same prices."""
+
+    replay_path: Path | None = None
+    """CSV or JSON-lines file of ticks (provider ``replay``; default: the shipped sample)."""
+
+    replay_speed: float = Field(default=1.0, ge=0, le=10_000)
+    """Replay speed as a multiple of real time; 0 plays as fast as possible."""
+
+    replay_loop: bool = True
+    """Play the replay file again and again."""
+
+    binance_ws_url: str = "wss://stream.binance.com:9443"
+    """Binance WebSocket base URL (provider ``binance``)."""
+
+    binance_rest_url: str = "https://api.binance.com"
+    """Binance REST base URL (candle backfill)."""
+
+    binance_quote_aliases: CommaList = Field(default_factory=list)
+    """Quote mappings such as ``USD=USDT``, so BTC-USD reads Binance's BTCUSDT."""
+
+    coinbase_ws_url: str = "wss://ws-feed.exchange.coinbase.com"
+    """Coinbase Exchange WebSocket URL (provider ``coinbase``)."""
+
+    coinbase_rest_url: str = "https://api.exchange.coinbase.com"
+    """Coinbase Exchange REST base URL (candle backfill)."""
+
+    backfill_hours: float = Field(default=24.0, ge=0, le=24 * 30)
+    """On taking the lead, fetch this much candle history from providers that have it."""
+
     staleness_s: float = Field(default=30.0, gt=0, le=86_400)
     """A ticker without an update for longer than this is marked ``stale``."""
 
@@ -230,7 +263,9 @@ class Settings(BaseSettings):
     def _lower_env(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("cors_origins", "trusted_proxies", "symbols", mode="before")
+    @field_validator(
+        "cors_origins", "trusted_proxies", "symbols", "binance_quote_aliases", mode="before"
+    )
     @classmethod
     def _split_lists(cls, value: Any) -> Any:
         return _split_commas(value)
@@ -283,6 +318,22 @@ class Settings(BaseSettings):
         if not value.is_file():
             raise ValueError(f"no readable file at {value}")
         return value
+
+    @field_validator("binance_ws_url", "binance_rest_url", "coinbase_ws_url", "coinbase_rest_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute ws(s):// or http(s):// URL")
+        return value.rstrip("/")
+
+    @field_validator("binance_quote_aliases")
+    @classmethod
+    def _check_aliases(cls, value: list[str]) -> list[str]:
+        bad = [item for item in value if not re.fullmatch(r"[A-Za-z0-9]+=[A-Za-z0-9]+", item)]
+        if bad:
+            raise ValueError(f"not OURS=THEIRS pairs: {', '.join(bad)}")
+        return [item.upper() for item in value]
 
     @field_validator("trusted_proxies")
     @classmethod

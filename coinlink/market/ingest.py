@@ -62,6 +62,7 @@ LAG = Gauge(
 )
 LEADER = Gauge("ingest_leader", "1 in the worker that runs ingest.", multiprocess_mode="livesum")
 CANDLES_WRITTEN = Counter("ingest_candles_written_total", "Closed candles upserted.")
+BACKFILLED = Counter("ingest_candles_backfilled_total", "Closed candles fetched from providers.")
 
 
 def now_ms() -> int:
@@ -201,7 +202,9 @@ class Ingest:
         *,
         lease_ttl_s: float = 5.0,
         validator_factory: Callable[[], TickValidator] | None = None,
+        backfill_hours: float = 0.0,
     ) -> None:
+        self.backfill_hours = backfill_hours
         self.bus = bus
         self.symbols = symbols
         self.provider_factory = provider_factory
@@ -257,6 +260,9 @@ class Ingest:
         ]
         if provider is not None:
             tasks.append(asyncio.create_task(self._read(provider, queue), name="ingest-read"))
+            if self.backfill_hours > 0:
+                # Alongside live ticks: a slow exchange API must not hold up the feed.
+                tasks.append(asyncio.create_task(self._backfill(provider), name="ingest-backfill"))
         renew = asyncio.create_task(self._keep_lease(token), name="ingest-lease")
         try:
             # Losing the lease ends the reign; a crashed task does too (and is logged).
@@ -268,6 +274,35 @@ class Ingest:
             for task in [renew, *tasks]:
                 task.cancel()
             await asyncio.gather(renew, *tasks, return_exceptions=True)
+
+    async def _backfill(self, provider: Provider) -> None:
+        """Fill the candle history a provider has and the database lacks (closed only)."""
+        now = now_ms()
+        horizon = now - int(self.backfill_hours * 3_600_000)
+        for symbol in self.symbols:
+            for interval, length in INTERVALS.items():
+                latest = (
+                    await CandleRow.filter(symbol=symbol, interval=interval)
+                    .order_by("-open_time")
+                    .first()
+                )
+                start = max(horizon, latest.open_time + length) if latest else horizon
+                try:
+                    rows = await provider.backfill(symbol, interval, start, now)
+                except Exception as exc:  # a provider's REST failure must not end the reign
+                    log.warning("backfill_failed", symbol=symbol, interval=interval, error=str(exc))
+                    await asyncio.sleep(0)  # and other symbols still get their turn
+                    continue
+                closed = [
+                    Candle(symbol, interval, t, t + length - 1, o, h, lo, c, v, n, closed=True)
+                    for t, o, h, lo, c, v, n in rows
+                    if t + length <= now and t >= start
+                ]
+                await store_candles(closed)
+                if closed:
+                    BACKFILLED.inc(len(closed))
+        # Backfill ends; the reign goes on (this task is not a reason to stop leading).
+        await asyncio.Event().wait()
 
     async def _resume_candles(self, pipeline: Pipeline) -> None:
         """Continue the candles the previous leader had open, from the bus history, so a

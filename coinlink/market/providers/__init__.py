@@ -8,6 +8,7 @@ imported lazily so that choosing the simulator never imports the WebSocket clien
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from coinlink.market.providers.base import (
@@ -17,6 +18,7 @@ from coinlink.market.providers.base import (
     Provider,
     ProviderError,
 )
+from config import Settings
 
 PROVIDER_NAMES = ("simulator", "replay", "binance", "coinbase", "none")
 
@@ -50,6 +52,29 @@ def create_provider(name: str, symbols: list[str], **options: Any) -> Provider |
     raise ValueError(f"unknown market provider {name!r}; one of {', '.join(PROVIDER_NAMES)}")
 
 
+def provider_from_settings(settings: Settings) -> Provider | None:
+    """The provider the settings name, with its options from the settings."""
+    options: dict[str, Any] = {}
+    if settings.provider == "simulator":
+        options = {"ticks_per_second": settings.simulator_rate, "seed": settings.simulator_seed}
+    elif settings.provider == "replay":
+        options = {
+            "path": settings.replay_path or Path(__file__).with_name("sample_ticks.csv"),
+            "speed": settings.replay_speed,
+            "loop": settings.replay_loop,
+        }
+    elif settings.provider == "binance":
+        aliases = dict(item.split("=", 1) for item in settings.binance_quote_aliases)
+        options = {
+            "ws_url": settings.binance_ws_url,
+            "rest_url": settings.binance_rest_url,
+            "quote_aliases": aliases,
+        }
+    elif settings.provider == "coinbase":
+        options = {"ws_url": settings.coinbase_ws_url, "rest_url": settings.coinbase_rest_url}
+    return create_provider(settings.provider, settings.symbols, **options)
+
+
 __all__ = [
     "PROVIDER_NAMES",
     "STAT_KEYS",
@@ -58,4 +83,5 @@ __all__ = [
     "Provider",
     "ProviderError",
     "create_provider",
+    "provider_from_settings",
 ]

@@ -1,0 +1,96 @@
+"""A new leader fills the candle history its provider has and the database lacks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from itertools import pairwise
+from decimal import Decimal
+
+from tortoise import Tortoise
+
+from coinlink.bus import MemoryBus
+from coinlink.db import apply_migrations, tortoise_config
+from coinlink.market.ingest import Ingest, now_ms
+from coinlink.market.providers.base import OHLCVRow, Provider, ProviderError
+from coinlink.market.types import INTERVALS, Tick
+from models.market import CandleRow
+
+MINUTE = 60_000
+
+
+class HistoryOnly(Provider):
+    """An exchange with REST history and a silent live feed; records what it was asked."""
+
+    name = "history"
+
+    def __init__(self, fail_for: str = "") -> None:
+        super().__init__()
+        self.asked: list[tuple[str, str, int, int]] = []
+        self.fail_for = fail_for
+
+    async def ticks(self) -> AsyncGenerator[Tick, None]:
+        await asyncio.Event().wait()
+        yield  # type: ignore[misc]  # never reached: an async generator that never yields
+
+    async def backfill(
+        self, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> list[OHLCVRow]:
+        self.asked.append((symbol, interval, start_ms, end_ms))
+        if symbol == self.fail_for:
+            raise ProviderError("exchange said 500")
+        if interval != "1m":
+            return []
+        length = INTERVALS[interval]
+        first = start_ms - start_ms % length
+        return [
+            (t, Decimal(1), Decimal(2), Decimal("0.5"), Decimal("1.5"), Decimal(10), 3)
+            for t in range(first, end_ms + 1, length)
+        ]
+
+
+async def backfill_once(provider: HistoryOnly, hours: float) -> None:
+    ingest = Ingest(MemoryBus(), ["BTC-USD", "ETH-USD"], lambda: provider, backfill_hours=hours)
+    task = asyncio.create_task(ingest._backfill(provider))
+    for _ in range(200):  # the backfill task parks itself forever once done
+        await asyncio.sleep(0.02)
+        if len(provider.asked) == 2 * len(INTERVALS):
+            break
+    await asyncio.sleep(0.1)
+    task.cancel()
+
+
+def test_backfill_stores_closed_history_once(fresh_pg_url: str) -> None:
+    async def scenario() -> tuple[list[int], list[int], list[tuple[str, str, int, int]]]:
+        await apply_migrations(fresh_pg_url)
+        await Tortoise.init(config=tortoise_config(fresh_pg_url))
+        try:
+            first = HistoryOnly(fail_for="ETH-USD")
+            await backfill_once(first, hours=1)
+            stored = (
+                await CandleRow.filter(symbol="BTC-USD", interval="1m")
+                .order_by("open_time")
+                .values_list("open_time", flat=True)
+            )
+            again = HistoryOnly()
+            await backfill_once(again, hours=1)
+            after = (
+                await CandleRow.filter(symbol="BTC-USD", interval="1m")
+                .order_by("open_time")
+                .values_list("open_time", flat=True)
+            )
+            return list(stored), list(after), again.asked
+        finally:
+            await Tortoise.close_connections()
+
+    stored, after, asked_again = asyncio.run(scenario())
+    now = now_ms()
+    # About an hour of closed minutes; the minute still open is not stored.
+    assert 59 <= len(stored) <= 61
+    assert stored[-1] + MINUTE <= now
+    assert all(b - a == MINUTE for a, b in pairwise(stored))
+    # The second leader asks only for what is newer than the database's newest candle,
+    # and the failing symbol of the first run did not stop the others.
+    btc_1m = next(a for a in asked_again if a[:2] == ("BTC-USD", "1m"))
+    assert btc_1m[2] == stored[-1] + MINUTE
+    assert after[: len(stored)] == stored and len(after) - len(stored) <= 1
