@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
-from itertools import pairwise
 from decimal import Decimal
+from itertools import pairwise
 
 from tortoise import Tortoise
 
