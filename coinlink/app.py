@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             validator_factory=lambda: TickValidator(
                 symbols=set(settings.symbols),
                 max_age_ms=int(settings.ingest_max_tick_age_s * 1000),
+                max_jump_pct=Decimal(str(settings.ingest_max_jump_pct)),
             ),
         )
         app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")

@@ -192,6 +192,9 @@ class Settings(BaseSettings):
     ingest_max_tick_age_s: float = Field(default=60.0, gt=0, le=30 * 86_400)
     """Ticks older than this (exchange time against ours) are dropped as stale."""
 
+    ingest_max_jump_pct: float = Field(default=20.0, gt=0, le=10_000)
+    """A tick moving the price more than this percentage from the last one is dropped."""
+
     ingest_lease_s: float = Field(default=5.0, ge=1, le=60)
     """Lifetime of the ingest leader's lease; another instance takes over within two."""
 

@@ -52,6 +52,7 @@ BATCH_MAX = 2000
 BATCH_WAIT_S = 0.02
 QUEUE_MAX = 20_000
 FLUSH_GRACE_MS = 5_000
+RESUME_DEPTH = 100  # messages of each candle channel a new leader reads back
 
 TICKS = Counter("ingest_ticks_total", "Ticks accepted by the pipeline.")
 DROPPED = Counter("ingest_ticks_dropped_total", "Ticks dropped by validation.", ["reason"])
@@ -62,6 +63,11 @@ LAG = Gauge(
 )
 LEADER = Gauge("ingest_leader", "1 in the worker that runs ingest.", multiprocess_mode="livesum")
 CANDLES_WRITTEN = Counter("ingest_candles_written_total", "Closed candles upserted.")
+PROVIDER_EVENTS = Counter(
+    "ingest_provider_events_total",
+    "Provider events: malformed frames, drops, sequence gaps, reconnects, stalls.",
+    ["provider", "kind"],
+)
 BACKFILLED = Counter("ingest_candles_backfilled_total", "Closed candles fetched from providers.")
 
 
@@ -260,6 +266,7 @@ class Ingest:
         ]
         if provider is not None:
             tasks.append(asyncio.create_task(self._read(provider, queue), name="ingest-read"))
+            tasks.append(asyncio.create_task(self._export_stats(provider), name="ingest-stats"))
             if self.backfill_hours > 0:
                 # Alongside live ticks: a slow exchange API must not hold up the feed.
                 tasks.append(asyncio.create_task(self._backfill(provider), name="ingest-backfill"))
@@ -305,22 +312,29 @@ class Ingest:
         await asyncio.Event().wait()
 
     async def _resume_candles(self, pipeline: Pipeline) -> None:
-        """Continue the candles the previous leader had open, from the bus history, so a
-        take-over neither loses their first ticks nor closes them half-built."""
-        resumed = 0
+        """Take over where the previous leader stopped, from the bus history.
+
+        Closed candles it published are stored again (an idempotent upsert: one that
+        closed just before it died may not have reached the database yet); the newest
+        candle of each channel is resumed if open, or marks its period as published.
+        """
+        resumed, closed = 0, list[Candle]()
         for symbol, builder in pipeline.candles.items():
             for interval in INTERVALS:
                 channel = f"candles:{symbol}:{interval}"
                 try:
                     last = await self.bus.last_seq(channel)
-                    messages = await self.bus.history(channel, max(0, last - 1)) or []
+                    messages = await self.bus.history(channel, max(0, last - RESUME_DEPTH))
                 except BusError:
                     continue
-                for message in messages:
-                    builder.restore(candle_from_dict(orjson.loads(message.data)))
+                candles = [candle_from_dict(orjson.loads(m.data)) for m in messages or []]
+                closed.extend(c for c in candles if c.closed)
+                if candles:
+                    builder.restore(candles[-1])
                     resumed += 1
+        await store_candles(closed)
         if resumed:
-            log.info("ingest_candles_resumed", count=resumed)
+            log.info("ingest_candles_resumed", channels=resumed, closed_restored=len(closed))
 
     async def _keep_lease(self, token: int) -> None:
         while True:
@@ -355,6 +369,16 @@ class Ingest:
                 await queue.put(tick)
         finally:
             await subscription.close()
+
+    async def _export_stats(self, provider: Provider) -> None:
+        """Turn the provider's plain counters into Prometheus counters, once a second."""
+        seen = dict.fromkeys(provider.stats, 0)
+        while True:
+            await asyncio.sleep(1.0)
+            for kind, value in provider.stats.items():
+                if value > seen.get(kind, 0):
+                    PROVIDER_EVENTS.labels(provider.name, kind).inc(value - seen.get(kind, 0))
+                    seen[kind] = value
 
     async def _read(self, provider: Provider, queue: asyncio.Queue[Tick]) -> None:
         async for tick in provider.ticks():

@@ -94,3 +94,80 @@ def test_backfill_stores_closed_history_once(fresh_pg_url: str) -> None:
     btc_1m = next(a for a in asked_again if a[:2] == ("BTC-USD", "1m"))
     assert btc_1m[2] == stored[-1] + MINUTE
     assert after[: len(stored)] == stored and len(after) - len(stored) <= 1
+
+
+def test_new_leader_stores_candles_the_old_one_closed_but_never_wrote(fresh_pg_url: str) -> None:
+    """The bus history holds what the dead leader published; the database may lag it."""
+    import orjson
+
+    from coinlink.market.ingest import Pipeline, candle_dict
+    from coinlink.market.types import Candle
+    from coinlink.market.validation import TickValidator
+
+    base = (now_ms() // MINUTE - 10) * MINUTE
+    one = Decimal(1)
+    published = [
+        Candle(
+            "BTC-USD",
+            "1m",
+            base + m * MINUTE,
+            base + (m + 1) * MINUTE - 1,
+            one,
+            one,
+            one,
+            one,
+            one,
+            1,
+            closed=m < 2,
+        )
+        for m in range(3)
+    ]
+
+    async def scenario() -> tuple[list[int], int]:
+        await apply_migrations(fresh_pg_url)
+        await Tortoise.init(config=tortoise_config(fresh_pg_url))
+        try:
+            bus = MemoryBus()
+            await bus.publish_many(
+                [("candles:BTC-USD:1m", orjson.dumps(candle_dict(c))) for c in published]
+            )
+            ingest = Ingest(bus, ["BTC-USD"], lambda: None)
+            pipeline = Pipeline(["BTC-USD"], TickValidator(max_age_ms=3_600_000))
+            await ingest._resume_candles(pipeline)
+            stored = await CandleRow.filter(symbol="BTC-USD").values_list("open_time", flat=True)
+            # The open one was resumed: a tick of its minute extends it, not a new candle.
+            pipeline.apply(Tick("BTC-USD", Decimal(2), Decimal(1), base + 2 * MINUTE + 10))
+            current = pipeline.candles["BTC-USD"].current("1m")
+            assert current is not None
+            return sorted(stored), current.trades
+        finally:
+            await Tortoise.close_connections()
+
+    stored, trades = asyncio.run(scenario())
+    assert stored == [base, base + MINUTE]
+    assert trades == 2
+
+
+def test_provider_counters_reach_prometheus() -> None:
+    from prometheus_client import REGISTRY
+
+    provider = HistoryOnly()
+
+    def value() -> float:
+        sample = REGISTRY.get_sample_value(
+            "ingest_provider_events_total", {"provider": "history", "kind": "reconnects"}
+        )
+        return sample or 0.0
+
+    async def scenario() -> None:
+        ingest = Ingest(MemoryBus(), ["BTC-USD"], lambda: provider)
+        task = asyncio.create_task(ingest._export_stats(provider))
+        provider.stats["reconnects"] += 3
+        await asyncio.sleep(1.2)
+        provider.stats["reconnects"] += 2
+        await asyncio.sleep(1.1)
+        task.cancel()
+
+    before = value()
+    asyncio.run(scenario())
+    assert value() - before == 5
