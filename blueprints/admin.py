@@ -21,8 +21,10 @@ bp = Blueprint("admin", url_prefix="/api/v2/admin")
 
 class TickIn(Body):
     symbol: str = Field(max_length=21)
-    price: Decimal = Field(gt=0, allow_inf_nan=False, max_digits=30)
-    volume: Decimal = Field(default=Decimal(0), ge=0, allow_inf_nan=False, max_digits=30)
+    price: Decimal = Field(gt=0, lt=Decimal(10) ** 17, allow_inf_nan=False, max_digits=30)
+    volume: Decimal = Field(
+        default=Decimal(0), ge=0, lt=Decimal(10) ** 25, allow_inf_nan=False, max_digits=38
+    )
     ts: int | None = Field(default=None, ge=0, le=10**14)
 
     @field_validator("symbol")

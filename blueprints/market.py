@@ -6,7 +6,7 @@ import time
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from sanic import Blueprint, HTTPResponse, Request, json
 from sanic_ext import openapi
 
@@ -19,8 +19,8 @@ from models.market import CandleRow
 
 bp = Blueprint("market", url_prefix="/api/v2/market")
 
-SUMMARY_KEY = "market:summary"
 SUMMARY_TTL_S = 60.0  # the contract allows up to 5 minutes
+# Each worker computes it from its own view at most once a minute: no per-request I/O.
 NAMES = {
     "BTC": "Bitcoin",
     "ETH": "Ethereum",
@@ -56,11 +56,13 @@ class CandlesQuery(Query):
     end: int | None = Field(default=None, ge=0, le=10**14)
     limit: int = Field(default=500, ge=1, le=1000)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> CandlesQuery:
-        if self.start is not None and self.end is not None and self.start > self.end:
-            raise ValueError("start must not be after end")
-        return self
+    @field_validator("end")
+    @classmethod
+    def _ordered(cls, end: int | None, info: ValidationInfo) -> int | None:
+        start = info.data.get("start")
+        if start is not None and end is not None and start > end:
+            raise ValueError("end must not be before start")
+        return end
 
 
 def _view(request: Request) -> MarketView:
@@ -170,11 +172,10 @@ async def candles(request: Request, symbol: str) -> HTTPResponse:
 @bp.get("/summary")
 @openapi.definition(summary="Gainers, losers and volume leaders (cached)", tag="market")
 async def summary(request: Request) -> HTTPResponse:
-    bus = request.app.ctx.bus
-    cached = await bus.get(SUMMARY_KEY)
-    if cached is not None:
-        return HTTPResponse(cached, content_type="application/json")
     now = _now_ms()
+    cache: dict[str, Any] = request.app.ctx.__dict__.setdefault("summary_cache", {})
+    if cache and now < cache["until"]:
+        return HTTPResponse(cache["body"], content_type="application/json")
     view = _view(request)
     live = [t for t in (view.ticker(s, now) for s in view.symbols) if t["price"] is not None]
 
@@ -189,7 +190,7 @@ async def summary(request: Request) -> HTTPResponse:
             "generated_at": now,
         }
     )
-    await bus.set(SUMMARY_KEY, body, ttl_s=SUMMARY_TTL_S)
+    cache.update(body=body, until=now + int(SUMMARY_TTL_S * 1000))
     return HTTPResponse(body, content_type="application/json")
 
 

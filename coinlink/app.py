@@ -115,6 +115,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             lambda: provider_from_settings(settings),
             lease_ttl_s=settings.ingest_lease_s,
             backfill_hours=settings.backfill_hours,
+            history_size=settings.bus_history_size,
             validator_factory=lambda: TickValidator(
                 symbols=set(settings.symbols),
                 max_age_ms=int(settings.ingest_max_tick_age_s * 1000),

@@ -27,6 +27,7 @@ import contextlib
 import os
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -34,6 +35,7 @@ from typing import Any
 import orjson
 import structlog
 from prometheus_client import Counter, Gauge
+from tortoise.exceptions import DBConnectionError
 
 from coinlink.bus import Bus, BusError
 from coinlink.market.candles import CandleBuilder
@@ -53,6 +55,7 @@ BATCH_WAIT_S = 0.02
 QUEUE_MAX = 20_000
 FLUSH_GRACE_MS = 5_000
 RESUME_DEPTH = 100  # messages of each candle channel a new leader reads back
+MAX_PENDING = 100_000  # closed candles kept while the database is away (about a day)
 
 TICKS = Counter("ingest_ticks_total", "Ticks accepted by the pipeline.")
 DROPPED = Counter("ingest_ticks_dropped_total", "Ticks dropped by validation.", ["reason"])
@@ -67,6 +70,9 @@ PROVIDER_EVENTS = Counter(
     "ingest_provider_events_total",
     "Provider events: malformed frames, drops, sequence gaps, reconnects, stalls.",
     ["provider", "kind"],
+)
+CANDLES_REFUSED = Counter(
+    "ingest_candles_refused_total", "Closed candles the database refused or that overflowed."
 )
 BACKFILLED = Counter("ingest_candles_backfilled_total", "Closed candles fetched from providers.")
 
@@ -173,28 +179,37 @@ class Pipeline:
         ]
 
 
-async def store_candles(candles: list[Candle]) -> None:
+async def store_candles(candles: list[Candle], *, overwrite: bool = True) -> None:
+    """Upsert closed candles (or, with ``overwrite=False``, insert only missing ones)."""
     if not candles:
         return
+    if not overwrite:
+        await CandleRow.bulk_create(
+            [_row(c) for c in candles],
+            on_conflict=["symbol", "interval", "open_time"],
+            ignore_conflicts=True,
+        )
+        return
     await CandleRow.bulk_create(
-        [
-            CandleRow(
-                symbol=c.symbol,
-                interval=c.interval,
-                open_time=c.open_time,
-                open=c.open,
-                high=c.high,
-                low=c.low,
-                close=c.close,
-                volume=c.volume,
-                trades=c.trades,
-            )
-            for c in candles
-        ],
+        [_row(c) for c in candles],
         on_conflict=["symbol", "interval", "open_time"],
         update_fields=["open", "high", "low", "close", "volume", "trades"],
     )
     CANDLES_WRITTEN.inc(len(candles))
+
+
+def _row(c: Candle) -> CandleRow:
+    return CandleRow(
+        symbol=c.symbol,
+        interval=c.interval,
+        open_time=c.open_time,
+        open=c.open,
+        high=c.high,
+        low=c.low,
+        close=c.close,
+        volume=c.volume,
+        trades=c.trades,
+    )
 
 
 class Ingest:
@@ -209,78 +224,87 @@ class Ingest:
         lease_ttl_s: float = 5.0,
         validator_factory: Callable[[], TickValidator] | None = None,
         backfill_hours: float = 0.0,
+        history_size: int = RESUME_DEPTH,
     ) -> None:
-        self.backfill_hours = backfill_hours
         self.bus = bus
         self.symbols = symbols
         self.provider_factory = provider_factory
         self.lease_ttl_s = lease_ttl_s
         self.validator_factory = validator_factory or (lambda: TickValidator(symbols=set(symbols)))
-        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+        self.backfill_hours = backfill_hours
+        self.resume_depth = min(RESUME_DEPTH, history_size)
+        # Unique per process and start: two hosts may share a hostname and a pid.
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.token: int | None = None
         self.pipeline: Pipeline | None = None
-        self._queue: asyncio.Queue[Tick] | None = None
         self._pending: list[Candle] = []
+        self._storing: asyncio.Task[None] | None = None
 
     @property
     def leading(self) -> bool:
         return self.token is not None
 
-    def submit(self, tick: Tick) -> bool:
-        """Feed a tick (admin injection) into the running pipeline; False if not leading."""
-        if self._queue is None:
-            return False
-        self._queue.put_nowait(tick)
-        return True
-
     async def run(self) -> None:
-        """Forever: wait for the lease, lead until it is lost, repeat."""
+        """Forever: wait for the lease, lead until it is lost, repeat.
+
+        Nothing but cancellation ends this loop: a failed reign (database down, a provider
+        that cannot start) is logged and retried after a pause, never in a tight loop.
+        """
+        pause = self.lease_ttl_s / 5
         while True:
             try:
-                self.token = await self.bus.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
+                token = await self.bus.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
             except BusError as exc:
                 log.warning("ingest_lease_unavailable", error=str(exc))
-                self.token = None
-            if self.token is None:
-                await asyncio.sleep(self.lease_ttl_s / 5)
+                token = None
+            if token is None:
+                await asyncio.sleep(pause)
                 continue
-            log.info("ingest_leading", holder=self.holder, fencing_token=self.token)
+            self.token = token
+            log.info("ingest_leading", holder=self.holder, fencing_token=token)
             LEADER.set(1)
             try:
-                await self._lead(self.token)
+                await self._lead(token)
+            except Exception:
+                log.exception("ingest_reign_failed", fencing_token=token)
             finally:
                 LEADER.set(0)
+                LAG.set(0)
                 self.token = None
-                self._queue = None
+                await self._store_now()
                 with contextlib.suppress(BusError):
-                    await self.bus.release_lease(LEASE, self.holder, self.token or 0)
+                    await self.bus.release_lease(LEASE, self.holder, token)
+            await asyncio.sleep(pause)  # before competing again: no churn on failure
 
     async def _lead(self, token: int) -> None:
+        """One reign: ends when the lease can no longer be proven or processing fails."""
+        expires_at = time.monotonic() + self.lease_ttl_s
         provider = self.provider_factory()
         self.pipeline = Pipeline(self.symbols, self.validator_factory())
         await self._resume_candles(self.pipeline)
-        queue = self._queue = asyncio.Queue(QUEUE_MAX)
-        tasks = [
+        queue: asyncio.Queue[Tick] = asyncio.Queue(QUEUE_MAX)
+        essential = [
+            asyncio.create_task(self._keep_lease(token, expires_at), name="ingest-lease"),
             asyncio.create_task(self._process(queue), name="ingest-process"),
-            asyncio.create_task(self._admin_ticks(queue), name="ingest-admin-ticks"),
         ]
+        helpers = [asyncio.create_task(self._admin_ticks(queue), name="ingest-admin-ticks")]
         if provider is not None:
-            tasks.append(asyncio.create_task(self._read(provider, queue), name="ingest-read"))
-            tasks.append(asyncio.create_task(self._export_stats(provider), name="ingest-stats"))
+            helpers.append(asyncio.create_task(self._read(provider, queue), name="ingest-read"))
+            helpers.append(asyncio.create_task(self._export_stats(provider), name="ingest-stats"))
             if self.backfill_hours > 0:
                 # Alongside live ticks: a slow exchange API must not hold up the feed.
-                tasks.append(asyncio.create_task(self._backfill(provider), name="ingest-backfill"))
-        renew = asyncio.create_task(self._keep_lease(token), name="ingest-lease")
+                helpers.append(
+                    asyncio.create_task(self._backfill(provider), name="ingest-backfill")
+                )
         try:
-            # Losing the lease ends the reign; a crashed task does too (and is logged).
-            done, _ = await asyncio.wait([renew, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(essential, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     log.error("ingest_task_failed", task=task.get_name(), exc_info=task.exception())
         finally:
-            for task in [renew, *tasks]:
+            for task in [*essential, *helpers]:
                 task.cancel()
-            await asyncio.gather(renew, *tasks, return_exceptions=True)
+            await asyncio.gather(*essential, *helpers, return_exceptions=True)
 
     async def _backfill(self, provider: Provider) -> None:
         """Fill the candle history a provider has and the database lacks (closed only)."""
@@ -288,13 +312,13 @@ class Ingest:
         horizon = now - int(self.backfill_hours * 3_600_000)
         for symbol in self.symbols:
             for interval, length in INTERVALS.items():
-                latest = (
-                    await CandleRow.filter(symbol=symbol, interval=interval)
-                    .order_by("-open_time")
-                    .first()
-                )
-                start = max(horizon, latest.open_time + length) if latest else horizon
                 try:
+                    latest = (
+                        await CandleRow.filter(symbol=symbol, interval=interval)
+                        .order_by("-open_time")
+                        .first()
+                    )
+                    start = max(horizon, latest.open_time + length) if latest else horizon
                     rows = await provider.backfill(symbol, interval, start, now)
                 except Exception as exc:  # a provider's REST failure must not end the reign
                     log.warning("backfill_failed", symbol=symbol, interval=interval, error=str(exc))
@@ -305,11 +329,10 @@ class Ingest:
                     for t, o, h, lo, c, v, n in rows
                     if t + length <= now and t >= start
                 ]
-                await store_candles(closed)
-                if closed:
+                # Never over a candle the live pipeline wrote: history only fills holes.
+                with contextlib.suppress(Exception):
+                    await store_candles(closed, overwrite=False)
                     BACKFILLED.inc(len(closed))
-        # Backfill ends; the reign goes on (this task is not a reason to stop leading).
-        await asyncio.Event().wait()
 
     async def _resume_candles(self, pipeline: Pipeline) -> None:
         """Take over where the previous leader stopped, from the bus history.
@@ -324,7 +347,7 @@ class Ingest:
                 channel = f"candles:{symbol}:{interval}"
                 try:
                     last = await self.bus.last_seq(channel)
-                    messages = await self.bus.history(channel, max(0, last - RESUME_DEPTH))
+                    messages = await self.bus.history(channel, max(0, last - self.resume_depth))
                 except BusError:
                     continue
                 candles = [candle_from_dict(orjson.loads(m.data)) for m in messages or []]
@@ -332,21 +355,38 @@ class Ingest:
                 if candles:
                     builder.restore(candles[-1])
                     resumed += 1
-        await store_candles(closed)
+        self._pending.extend(closed)
         if resumed:
             log.info("ingest_candles_resumed", channels=resumed, closed_restored=len(closed))
 
-    async def _keep_lease(self, token: int) -> None:
+    async def _keep_lease(self, token: int, expires_at: float) -> None:
+        """Renew every third of the lease; return (ending the reign) as soon as holding it
+        can no longer be proven.
+
+        ``expires_at`` is when the lease runs out by our clock, counted from before the
+        call that took or renewed it; a renewal that has not answered by then is given up,
+        so this worker stops before another can have taken over.
+        """
+        margin = min(0.5, self.lease_ttl_s / 10)
         while True:
             await asyncio.sleep(self.lease_ttl_s / 3)
+            sent = time.monotonic()
             try:
-                if not await self.bus.renew_lease(LEASE, self.holder, token, self.lease_ttl_s):
-                    log.warning("ingest_lease_lost", holder=self.holder, fencing_token=token)
-                    return
-            except BusError as exc:
-                # Cannot prove we still hold it: stop before someone else starts.
-                log.warning("ingest_lease_unverifiable", error=str(exc))
+                async with asyncio.timeout(max(0.0, expires_at - margin - sent)):
+                    renewed = await self.bus.renew_lease(
+                        LEASE, self.holder, token, self.lease_ttl_s
+                    )
+            except (BusError, TimeoutError) as exc:
+                log.warning(
+                    "ingest_lease_unverifiable",
+                    fencing_token=token,
+                    error=str(exc) or "renewal too slow",
+                )
                 return
+            if not renewed:
+                log.warning("ingest_lease_lost", holder=self.holder, fencing_token=token)
+                return
+            expires_at = sent + self.lease_ttl_s
 
     async def _admin_ticks(self, queue: asyncio.Queue[Tick]) -> None:
         """Ticks injected through the admin API on any worker reach the leader here."""
@@ -413,31 +453,55 @@ class Ingest:
                 await self._every_second(pipeline, at)
             if batch or pipeline.closed:
                 messages, closed = pipeline.take_messages(at)
-                await self.bus.publish_many(messages)
-                self._pending.extend(closed)
+                self._pending.extend(closed)  # stored even if publishing fails
+                try:
+                    await self.bus.publish_many(messages)
+                except BusError as exc:
+                    # The state is kept; the next batch publishes the newest again.
+                    log.warning("ingest_publish_failed", error=str(exc))
                 if len(self._pending) >= 500:
-                    await self._store()
+                    self._store_soon()
 
     async def _every_second(self, pipeline: Pipeline, at: int) -> None:
         snapshots = pipeline.snapshots(at)
         newest = max((s["ts"] for s in snapshots), default=None)
         if newest is not None:
             LAG.set(max(0.0, (at - newest) / 1000))
-        await self.bus.publish("tickers", orjson.dumps(snapshots))
+        self._store_soon()
+        with contextlib.suppress(BusError):
+            await self.bus.publish("tickers", orjson.dumps(snapshots))
         heartbeat = {
             "holder": self.holder,
             "fencing_token": self.token,
             "at": at,
             "newest_tick": newest,
         }
-        await self.bus.set(HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=self.lease_ttl_s * 3)
-        await self._store()
+        with contextlib.suppress(BusError):
+            await self.bus.set(HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=self.lease_ttl_s * 3)
 
-    async def _store(self) -> None:
+    def _store_soon(self) -> None:
+        """Write pending candles in the background: a slow database never stalls ticks."""
+        if self._pending and (self._storing is None or self._storing.done()):
+            self._storing = asyncio.create_task(self._store_now(), name="ingest-store")
+
+    async def _store_now(self) -> None:
         pending, self._pending = self._pending, []
+        if not pending:
+            return
         try:
             await store_candles(pending)
+            return
         except Exception:
-            # Keep them for the next flush: a closed candle is never dropped for a blip.
-            self._pending = pending + self._pending
             log.warning("candles_not_stored", count=len(pending), exc_info=True)
+        # One bad row must not block the rest: retry one by one, keep what failed for
+        # a connection problem, count and drop what the database refuses as data.
+        for candle in pending:
+            try:
+                await store_candles([candle])
+            except (OSError, DBConnectionError):
+                self._pending.append(candle)
+            except Exception:
+                CANDLES_REFUSED.inc()
+        if len(self._pending) > MAX_PENDING:
+            CANDLES_REFUSED.inc(len(self._pending) - MAX_PENDING)
+            del self._pending[: len(self._pending) - MAX_PENDING]

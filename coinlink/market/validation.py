@@ -48,11 +48,17 @@ STALE: Final = "stale"
 OUT_OF_ORDER: Final = "out_of_order"
 ABSURD_JUMP: Final = "absurd_jump"
 
+OUT_OF_RANGE: Final = "out_of_range"
+# What the candles table stores (numeric(30,12) and (38,12)): beyond it a tick is noise.
+MAX_PRICE: Final = Decimal(10) ** 17
+MAX_VOLUME: Final = Decimal(10) ** 25
+
 REASONS: Final[tuple[str, ...]] = (
     UNKNOWN_SYMBOL,
     NON_FINITE,
     NON_POSITIVE_PRICE,
     NEGATIVE_VOLUME,
+    OUT_OF_RANGE,
     CROSSED_QUOTE,
     FUTURE,
     STALE,
@@ -128,6 +134,8 @@ class TickValidator:
             return NON_POSITIVE_PRICE
         if volume < _ZERO:
             return NEGATIVE_VOLUME
+        if price >= MAX_PRICE or volume >= MAX_VOLUME:
+            return OUT_OF_RANGE
         if bid is not None and ask is not None and bid > ask:
             return CROSSED_QUOTE
 

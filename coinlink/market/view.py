@@ -37,15 +37,8 @@ class MarketView:
         ]
 
     async def start(self) -> None:
-        self._subscription = self.bus.subscription()
-        await self._subscription.subscribe(*self.channels())
-        # Subscribe first, then read history: nothing published in between is missed.
-        for channel in self.channels():
-            with contextlib.suppress(BusError):
-                last = await self.bus.last_seq(channel)
-                for message in await self.bus.history(channel, max(0, last - 1)) or []:
-                    self._apply(message.channel, message.seq, message.data)
-        self._task = asyncio.create_task(self._consume(), name="market-view")
+        """Start following the bus in the background (a worker boots even without Redis)."""
+        self._task = asyncio.create_task(self._follow(), name="market-view")
 
     async def close(self) -> None:
         if self._subscription is not None:
@@ -55,10 +48,29 @@ class MarketView:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _consume(self) -> None:
-        assert self._subscription is not None
-        async for message in self._subscription:
-            self._apply(message.channel, message.seq, message.data)
+    async def _follow(self) -> None:
+        pause = 0.5
+        while True:
+            try:
+                if self._subscription is None:
+                    self._subscription = self.bus.subscription()
+                    await self._subscription.subscribe(*self.channels())
+                    # Subscribed first, then history: nothing published between is missed.
+                    for channel in self.channels():
+                        last = await self.bus.last_seq(channel)
+                        for message in await self.bus.history(channel, max(0, last - 1)) or []:
+                            self._apply(message.channel, message.seq, message.data)
+                async for message in self._subscription:
+                    self._apply(message.channel, message.seq, message.data)
+                return  # closed
+            except BusError as exc:
+                log.warning("market_view_waiting_for_bus", error=str(exc))
+                if self._subscription is not None:
+                    with contextlib.suppress(BusError):
+                        await self._subscription.close()
+                    self._subscription = None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     def _apply(self, channel: str, seq: int, data: bytes) -> None:
         try:
@@ -68,9 +80,9 @@ class MarketView:
             return
         kind, _, rest = channel.partition(":")
         if kind == "ticker":
-            previous = self.tickers.get(rest)
-            if previous is None or seq > previous[0] or seq == 1:
-                self.tickers[rest] = (seq, value)
+            # The bus delivers in order; the newest message wins (even after a Redis
+            # reset restarted the sequence).
+            self.tickers[rest] = (seq, value)
         elif kind == "candles":
             symbol, _, interval = rest.partition(":")
             self.candles[(symbol, interval)] = value

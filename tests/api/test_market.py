@@ -189,7 +189,7 @@ def test_tick_injection_is_for_admins_only(client: ReusableClient) -> None:
         ("/api/v2/market/tickers?symbols=BTC-USD,nope-usd", 404, None),
         ("/api/v2/market/candles/NOPE-USD", 404, None),
         ("/api/v2/market/candles/BTC-USD?interval=2m", 422, "interval"),
-        ("/api/v2/market/candles/BTC-USD?start=10&end=5", 422, "body"),
+        ("/api/v2/market/candles/BTC-USD?start=10&end=5", 422, "end"),
         ("/api/v2/market/candles/BTC-USD?limit=0", 422, "limit"),
         ("/api/v2/market/candles/BTC-USD?limit=1001", 422, "limit"),
         ("/api/v2/market/candles/BTC-USD?limit=ten", 422, "limit"),

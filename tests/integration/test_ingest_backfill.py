@@ -134,6 +134,7 @@ def test_new_leader_stores_candles_the_old_one_closed_but_never_wrote(fresh_pg_u
             ingest = Ingest(bus, ["BTC-USD"], lambda: None)
             pipeline = Pipeline(["BTC-USD"], TickValidator(max_age_ms=3_600_000))
             await ingest._resume_candles(pipeline)
+            await ingest._store_now()  # the reign's first batch write
             stored = await CandleRow.filter(symbol="BTC-USD").values_list("open_time", flat=True)
             # The open one was resumed: a tick of its minute extends it, not a new candle.
             pipeline.apply(Tick("BTC-USD", Decimal(2), Decimal(1), base + 2 * MINUTE + 10))

@@ -284,3 +284,14 @@ def test_matches_a_straightforward_model(steps: list[tuple[str, Decimal, int]]) 
             model[symbol] = (price, ts)
         assert reason == expected
         assert v.last_accepted(symbol) == model.get(symbol)
+
+
+def test_values_beyond_what_the_candles_table_stores_are_out_of_range() -> None:
+    from coinlink.market.validation import MAX_PRICE, MAX_VOLUME
+
+    validator = TickValidator(clock=lambda: 1_000_000)
+    huge_price = Tick("BTC-USD", MAX_PRICE, Decimal(1), 1_000_000)
+    huge_volume = Tick("BTC-USD", Decimal(1), MAX_VOLUME, 1_000_000)
+    assert validator.check(huge_price) == "out_of_range"
+    assert validator.check(huge_volume) == "out_of_range"
+    assert validator.check(Tick("BTC-USD", MAX_PRICE - 1, Decimal(1), 1_000_000)) is None

@@ -1,0 +1,90 @@
+"""The ingest leader steps down in time, hands the lease over on stop, and never dies."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from coinlink.bus import MemoryBus
+from coinlink.market.ingest import LEASE, Ingest
+from coinlink.market.providers.base import Provider
+from coinlink.market.view import MarketView
+
+
+class SlowRenewals(MemoryBus):
+    """A bus whose lease renewals hang, as a Redis on the far side of a bad link would."""
+
+    async def renew_lease(self, name: str, holder: str, token: int, ttl_s: float) -> bool:
+        await asyncio.sleep(60)
+        return True
+
+
+async def test_a_leader_whose_renewal_hangs_stops_before_its_lease_runs_out() -> None:
+    bus = SlowRenewals()
+    ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=1.5)
+    token = await bus.acquire_lease(LEASE, ingest.holder, 1.5)
+    assert token is not None
+    started = time.monotonic()
+    await asyncio.wait_for(ingest._keep_lease(token, started + 1.5), timeout=5)
+    # It gave up inside its own lease: nobody else could have led yet.
+    assert time.monotonic() - started < 1.5
+
+
+async def test_a_leader_that_loses_its_lease_stops() -> None:
+    bus = MemoryBus()
+    ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=1.2)
+    token = await bus.acquire_lease(LEASE, ingest.holder, 1.2)
+    assert token is not None
+    await bus.release_lease(LEASE, ingest.holder, token)
+    assert await bus.acquire_lease(LEASE, "someone else", 1.2) is not None
+    await asyncio.wait_for(ingest._keep_lease(token, time.monotonic() + 1.2), timeout=3)
+
+
+async def test_stopping_hands_the_lease_over_at_once() -> None:
+    bus = MemoryBus()
+    ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=30)
+    task = asyncio.create_task(ingest.run())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if ingest.leading:
+            break
+    assert ingest.leading
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # Released, not left to expire in 30 s: a rolling deploy loses no ingest time.
+    assert await bus.acquire_lease(LEASE, "next instance", 30) is not None
+
+
+async def test_a_failing_reign_is_retried_not_fatal() -> None:
+    attempts = []
+
+    def provider() -> Provider | None:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise ConnectionError("exchange unreachable")
+        return None
+
+    bus = MemoryBus()
+    ingest = Ingest(bus, ["BTC-USD"], provider, lease_ttl_s=0.5)
+    task = asyncio.create_task(ingest.run())
+    try:
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if len(attempts) >= 3 and ingest.leading:
+                break
+        assert len(attempts) >= 3 and ingest.leading
+        # With a pause between reigns, not thousands a second.
+        assert attempts[1] - attempts[0] >= 0.09
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_tickers_turn_stale_after_the_configured_silence() -> None:
+    view = MarketView(MemoryBus(), ["BTC-USD"], staleness_s=30)
+    view._apply("ticker:BTC-USD", 7, orjson.dumps({"symbol": "BTC-USD", "price": "1", "ts": 1_000}))
+    assert view.ticker("BTC-USD", 1_000 + 30_000)["stale"] is False
+    assert view.ticker("BTC-USD", 1_000 + 30_001)["stale"] is True
+    assert view.ticker("BTC-USD", 2_000)["seq"] == 7
