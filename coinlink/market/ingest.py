@@ -54,6 +54,8 @@ BATCH_MAX = 2000
 BATCH_WAIT_S = 0.02
 QUEUE_MAX = 20_000
 FLUSH_GRACE_MS = 5_000
+MINUTE_MS = INTERVALS["1m"]
+DAY_MS = INTERVALS["1d"]
 RESUME_DEPTH = 100  # messages of each candle channel a new leader reads back
 MAX_PENDING = 100_000  # closed candles kept while the database is away (about a day)
 
@@ -196,6 +198,23 @@ async def store_candles(candles: list[Candle], *, overwrite: bool = True) -> Non
         update_fields=["open", "high", "low", "close", "volume", "trades"],
     )
     CANDLES_WRITTEN.inc(len(candles))
+
+
+def _candle_of_row(r: CandleRow) -> Candle:
+    length = INTERVALS[r.interval]
+    return Candle(
+        r.symbol,
+        r.interval,
+        r.open_time,
+        r.open_time + length - 1,
+        r.open,
+        r.high,
+        r.low,
+        r.close,
+        r.volume,
+        r.trades,
+        closed=True,
+    )
 
 
 def _row(c: Candle) -> CandleRow:
@@ -358,6 +377,41 @@ class Ingest:
         self._pending.extend(closed)
         if resumed:
             log.info("ingest_candles_resumed", channels=resumed, closed_restored=len(closed))
+        await self._resume_tickers(pipeline, closed)
+
+    async def _resume_tickers(self, pipeline: Pipeline, recent: list[Candle]) -> None:
+        """Rebuild each symbol's rolling 24 h statistics from its 1-minute candles.
+
+        Each candle is replayed as four ticks inside its minute (open, high, low, close,
+        the volume on the close), so open, high, low and volume are exact; the quote
+        volume is approximated by close x volume per minute.
+        """
+        since = now_ms() - DAY_MS - MINUTE_MS
+        for symbol, ticker in pipeline.tickers.items():
+            try:
+                rows = await CandleRow.filter(
+                    symbol=symbol, interval="1m", open_time__gte=since
+                ).order_by("open_time")
+            except Exception:
+                log.warning("ticker_history_unavailable", symbol=symbol, exc_info=True)
+                continue
+            minutes = {row.open_time: _candle_of_row(row) for row in rows}
+            minutes.update(
+                {c.open_time: c for c in recent if c.symbol == symbol and c.interval == "1m"}
+            )
+            current = pipeline.candles[symbol].current("1m")
+            if current is not None:
+                minutes[current.open_time] = current
+            for t in sorted(minutes):
+                c = minutes[t]
+                zero = Decimal(0)
+                for offset, price, volume in (
+                    (0, c.open, zero),
+                    (1, c.high, zero),
+                    (2, c.low, zero),
+                    (3, c.close, c.volume),
+                ):
+                    ticker.add(Tick(symbol, price, volume, t + offset, source="history"))
 
     async def _keep_lease(self, token: int, expires_at: float) -> None:
         """Renew every third of the lease; return (ending the reign) as soon as holding it

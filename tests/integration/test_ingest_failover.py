@@ -147,3 +147,12 @@ def test_only_one_instance_ingests_and_the_other_takes_over_after_kill_9(
         "104.5",
     )
     assert minute_4[6] == 2  # trades: one tick from each leader
+
+    # The rolling 24 h statistics survived the take-over (rebuilt from stored candles).
+    def ticker() -> dict[str, Any]:
+        return dict(httpx.get(follower.base_url + "/api/v2/market/tickers/BTC-USD").json())
+
+    wait_for(lambda: ticker()["price"] == "105", 10, "the new leader's ticker")
+    stats = ticker()
+    assert (stats["open_24h"], stats["low_24h"], stats["high_24h"]) == ("100", "100", "105")
+    assert stats["volume_24h"] == "11"  # every tick of both reigns
