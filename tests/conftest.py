@@ -34,6 +34,15 @@ def pg_url(pg_server_url: str) -> Iterator[str]:
     asyncio.run(services.drop_database(pg_server_url, name))
 
 
+@pytest.fixture(scope="module")
+def module_pg_url(pg_server_url: str) -> Iterator[str]:
+    """A PostgreSQL database of this test module's own (market data it writes is its own)."""
+    name = f"coinlink_test_{uuid.uuid4().hex[:12]}"
+    url = asyncio.run(services.create_database(pg_server_url, name))
+    yield url
+    asyncio.run(services.drop_database(pg_server_url, name))
+
+
 @pytest.fixture
 def fresh_pg_url(pg_server_url: str) -> Iterator[str]:
     """A PostgreSQL database of this test's own."""

@@ -19,9 +19,10 @@ MINUTE = 60_000
 
 
 @pytest.fixture(scope="module")
-def app(pg_url: str, redis_url: str) -> Sanic:
+def app(module_pg_url: str, redis_url: str) -> Sanic:
+    # A database of its own: other modules' servers run the simulator and store candles.
     return build_app(
-        pg_url,
+        module_pg_url,
         redis_url,
         provider="none",
         admin_ticks=True,
