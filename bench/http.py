@@ -1,16 +1,27 @@
 """GET /health on CoinLink against a bare Sanic app, side by side in one run.
 
 Both servers run with the same worker count; rounds alternate between them so that machine
-noise hits both alike. Prints per-round figures, the medians and the ratio CoinLink / bare.
-Uses wrk (Debian package ``wrk``) when installed, else a slower Python load generator.
+noise hits both alike. Cases: the bare app's hello world, CoinLink's ``/health``, the
+authenticated ``/api/v2/users/me``, and the market reads ``/api/v2/market/tickers/BTC-USD``
+and ``/api/v2/market/candles/BTC-USD?interval=1m&limit=500``. CoinLink runs with every
+production middleware, the rate limiter included (limits raised so that it decides on
+every request but never refuses), and the simulator provider feeding live market data;
+before it starts, its database is migrated and given 500 closed 1m BTC-USD candles (built
+from simulator ticks by the production candle builder and upsert), so the candles case
+reads 500 rows. After the rounds, bare and ticker are measured again at
+``--high-connections`` (256) for the latency target. Prints per-round figures, the medians
+and the ratios to bare. Uses wrk (Debian package ``wrk``) when installed, else a slower
+Python load generator.
 
     .venv/bin/python -m bench.http [--workers 1] [--rounds 5] [--seconds 5] [--connections 64]
+        [--high-connections 256] [--database-url URL] [--redis-url URL] [--server-env K=V]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -28,6 +39,11 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+TICKER = "/api/v2/market/tickers/BTC-USD"
+CANDLES = "/api/v2/market/candles/BTC-USD?interval=1m&limit=500"
+SEEDED_CANDLES = 500
+TICKER_RATIO_TARGET = 0.6
+P95_TARGET_MS = 150.0
 
 
 def free_port() -> int:
@@ -36,17 +52,62 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def database_url(args: argparse.Namespace, tmp: str) -> str:
+    return str(args.database_url or f"sqlite://{tmp}/bench.sqlite3")
+
+
+def seed_candles(url: str, symbol: str = "BTC-USD", count: int = SEEDED_CANDLES) -> int:
+    """Migrate ``url`` and upsert the ``count`` 1m candles of ``symbol`` before this minute.
+
+    Built the way ingest builds them (simulator ticks through ``CandleBuilder``, written by
+    ``store_candles``), one tick every two seconds on average; the coarser intervals that
+    close on the way are stored too. Returns the number of closed 1m candles written.
+    """
+    from tortoise import Tortoise
+
+    from coinlink.db import apply_migrations, tortoise_config
+    from coinlink.market.candles import CandleBuilder
+    from coinlink.market.ingest import store_candles
+    from coinlink.market.providers.simulator import SimulatorProvider
+    from coinlink.market.types import Candle
+
+    minute = 60_000
+    this_minute = time.time_ns() // 1_000_000 // minute * minute
+    start_ms = this_minute - count * minute
+    provider = SimulatorProvider([symbol], ticks_per_second=0.5, start_ms=start_ms)
+    builder = CandleBuilder(symbol)
+    closed: list[Candle] = []
+    while True:
+        tick = provider.generate(1)[0]
+        if tick.ts >= this_minute:
+            break
+        closed.extend(builder.add(tick))
+    closed.extend(builder.flush(this_minute))
+
+    async def write() -> None:
+        await apply_migrations(url)
+        await Tortoise.init(config=tortoise_config(url))
+        try:
+            await store_candles(closed)
+        finally:
+            await Tortoise.close_connections()
+
+    asyncio.run(write())
+    return sum(1 for c in closed if c.interval == "1m")
+
+
 def start(name: str, port: int, args: argparse.Namespace, tmp: str) -> subprocess.Popen[bytes]:
     workers = args.workers
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COINLINK_", "PROMETHEUS_"))}
     if name == "coinlink":
         env.update(
             COINLINK_ENV="development",
-            COINLINK_DATABASE_URL=args.database_url or f"sqlite://{tmp}/bench.sqlite3",
+            COINLINK_DATABASE_URL=database_url(args, tmp),
+            COINLINK_PROVIDER="simulator",
             COINLINK_LOG_FORMAT="json",
             COINLINK_JWT_SECRET=secrets.token_hex(32),
             COINLINK_BCRYPT_ROUNDS=str(args.bcrypt_rounds),
-            COINLINK_REDIS_PREFIX=f"bench{secrets.token_hex(4)}:",
+            COINLINK_REDIS_PREFIX=args.redis_prefix,
             # The limiter runs on every request but never refuses: its cost is measured,
             # not its refusals.
             COINLINK_RATE_LIMIT_USER="100000000/60",
@@ -56,6 +117,9 @@ def start(name: str, port: int, args: argparse.Namespace, tmp: str) -> subproces
         )
         if args.redis_url:
             env["COINLINK_REDIS_URL"] = args.redis_url
+        for item in args.server_env:
+            key, _, value = item.partition("=")
+            env[key] = value
         argv = [
             sys.executable,
             "-m",
@@ -187,6 +251,40 @@ def run_python(url: str, seconds: int, connections: int, auth: str | None) -> di
     return asyncio.run(main())
 
 
+def delete_redis_keys(url: str, prefix: str) -> None:
+    """Remove what the CoinLink server left under its prefix (bus history, limits, leases)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.unlink(*keys[start : start + 500])
+        print(f"redis: deleted {len(keys)} keys under {prefix!r}")
+    finally:
+        client.close()
+
+
+def check_market(port: int) -> None:
+    """Wait for a live BTC-USD ticker; make sure the candles case answers 500 candles."""
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while httpx.get(base + TICKER, timeout=5).json().get("price") is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError("no live BTC-USD ticker: is the simulator provider running?")
+        time.sleep(0.2)
+    ticker = httpx.get(base + TICKER, timeout=5)
+    candles = httpx.get(base + CANDLES, timeout=5)
+    items = candles.json()["items"]
+    print(
+        f"ticker: {len(ticker.content)} bytes, price {ticker.json()['price']}; "
+        f"candles: {len(items)} items, {len(candles.content):,} bytes, "
+        f"newest closed={items[-1]['closed']}"
+    )
+    if len(items) != SEEDED_CANDLES:
+        raise RuntimeError(f"candles case answers {len(items)} candles, not {SEEDED_CANDLES}")
+
+
 def describe(f: dict[str, float]) -> str:
     return (
         f"{f['rps']:9.0f} req/s  {f['cpu_us']:6.1f} us CPU/req  p50 {f['p50_ms']:6.2f} ms"
@@ -200,25 +298,56 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--high-connections",
+        type=int,
+        default=256,
+        help="connections of the extra bare/ticker rounds for the p95 target (0: skip them)",
+    )
     parser.add_argument("--database-url", help="CoinLink's database (default: SQLite in a tmp dir)")
     parser.add_argument("--redis-url", help="CoinLink's Redis (default: the in-process bus)")
     parser.add_argument("--bcrypt-rounds", type=int, default=12, help="cost for the login figure")
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for CoinLink, e.g. COINLINK_ACCESS_LOG=false (repeatable)",
+    )
     args = parser.parse_args()
+    if any("=" not in item for item in args.server_env):
+        parser.error("--server-env takes KEY=VALUE")
     load = run_wrk if shutil.which("wrk") else run_python
     print(
         f"load generator: {'wrk -t1' if load is run_wrk else 'python httpx'}, "
         f"{args.connections} connections, {args.seconds} s per round, {args.workers} worker(s)"
     )
 
-    with tempfile.TemporaryDirectory(prefix="coinlink-bench-") as tmp:
-        results = measure(args, load, tmp)
+    args.redis_prefix = f"bench{secrets.token_hex(4)}:"
+    try:
+        with tempfile.TemporaryDirectory(prefix="coinlink-bench-") as tmp:
+            results = measure(args, load, tmp)
+    finally:
+        if args.redis_url:
+            delete_redis_keys(args.redis_url, args.redis_prefix)
 
     print("\nmedians")
     for name, rows in results.items():
         print(
             f"  {name:13s} {describe({k: statistics.median(r[k] for r in rows) for k in rows[0]})}"
         )
-    for name, base in (("coinlink", "bare"), ("users/me", "coinlink")):
+    high = f"@{args.high_connections}"
+    pairs_to_compare = [
+        ("coinlink", "bare"),
+        ("users/me", "coinlink"),
+        ("ticker", "bare"),
+        ("candles", "bare"),
+        (f"ticker{high}", f"bare{high}"),
+    ]
+    verdicts = {}
+    for name, base in pairs_to_compare:
+        if name not in results:
+            continue
         pairs = list(zip(results[base], results[name], strict=True))
         ratios = [c["rps"] / b["rps"] for b, c in pairs]
         cpu = [b["cpu_us"] / c["cpu_us"] for b, c in pairs]
@@ -227,40 +356,79 @@ def main() -> None:
             f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); "
             f"CPU per request {base}/{name} median {statistics.median(cpu):.2f}"
         )
+        verdicts[name] = statistics.median(ratios)
+    ratio = verdicts["ticker"]
+    print(
+        f"target ticker/bare >= {TICKER_RATIO_TARGET}: {ratio:.2f}, "
+        f"{'met' if ratio >= TICKER_RATIO_TARGET else 'MISSED'}"
+    )
+    if f"ticker{high}" in results:
+        p95 = statistics.median(r["p95_ms"] for r in results[f"ticker{high}"])
+        print(
+            f"target ticker p95 < {P95_TARGET_MS:.0f} ms at {args.high_connections} connections: "
+            f"{p95:.1f} ms (median of rounds), {'met' if p95 < P95_TARGET_MS else 'MISSED'}"
+        )
 
 
 def measure(args: argparse.Namespace, load: Load, tmp: str) -> dict[str, list[dict[str, float]]]:
     """Start both servers, then alternate the cases round by round."""
     ports = {name: free_port() for name in ("bare", "coinlink")}
     processes: list[subprocess.Popen[bytes]] = []
+    c = args.connections
     cases = {
-        "bare": ("bare", "/health"),
-        "coinlink": ("coinlink", "/health"),
-        "users/me": ("coinlink", "/api/v2/users/me"),
+        "bare": ("bare", "/health", c),
+        "coinlink": ("coinlink", "/health", c),
+        "users/me": ("coinlink", "/api/v2/users/me", c),
+        "ticker": ("coinlink", TICKER, c),
+        "candles": ("coinlink", CANDLES, c),
     }
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in cases}
+    high_cases = {}
+    if args.high_connections:
+        h = args.high_connections
+        high_cases = {f"bare@{h}": ("bare", "/health", h), f"ticker@{h}": ("coinlink", TICKER, h)}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in {**cases, **high_cases}}
     try:
+        seeded = seed_candles(database_url(args, tmp))
+        print(f"seeded {seeded} closed 1m BTC-USD candles (with the coarser ones they close)")
         for name, port in ports.items():
             processes.append(start(name, port, args, tmp))
         token = sign_up(ports["coinlink"], args.bcrypt_rounds)
+        check_market(ports["coinlink"])
         headers = {"/api/v2/users/me": f"Bearer {token}"}
-        for server, path in cases.values():  # warm-up
-            load(f"http://127.0.0.1:{ports[server]}{path}", 1, args.connections, headers.get(path))
+        for server, path, connections in {**cases, **high_cases}.values():  # warm-up
+            load(f"http://127.0.0.1:{ports[server]}{path}", 1, connections, headers.get(path))
         pgids = dict(zip(ports, (p.pid for p in processes), strict=True))
-        for round_no in range(1, args.rounds + 1):
-            for case, (server, path) in cases.items():
-                url = f"http://127.0.0.1:{ports[server]}{path}"
-                cpu_before = group_cpu_s(pgids[server])
-                figures = load(url, args.seconds, args.connections, headers.get(path))
-                requests = figures["rps"] * figures["seconds"]
-                figures["cpu_us"] = (group_cpu_s(pgids[server]) - cpu_before) / requests * 1e6
-                results[case].append(figures)
-                print(f"round {round_no} {case:13s} {describe(figures)}")
+        for phase in (cases, high_cases):
+            for round_no in range(1, args.rounds + 1):
+                for case, (server, path, connections) in phase.items():
+                    url = f"http://127.0.0.1:{ports[server]}{path}"
+                    cpu_before = group_cpu_s(pgids[server])
+                    figures = load(url, args.seconds, connections, headers.get(path))
+                    requests = figures["rps"] * figures["seconds"]
+                    figures["cpu_us"] = (group_cpu_s(pgids[server]) - cpu_before) / requests * 1e6
+                    results[case].append(figures)
+                    print(f"round {round_no} {case:13s} {describe(figures)}")
     finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
+        stop(processes)
     return results
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every server's process group; SIGKILL a group still there after 20 s.
+
+    A CoinLink worker has been seen to hang on exit (its main thread done, the process
+    kept alive by an unclosed aiosqlite connection thread): it must not outlive the bench.
+    """
+    for process in processes:
+        os.killpg(process.pid, signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            print(f"server {process.pid} ignored SIGTERM for 20 s: killing its process group")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the group: workers outlive their main
+        process.wait(5)
 
 
 if __name__ == "__main__":

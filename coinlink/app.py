@@ -124,14 +124,20 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         )
         app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")
 
-    async def stop_worker(app: Sanic[Any, Any]) -> None:
+    async def stop_background(app: Sanic[Any, Any]) -> None:
+        # Before the server stops, while the database is open: a stopping leader writes its
+        # pending candles and releases its lease (after Tortoise closes, a write would open
+        # a new SQLite thread that keeps the process alive).
         await stop_task(app.ctx.ingest_task)
         await app.ctx.market.close()
+
+    async def stop_worker(app: Sanic[Any, Any]) -> None:
         await limiter.close()
         await app.ctx.bus.close()
         mark_worker_dead(os.getpid())
 
     app.register_listener(start_worker, "before_server_start", priority=1000)
+    app.register_listener(stop_background, "before_server_stop")
     app.register_listener(stop_worker, "after_server_stop")
     return app
 

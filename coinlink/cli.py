@@ -124,6 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.effective_workers,
         access_log=False,
         motd=False,
+        # Sanic's default of 100 overflows when a few hundred clients connect at once.
+        backlog=1024,
         single_process=False,
     )
     log.info(

@@ -19,9 +19,16 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+if os.environ.get(MULTIPROC_DIR_ENV):
+    # prometheus-client asks os.getpid() on every sample to notice forks; Sanic's workers
+    # are spawned, not forked, and import this module afresh: the pid is fixed per process.
+    _PID = os.getpid()
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _PID)  # type: ignore[no-untyped-call]
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered.", ["method", "route", "status"]

@@ -7,8 +7,10 @@ import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.apps import ServerProcess, running_server, server_env
 from tests.support.services import wait_for
@@ -80,8 +82,12 @@ def test_logs_bind_each_keep_alive_request_to_its_own_trace_id(pg_url: str) -> N
     assert all(isinstance(entry["duration_ms"], float) for entry in access[-3:])
 
 
-def test_sigterm_stops_the_server_cleanly(pg_url: str) -> None:
-    server = ServerProcess(server_env(COINLINK_DATABASE_URL=pg_url), workers=2).wait_ready()
+@pytest.mark.parametrize("database", ["postgres", "sqlite"])
+def test_sigterm_stops_the_server_cleanly(database: str, pg_url: str, tmp_path: Path) -> None:
+    # With the simulator feeding ingest: the leader stops and writes while the database is
+    # still open (a write after Tortoise closed left an aiosqlite thread running).
+    url = pg_url if database == "postgres" else f"sqlite://{tmp_path}/serve.sqlite3"
+    server = ServerProcess(server_env(COINLINK_DATABASE_URL=url), workers=2).wait_ready()
     wait_for(lambda: server.output().count("Worker ready") == 2, 20, "both workers")
     # The main process polls for the workers' acknowledgements every 0.1 s; a signal that
     # lands inside that poll deadlocks Sanic's manager (sanic-org/sanic#2997, open), so
