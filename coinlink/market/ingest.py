@@ -29,6 +29,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import fields
 from decimal import Decimal
 from typing import Any
 
@@ -54,6 +55,7 @@ BATCH_MAX = 2000
 BATCH_WAIT_S = 0.02
 QUEUE_MAX = 20_000
 FLUSH_GRACE_MS = 5_000
+_DECIMAL_FIELDS = ("open", "high", "low", "close", "volume")
 MINUTE_MS = INTERVALS["1m"]
 DAY_MS = INTERVALS["1d"]
 RESUME_DEPTH = 100  # messages of each candle channel a new leader reads back
@@ -101,19 +103,11 @@ def candle_dict(candle: Candle) -> dict[str, Any]:
 
 
 def candle_from_dict(data: dict[str, Any]) -> Candle:
-    return Candle(
-        symbol=data["symbol"],
-        interval=data["interval"],
-        open_time=int(data["open_time"]),
-        close_time=int(data["close_time"]),
-        open=Decimal(data["open"]),
-        high=Decimal(data["high"]),
-        low=Decimal(data["low"]),
-        close=Decimal(data["close"]),
-        volume=Decimal(data["volume"]),
-        trades=int(data["trades"]),
-        closed=bool(data["closed"]),
-    )
+    """The inverse of :func:`candle_dict` (decimals arrive as strings)."""
+    values = {f.name: data[f.name] for f in fields(Candle)}
+    for name in _DECIMAL_FIELDS:
+        values[name] = Decimal(values[name])
+    return Candle(**values)
 
 
 class Pipeline:
