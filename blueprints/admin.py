@@ -12,8 +12,8 @@ from sanic_ext import openapi
 
 from blueprints.market import UnknownSymbol
 from coinlink.auth import BEARER, requires_admin
-from coinlink.errors import NotFound
-from coinlink.market.ingest import ADMIN_TICKS_CHANNEL
+from coinlink.errors import NotFound, ServiceUnavailable
+from coinlink.market.ingest import ADMIN_TICKS_CHANNEL, HEARTBEAT_KEY
 from coinlink.validation import Body, openapi_body, parse_body
 
 bp = Blueprint("admin", url_prefix="/api/v2/admin")
@@ -43,6 +43,7 @@ class TickIn(Body):
 @openapi.response(202, description="accepted for the pipeline")
 @openapi.response(403, description="forbidden: not an admin")
 @openapi.response(404, description="disabled (COINLINK_ADMIN_TICKS=false) or unknown_symbol")
+@openapi.response(503, description="no ingest leader yet (Retry-After)")
 @requires_admin
 async def inject_tick(request: Request) -> HTTPResponse:
     if not request.app.ctx.settings.admin_ticks:
@@ -56,6 +57,12 @@ async def inject_tick(request: Request) -> HTTPResponse:
         "volume": str(tick.volume),
         "ts": tick.ts if tick.ts is not None else time.time_ns() // 1_000_000,
     }
-    # Through the bus to whichever worker leads ingest, on any instance.
-    await request.app.ctx.bus.publish(ADMIN_TICKS_CHANNEL, orjson.dumps(message))
+    bus = request.app.ctx.bus
+    # Through the bus to whichever worker leads ingest, on any instance; with no leader
+    # (starting up, or a take-over under way) nobody listens and the tick would be lost.
+    if await bus.get(HEARTBEAT_KEY) is None:
+        raise ServiceUnavailable(
+            "no ingest leader is running yet; retry shortly", headers={"Retry-After": "1"}
+        )
+    await bus.publish(ADMIN_TICKS_CHANNEL, orjson.dumps(message))
     return json({"accepted": message}, status=202)

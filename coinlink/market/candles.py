@@ -33,6 +33,7 @@ Design choices:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Final
 
@@ -49,19 +50,7 @@ def _length(interval: str) -> int:
 
 
 def _copy(c: Candle) -> Candle:
-    return Candle(
-        symbol=c.symbol,
-        interval=c.interval,
-        open_time=c.open_time,
-        close_time=c.close_time,
-        open=c.open,
-        high=c.high,
-        low=c.low,
-        close=c.close,
-        volume=c.volume,
-        trades=c.trades,
-        closed=c.closed,
-    )
+    return replace(c)
 
 
 class CandleBuilder:

@@ -38,7 +38,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 from tortoise.exceptions import DBConnectionError
 
-from coinlink.bus import Bus, BusError
+from coinlink.bus import Bus, BusError, Subscription
 from coinlink.market.candles import CandleBuilder
 from coinlink.market.providers.base import Provider
 from coinlink.market.ticker import TickerState, render_decimal
@@ -275,7 +275,6 @@ class Ingest:
                 continue
             self.token = token
             log.info("ingest_leading", holder=self.holder, fencing_token=token)
-            LEADER.set(1)
             try:
                 await self._lead(token)
             except Exception:
@@ -296,11 +295,17 @@ class Ingest:
         self.pipeline = Pipeline(self.symbols, self.validator_factory())
         await self._resume_candles(self.pipeline)
         queue: asyncio.Queue[Tick] = asyncio.Queue(QUEUE_MAX)
+        # Listening for admin ticks before announcing the reign: none sent after it is lost.
+        admin_ticks = self.bus.subscription()
+        await admin_ticks.subscribe(ADMIN_TICKS_CHANNEL)
+        LEADER.set(1)
         essential = [
             asyncio.create_task(self._keep_lease(token, expires_at), name="ingest-lease"),
             asyncio.create_task(self._process(queue), name="ingest-process"),
         ]
-        helpers = [asyncio.create_task(self._admin_ticks(queue), name="ingest-admin-ticks")]
+        helpers = [
+            asyncio.create_task(self._admin_ticks(admin_ticks, queue), name="ingest-admin-ticks")
+        ]
         if provider is not None:
             helpers.append(asyncio.create_task(self._read(provider, queue), name="ingest-read"))
             helpers.append(asyncio.create_task(self._export_stats(provider), name="ingest-stats"))
@@ -436,10 +441,8 @@ class Ingest:
                 return
             expires_at = sent + self.lease_ttl_s
 
-    async def _admin_ticks(self, queue: asyncio.Queue[Tick]) -> None:
+    async def _admin_ticks(self, subscription: Subscription, queue: asyncio.Queue[Tick]) -> None:
         """Ticks injected through the admin API on any worker reach the leader here."""
-        subscription = self.bus.subscription()
-        await subscription.subscribe(ADMIN_TICKS_CHANNEL)
         try:
             async for message in subscription:
                 try:

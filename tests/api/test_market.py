@@ -41,7 +41,13 @@ def client(app: Sanic) -> Iterator[ReusableClient]:
 def admin(client: ReusableClient) -> dict[str, str]:
     account = register(client)
     client._run(User.filter(id=account["user"]["id"]).update(is_admin=True))
-    return bearer(account["tokens"])
+    headers = bearer(account["tokens"])
+    # Before a leader runs, injection is refused (503): the tick would reach nobody.
+    deadline = time.monotonic() + 10
+    while inject(client, headers, symbol="BTC-USD", price="67000").status == 503:
+        assert time.monotonic() < deadline, "no ingest leader"
+        time.sleep(0.1)
+    return headers
 
 
 def inject(client: ReusableClient, admin: dict[str, str], **tick: Any) -> Any:
