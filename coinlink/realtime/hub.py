@@ -106,6 +106,9 @@ class Hub:
         ]
 
     async def close(self) -> None:
+        """Close every socket with 1001 (going away), then stop following the bus."""
+        for conn in list(self.connections):
+            self.disconnect(conn, 1001, "server shutting down")
         if self._subscription is not None:
             with contextlib.suppress(BusError):
                 await self._subscription.close()
@@ -315,17 +318,17 @@ class Hub:
         return found
 
     def _snapshot_data(self, channel: str) -> bytes:
-        kind, _, rest = channel.partition(":")
+        """The channel's current state: its newest message, exactly as an update carries it."""
+        if channel.startswith(protocol.NOTIFICATIONS):
+            # The REST API holds the notifications; the snapshot gives the seq to follow.
+            return b"null"
+        ring = self.recent.get(channel)
+        if ring:
+            return ring[-1][1]
+        kind, _, symbol = channel.partition(":")
         if kind == "ticker":
-            return orjson.dumps(self.view.ticker(rest, protocol.now_ms()))
-        if kind == "candles":
-            symbol, _, interval = rest.partition(":")
-            return orjson.dumps(self.view.candles.get((symbol, interval)))
-        if channel == protocol.TICKERS:
-            ring = self.recent.get(channel)
-            return ring[-1][1] if ring else b"[]"
-        # notifications: the REST API holds them; the snapshot gives the seq to follow
-        return b"null"
+            return orjson.dumps(self.view.ticker(symbol, protocol.now_ms()))
+        return b"[]" if channel == protocol.TICKERS else b"null"
 
     def detach(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)

@@ -1,0 +1,412 @@
+"""The /ws gateway on real processes: two instances of two workers, one PostgreSQL, one Redis.
+
+Updates are published straight onto the bus (as the ingest leader does) so each test
+decides exactly what flows; one test drives a price end to end through the admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from tests.support.accounts import PASSWORD, new_email
+from tests.support.apps import RATE_LIMITS, TEST_ORIGIN, TEST_SECRET, ServerProcess, server_env
+from tests.support.ws import Publisher, WsClient
+
+pytestmark = pytest.mark.timeout(120)
+
+HISTORY = 20
+MAX_SUBSCRIPTIONS = 5
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture(scope="module")
+def instances(module_pg_url: str, redis_url: str, prefix: str) -> Iterator[list[ServerProcess]]:
+    env = server_env(
+        COINLINK_DATABASE_URL=module_pg_url,
+        COINLINK_REDIS_URL=redis_url,
+        COINLINK_REDIS_PREFIX=prefix,
+        COINLINK_PROVIDER="none",
+        COINLINK_ADMIN_TICKS="true",
+        COINLINK_AUTO_MIGRATE="true",
+        COINLINK_SYMBOLS="BTC-USD,ETH-USD,SOL-USD",
+        COINLINK_BUS_HISTORY_SIZE=str(HISTORY),
+        COINLINK_WS_HEARTBEAT_S="1",
+        COINLINK_WS_REVALIDATE_S="1",
+        COINLINK_WS_MAX_SUBSCRIPTIONS=str(MAX_SUBSCRIPTIONS),
+        **{f"COINLINK_{name.upper()}": "100000/60" for name in RATE_LIMITS},
+    )
+    first = ServerProcess(env, workers=2).wait_ready()  # migrates before the second starts
+    servers = [first, ServerProcess(env, workers=2).wait_ready()]
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture
+def url(instances: list[ServerProcess]) -> str:
+    return instances[0].base_url
+
+
+@pytest.fixture
+async def publisher(redis_url: str, prefix: str) -> Any:
+    async with Publisher(redis_url, prefix, HISTORY) as pub:
+        yield pub
+
+
+def signed_up(url: str) -> dict[str, Any]:
+    response = httpx.post(
+        url + "/api/v2/auth/register", json={"email": new_email(), "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def data_of(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message["data"])
+
+
+# -- the protocol --------------------------------------------------------------------------
+
+
+async def test_ping_gets_a_pong_with_the_same_id_and_server_time(url: str) -> None:
+    async with await WsClient.open(url) as client:
+        before = time.time_ns() // 1_000_000
+        reply = await client.request("ping")
+        assert reply["type"] == "pong" and reply["id"] == 1
+        assert before - 1000 <= reply["ts"] <= time.time_ns() // 1_000_000 + 1000
+
+
+async def test_subscribe_acks_then_snapshot_then_contiguous_updates_with_exact_data(
+    url: str, publisher: Publisher
+) -> None:
+    channel = "ticker:SOL-USD"
+    before = await publisher.ticks(channel, 3)
+    async with await WsClient.open(url) as client:
+        ack = await client.request("subscribe", channels=[channel])
+        assert ack == {
+            "type": "ack",
+            "id": 1,
+            "op": "subscribe",
+            "channels": [{"channel": channel, "recovered": False}],
+        }
+        snapshot = await client.next(lambda m: m["type"] == "snapshot")
+        assert snapshot["channel"] == channel and snapshot["seq"] == before[-1]
+        assert snapshot["data"]["n"] == 2  # the latest state, as its update carried it
+
+        seqs = await publisher.ticks(channel, 30)
+        updates = await client.updates(channel, 30)
+        assert [u["seq"] for u in updates] == seqs == list(range(before[-1] + 1, seqs[-1] + 1))
+        assert [u["data"]["n"] for u in updates] == list(range(30))
+
+
+async def test_unsubscribe_stops_the_updates(url: str, publisher: Publisher) -> None:
+    async with await WsClient.open(url) as client:
+        await client.request("subscribe", channels=["ticker:ETH-USD", "candles:ETH-USD:1m"])
+        ack = await client.request("unsubscribe", channels=["ticker:ETH-USD"])
+        assert ack["op"] == "unsubscribe" and ack["channels"] == ["ticker:ETH-USD"]
+        await publisher.ticks("ticker:ETH-USD", 2)
+        await publisher.ticks("candles:ETH-USD:1m", 1)
+        await client.next(lambda m: m["type"] == "update" and m["channel"] == "candles:ETH-USD:1m")
+        assert not [
+            m
+            for m in client.received
+            if m.get("channel") == "ticker:ETH-USD" and m["type"] == "update"
+        ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b"not json", "invalid_message"),
+        (b"[1, 2]", "invalid_message"),
+        (b'{"op": "dance", "id": 1}', "invalid_message"),
+        (b'{"op": "ping"}', "invalid_message"),
+        (b'{"op": "ping", "id": "1"}', "invalid_message"),
+        (b'{"op": "ping", "id": 1, "extra": true}', "invalid_message"),
+        (b'{"op": "subscribe", "id": 1, "channels": []}', "invalid_message"),
+        (
+            b'{"op": "subscribe", "id": 1, "channels": ["tickers"], "since": {"tickers": -1}}',
+            "invalid_message",
+        ),
+        (
+            b'{"op": "subscribe", "id": 1, "channels": ["tickers"], "since": {"ticker": 3}}',
+            "invalid_message",
+        ),
+        (b'{"op": "subscribe", "id": 1, "channels": ["ticker:DOGE-USD"]}', "unknown_channel"),
+        (b'{"op": "subscribe", "id": 1, "channels": ["candles:BTC-USD:2m"]}', "unknown_channel"),
+        (b'{"op": "unsubscribe", "id": 1, "channels": ["weather"]}', "unknown_channel"),
+        (b'{"op": "subscribe", "id": 1, "channels": ["notifications"]}', "unauthorized"),
+        (b'{"op": "auth", "id": 1, "token": "not-a-token"}', "invalid_token"),
+    ],
+)
+async def test_bad_messages_get_a_typed_error_and_the_socket_stays_usable(
+    url: str, raw: bytes, code: str
+) -> None:
+    async with await WsClient.open(url) as client:
+        await client.conn.send(raw.decode())
+        error = await client.next(lambda m: m["type"] == "error")
+        assert error["code"] == code, error
+        assert isinstance(error["message"], str) and error["message"]
+        assert error["id"] == (1 if b'"id": 1' in raw else None)
+        assert (await client.request("ping"))["type"] == "pong"
+
+
+async def test_more_subscriptions_than_the_cap_are_refused_whole(url: str) -> None:
+    channels = [f"candles:BTC-USD:{i}" for i in ("1m", "5m", "15m", "1h")]
+    async with await WsClient.open(url) as client:
+        assert (await client.request("subscribe", channels=channels))["type"] == "ack"
+        refused = await client.request("subscribe", channels=["ticker:BTC-USD", "ticker:ETH-USD"])
+        assert refused["type"] == "error" and refused["code"] == "too_many_subscriptions"
+        # Still subscribed to what it had, and one more fits.
+        fits = await client.request("subscribe", channels=["ticker:BTC-USD", channels[0]])
+        assert fits["type"] == "ack"
+
+
+# -- recovery ------------------------------------------------------------------------------
+
+
+async def test_since_within_history_replays_exactly_the_missed_updates(
+    url: str, publisher: Publisher
+) -> None:
+    channel = "candles:SOL-USD:5m"
+    await publisher.ticks(channel, 2)
+    async with await WsClient.open(url) as client:
+        await client.request("subscribe", channels=[channel])
+        seen = (await client.next(lambda m: m["type"] == "snapshot"))["seq"]
+        await publisher.ticks(channel, 3)
+        seen = (await client.updates(channel, 3))[-1]["seq"]
+    missed = await publisher.ticks(channel, 7)  # while disconnected
+
+    async with await WsClient.open(url) as client:
+        ack = await client.request("subscribe", channels=[channel], since={channel: seen})
+        assert ack["channels"] == [{"channel": channel, "recovered": True}]
+        replayed = await client.updates(channel, 7)
+        assert [m["seq"] for m in replayed] == missed == list(range(seen + 1, seen + 8))
+        assert [m["data"]["n"] for m in replayed] == list(range(7))
+        live = await publisher.ticks(channel, 2)
+        assert [m["seq"] for m in await client.updates(channel, 2)] == live
+        assert not [m for m in client.received if m["type"] in ("update", "snapshot")]
+
+
+async def test_since_older_than_history_gets_a_snapshot(url: str, publisher: Publisher) -> None:
+    channel = "candles:SOL-USD:15m"
+    first = await publisher.ticks(channel, 1)
+    latest = await publisher.ticks(channel, HISTORY + 5)
+    async with await WsClient.open(url) as client:
+        ack = await client.request("subscribe", channels=[channel], since={channel: first[0]})
+        assert ack["channels"] == [{"channel": channel, "recovered": False}]
+        snapshot = await client.next(lambda m: m["type"] == "snapshot")
+        assert snapshot["seq"] == latest[-1]
+        await publisher.ticks(channel, 1)
+        assert (await client.updates(channel, 1))[0]["seq"] == latest[-1] + 1
+
+
+async def test_since_at_the_newest_seq_recovers_nothing_and_follows_on(
+    url: str, publisher: Publisher
+) -> None:
+    channel = "candles:SOL-USD:1h"
+    seqs = await publisher.ticks(channel, 2)
+    async with await WsClient.open(url) as client:
+        ack = await client.request("subscribe", channels=[channel], since={channel: seqs[-1]})
+        assert ack["channels"] == [{"channel": channel, "recovered": True}]
+        more = await publisher.ticks(channel, 1)
+        assert (await client.updates(channel, 1))[0]["seq"] == more[0]
+
+
+# -- fan-out across workers and instances ------------------------------------------------
+
+
+async def test_clients_on_every_worker_of_both_instances_get_the_same_stream(
+    instances: list[ServerProcess], publisher: Publisher
+) -> None:
+    channel = "ticker:BTC-USD"
+    # 12 sockets per instance: the kernel spreads them over both workers of each.
+    clients = [await WsClient.open(server.base_url) for server in instances for _ in range(12)]
+    try:
+        for client in clients:
+            await client.request("subscribe", channels=[channel])
+        seqs = await publisher.ticks(channel, 50)
+        streams = await asyncio.gather(*(client.updates(channel, 50) for client in clients))
+        for stream in streams:
+            assert [m["seq"] for m in stream] == seqs
+            assert [m["data"]["n"] for m in stream] == list(range(50))
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_an_admin_tick_reaches_sockets_on_both_instances(
+    instances: list[ServerProcess], module_pg_url: str
+) -> None:
+    from tests.integration.test_ingest_failover import admin_headers
+
+    headers = await asyncio.to_thread(admin_headers, instances[0], module_pg_url)
+    clients = [await WsClient.open(server.base_url) for server in instances]
+    try:
+        for client in clients:
+            await client.request("subscribe", channels=["ticker:ETH-USD"])
+        response = httpx.post(
+            instances[1].base_url + "/api/v2/admin/ticks",
+            headers=headers,
+            json={"symbol": "ETH-USD", "price": "3210.5", "volume": "2"},
+        )
+        assert response.status_code == 202, response.text
+        for client in clients:
+            update = await client.next(
+                lambda m: m["type"] == "update" and m["data"]["price"] == "3210.5", timeout=10
+            )
+            assert update["channel"] == "ticker:ETH-USD" and update["data"]["symbol"] == "ETH-USD"
+    finally:
+        for client in clients:
+            await client.close()
+
+
+async def test_silent_sockets_get_heartbeats(url: str) -> None:
+    async with await WsClient.open(url) as client:
+        raw = await asyncio.wait_for(client.conn.recv(), 5)
+        message = orjson.loads(raw)
+        assert message["type"] == "heartbeat"
+        assert abs(message["ts"] - time.time_ns() // 1_000_000) < 5000
+
+
+# -- the private channel -------------------------------------------------------------------
+
+
+async def test_notifications_need_auth_and_carry_only_the_callers_own(
+    instances: list[ServerProcess], publisher: Publisher
+) -> None:
+    alice, bob = signed_up(instances[0].base_url), signed_up(instances[0].base_url)
+    async with await WsClient.open(instances[1].base_url) as client:
+        refused = await client.request("subscribe", channels=["notifications"])
+        assert refused["code"] == "unauthorized"
+        ack = await client.request("auth", token=alice["tokens"]["access_token"])
+        assert ack == {"type": "ack", "id": 2, "op": "auth", "user_id": alice["user"]["id"]}
+        await client.request("subscribe", channels=["notifications", "ticker:BTC-USD"])
+        snapshot = await client.next(
+            lambda m: m["type"] == "snapshot" and m["channel"] == "notifications"
+        )
+        assert snapshot["data"] is None
+
+        await publisher.bus.publish(f"notifications:{bob['user']['id']}", b'{"for": "bob"}')
+        await publisher.bus.publish(f"notifications:{alice['user']['id']}", b'{"for": "alice"}')
+        mine = await client.next(
+            lambda m: m["type"] == "update" and m["channel"] == "notifications"
+        )
+        assert mine["data"] == {"for": "alice"} and mine["seq"] == snapshot["seq"] + 1
+        await asyncio.sleep(0.3)
+        assert not [m for m in client.received if m.get("channel") == "notifications"]
+
+
+async def test_logout_elsewhere_closes_the_users_sockets_with_1008(
+    instances: list[ServerProcess],
+) -> None:
+    user = signed_up(instances[0].base_url)
+    token = user["tokens"]["access_token"]
+    sockets = [await WsClient.open(server.base_url) for server in instances]
+    for client in sockets:
+        await client.request("auth", token=token)
+        await client.request("subscribe", channels=["notifications"])
+    started = time.monotonic()
+    response = httpx.post(
+        instances[1].base_url + "/api/v2/auth/logout",
+        headers={"authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 204
+    for client in sockets:
+        assert await client.close_code(timeout=3) == 1008
+    assert time.monotonic() - started < 3
+    # The token is dead for new sockets too.
+    async with await WsClient.open(instances[0].base_url) as client:
+        assert (await client.request("auth", token=token))["code"] == "invalid_token"
+
+
+async def test_an_expiring_token_closes_the_socket_with_1008(url: str) -> None:
+    user = signed_up(url)
+    real = jwt.decode(user["tokens"]["access_token"], options={"verify_signature": False})
+    short = jwt.encode({**real, "exp": int(time.time()) + 2}, TEST_SECRET, algorithm="HS256")
+    async with await WsClient.open(url) as client:
+        assert (await client.request("auth", token=short))["type"] == "ack"
+        await client.request("subscribe", channels=["notifications"])
+        started = time.monotonic()
+        assert await client.close_code(timeout=6) == 1008
+        assert time.monotonic() - started < 5  # expiry (2 s) + the 1 s sweep, with slack
+
+
+async def test_a_socket_cannot_switch_to_another_user(url: str) -> None:
+    alice, bob = signed_up(url), signed_up(url)
+    async with await WsClient.open(url) as client:
+        await client.request("auth", token=alice["tokens"]["access_token"])
+        refused = await client.request("auth", token=bob["tokens"]["access_token"])
+        assert refused["code"] == "invalid_message"
+        # A fresh token of the same user is fine (it extends the socket's life).
+        again = await client.request("auth", token=alice["tokens"]["access_token"])
+        assert again["type"] == "ack"
+
+
+# -- protection ----------------------------------------------------------------------------
+
+
+async def test_a_foreign_origin_is_refused_with_403_before_the_upgrade(url: str) -> None:
+    with pytest.raises(InvalidStatus) as refused:
+        await WsClient.open(url, origin="https://evil.example")
+    assert refused.value.response.status_code == 403
+    assert orjson.loads(refused.value.response.body)["error"]["code"] == "forbidden"
+    async with await WsClient.open(url, origin=TEST_ORIGIN) as client:
+        assert (await client.request("ping"))["type"] == "pong"
+
+
+async def test_an_oversized_frame_closes_with_1009(url: str) -> None:
+    async with await WsClient.open(url, max_size=None) as client:
+        await client.conn.send("x" * (64 * 1024 + 1))
+        assert await client.close_code() == 1009
+
+
+async def test_a_frame_of_exactly_64_kib_is_read(url: str) -> None:
+    async with await WsClient.open(url) as client:
+        await client.conn.send("x" * (64 * 1024))
+        assert (await client.next(lambda m: m["type"] == "error"))["code"] == "invalid_message"
+
+
+async def test_a_flood_closes_with_1008(url: str) -> None:
+    async with await WsClient.open(url) as client:
+        ping = orjson.dumps({"op": "ping", "id": 1}).decode()
+        for _ in range(200):
+            await client.conn.send(ping)
+        assert await client.close_code() == 1008
+        errors = [m for m in client.received if m["type"] == "error"]
+        assert [e["code"] for e in errors] == ["rate_limited"]
+        # The burst allowance (40) was answered before the limit struck.
+        assert len([m for m in client.received if m["type"] == "pong"]) >= 40
+
+
+async def test_shutdown_closes_sockets_with_1001(module_pg_url: str, redis_url: str) -> None:
+    env = server_env(
+        COINLINK_DATABASE_URL=module_pg_url,
+        COINLINK_REDIS_URL=redis_url,
+        COINLINK_REDIS_PREFIX=f"t{uuid.uuid4().hex[:10]}:",
+        COINLINK_PROVIDER="none",
+    )
+    server = ServerProcess(env).wait_ready()
+    try:
+        client = await WsClient.open(server.base_url)
+        await client.request("ping")
+        server.process.terminate()
+        assert await client.close_code(timeout=10) == 1001
+    finally:
+        server.stop()

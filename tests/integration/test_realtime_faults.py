@@ -1,0 +1,211 @@
+"""The /ws gateway under misbehaving clients and a failing Redis (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import statistics
+import time
+import uuid
+
+import httpx
+import orjson
+import pytest
+from websockets.exceptions import InvalidStatus
+
+from tests.support.apps import ServerProcess, server_env
+from tests.support.services import RedisServer
+from tests.support.ws import Publisher, WsClient, masked_text, raw_handshake, read_frames
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def start(pg_url: str, redis_url: str, prefix: str, **ws: str) -> ServerProcess:
+    env = server_env(
+        COINLINK_DATABASE_URL=pg_url,
+        COINLINK_REDIS_URL=redis_url,
+        COINLINK_REDIS_PREFIX=prefix,
+        COINLINK_PROVIDER="none",
+        COINLINK_AUTO_MIGRATE="true",
+        **{f"COINLINK_WS_{name.upper()}": value for name, value in ws.items()},
+    )
+    return ServerProcess(env).wait_ready()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    text = httpx.get(server.base_url + "/metrics", timeout=5).text
+    found = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def drain(sock: socket.socket, within_s: float) -> bytes:
+    """Everything the server sent, until it closes the connection (or the time is up)."""
+    sock.settimeout(0.5)
+    data, deadline = b"", time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def close_code(frames: list[tuple[int, bytes]]) -> int | None:
+    closes = [payload for opcode, payload in frames if opcode == 0x8]
+    return int.from_bytes(closes[0][:2], "big") if closes else None
+
+
+async def deliveries(client: WsClient, channel: str, count: int) -> list[tuple[int, float]]:
+    """(seq, latency in ms from its ``sent_ns``) of the next ``count`` updates."""
+    got = []
+    for _ in range(count):
+        message = await client.next(lambda m: m["type"] == "update" and m["channel"] == channel)
+        got.append((message["seq"], (time.time_ns() - message["data"]["sent_ns"]) / 1e6))
+    return got
+
+
+async def flood(publisher: Publisher, channel: str, batches: int, size: int) -> list[int]:
+    """``batches`` x 10 updates of ``size`` bytes, 10 ms apart."""
+    seqs = []
+    for _ in range(batches):
+        seqs += await publisher.ticks(channel, 10, size=size)
+        await asyncio.sleep(0.01)
+    return seqs
+
+
+def p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1]
+
+
+async def test_a_reader_that_stops_is_conflated_then_closed_1013_and_others_keep_pace(
+    module_pg_url: str, redis_url: str, prefix: str
+) -> None:
+    server = start(module_pg_url, redis_url, prefix, buffer_bytes="65536", slow_close_s="2")
+    channel = "ticker:BTC-USD"
+    try:
+        async with Publisher(redis_url, prefix) as publisher:
+            fast = await WsClient.open(server.base_url, max_size=None)
+            await fast.request("subscribe", channels=[channel])
+            await fast.next(lambda m: m["type"] == "snapshot")
+            alone, _ = await asyncio.gather(
+                deliveries(fast, channel, 400), flood(publisher, channel, 40, 8000)
+            )
+
+            slow = raw_handshake(server.port)
+            request = {"op": "subscribe", "id": 1, "channels": [channel]}
+            slow.sendall(masked_text(orjson.dumps(request)))
+            await asyncio.sleep(0.3)
+            beside_slow, published = await asyncio.gather(
+                deliveries(fast, channel, 400), flood(publisher, channel, 40, 8000)
+            )
+
+            # The fast client got every update, in order, as quickly as when it was alone.
+            assert [seq for seq, _ in beside_slow] == published
+            before, after = p95([ms for _, ms in alone]), p95([ms for _, ms in beside_slow])
+            assert after <= max(3 * before, before + 50), (before, after)
+
+            deadline = time.monotonic() + 10
+            while metric(server, "ws_slow_consumer_closes_total") < 1:
+                assert time.monotonic() < deadline, "the slow reader was never closed"
+                await asyncio.sleep(0.2)
+            assert metric(server, "ws_conflations_total") > 0
+            frames = read_frames(drain(slow, 10))
+            assert close_code(frames) == 1013
+            seqs = [
+                orjson.loads(p)["seq"] for op, p in frames if op == 0x1 and b'"update"' in p[:20]
+            ]
+            assert seqs == sorted(set(seqs))  # conflated: gaps, but never an older one after
+            assert len(seqs) < len(published)
+            await fast.close()
+    finally:
+        server.stop()
+
+
+async def test_a_client_that_stops_answering_pings_is_closed_within_interval_and_timeout(
+    module_pg_url: str, redis_url: str, prefix: str
+) -> None:
+    server = start(module_pg_url, redis_url, prefix, ping_interval_s="1", ping_timeout_s="1")
+    try:
+        silent = raw_handshake(server.port, rcvbuf=65536)
+        started = time.monotonic()
+        frames = read_frames(await asyncio.to_thread(drain, silent, 10))
+        took = time.monotonic() - started
+        assert 0x9 in [opcode for opcode, _ in frames]  # it was pinged
+        assert close_code(frames) == 1011
+        assert took < 1 + 1 + 1.5, took
+        # A client that answers pings stays.
+        async with await WsClient.open(server.base_url) as client:
+            await asyncio.sleep(3)
+            assert (await client.request("ping"))["type"] == "pong"
+    finally:
+        server.stop()
+
+
+async def test_connections_per_address_are_capped_at_the_handshake(
+    module_pg_url: str, redis_url: str, prefix: str
+) -> None:
+    server = start(module_pg_url, redis_url, prefix, max_connections_per_ip="3")
+    try:
+        clients = [await WsClient.open(server.base_url) for _ in range(3)]
+        with pytest.raises(InvalidStatus) as refused:
+            await WsClient.open(server.base_url)
+        assert refused.value.response.status_code == 429
+        assert orjson.loads(refused.value.response.body)["error"]["code"] == "rate_limited"
+        await clients.pop().close()
+        await asyncio.sleep(0.3)
+        clients.append(await WsClient.open(server.base_url))
+        for client in clients:
+            await client.close()
+    finally:
+        server.stop()
+
+
+async def test_redis_restarted_mid_stream_sockets_stay_open_and_updates_resume(
+    module_pg_url: str, prefix: str
+) -> None:
+    redis = RedisServer().start()
+    server = start(module_pg_url, redis.url, prefix)
+    channel = "ticker:BTC-USD"
+    try:
+        async with await WsClient.open(server.base_url) as client:
+            await client.request("subscribe", channels=[channel])
+            await client.next(lambda m: m["type"] == "snapshot")
+            async with Publisher(redis.url, prefix) as publisher:
+                seqs = await publisher.ticks(channel, 3)
+                assert [m["seq"] for m in await client.updates(channel, 3)] == seqs
+
+            redis.stop()
+            await asyncio.sleep(1)
+            redis.start()  # same port, empty: the sequence starts again at 1
+
+            resumed_by = time.monotonic() + 15
+            async with Publisher(redis.url, prefix) as publisher:
+                while True:
+                    await publisher.ticks(channel, 1)
+                    try:
+                        first = await client.next(
+                            lambda m: m.get("channel") == channel, timeout=0.5
+                        )
+                        break
+                    except TimeoutError:
+                        assert time.monotonic() < resumed_by, "updates never resumed"
+                # The restart is announced by a snapshot; then updates are contiguous again.
+                assert first["type"] == "snapshot", first
+                more = await publisher.ticks(channel, 3)
+                got = await client.updates(channel, 3)
+                assert (
+                    [m["seq"] for m in got] == more == list(range(first["seq"] + 1, more[-1] + 1))
+                )
+            assert (await client.request("ping"))["type"] == "pong"
+    finally:
+        server.stop()
+        redis.stop()

@@ -1,0 +1,170 @@
+"""A WebSocket test client for ``/ws`` (the ``websockets`` library) and a bus publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from coinlink.bus import RedisBus
+
+Json = dict[str, Any]
+
+
+def ws_url(base_url: str) -> str:
+    return base_url.replace("http://", "ws://", 1) + "/ws"
+
+
+class WsClient:
+    """Sends ops with fresh ids; keeps what arrives so tests can pick messages out of order."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.received: list[Json] = []
+        self._ids = itertools.count(1)
+
+    @classmethod
+    async def open(cls, base_url: str, **options: Any) -> WsClient:
+        conn = await connect(ws_url(base_url), compression=None, open_timeout=10, **options)
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+    async def __aenter__(self) -> WsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def send(self, op: str, **fields: Any) -> int:
+        msg_id = next(self._ids)
+        await self.conn.send(orjson.dumps({"op": op, "id": msg_id, **fields}).decode())
+        return msg_id
+
+    async def request(self, op: str, **fields: Any) -> Json:
+        """Send an op and return its reply (ack, pong or error with the same id)."""
+        msg_id = await self.send(op, **fields)
+        return await self.next(lambda m: m.get("id") == msg_id and m["type"] != "update")
+
+    async def next(
+        self, match: Callable[[Json], bool] = lambda m: True, timeout: float = 5
+    ) -> Json:
+        """The first message (heartbeats aside) that ``match`` accepts; it is taken out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, message in enumerate(self.received):
+                if match(message):
+                    return self.received.pop(index)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no matching message; have {self.received[-5:]}")
+            raw = await asyncio.wait_for(self.conn.recv(), remaining)
+            message = orjson.loads(raw)
+            if message["type"] != "heartbeat":
+                self.received.append(message)
+
+    async def updates(self, channel: str, count: int, timeout: float = 10) -> list[Json]:
+        return [
+            await self.next(lambda m: m["type"] == "update" and m["channel"] == channel, timeout)
+            for _ in range(count)
+        ]
+
+    async def close_code(self, timeout: float = 5) -> int | None:
+        """Read until the server closes; the close code it sent."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self.received.append(orjson.loads(await self.conn.recv()))
+        except ConnectionClosed as exc:
+            return exc.rcvd.code if exc.rcvd else None
+
+
+class Publisher:
+    """Publishes straight onto CoinLink's bus (as the ingest leader would)."""
+
+    def __init__(self, redis_url: str, prefix: str, history_size: int = 100) -> None:
+        # The publisher trims the history: give it the servers' COINLINK_BUS_HISTORY_SIZE.
+        self.bus = RedisBus(redis_url, prefix=prefix, history_size=history_size)
+
+    async def __aenter__(self) -> Publisher:
+        await self.bus.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.bus.close()
+
+    async def ticks(self, channel: str, count: int, size: int = 0) -> list[int]:
+        items = [(channel, ticker_data(i, size)) for i in range(count)]
+        return await self.bus.publish_many(items)
+
+
+def ticker_data(n: int, size: int = 0) -> bytes:
+    """A ticker-like payload; ``sent_ns`` lets a reader measure latency, ``pad`` adds bulk."""
+    return orjson.dumps(
+        {
+            "symbol": "BTC-USD",
+            "price": f"{50_000 + n}.5",
+            "n": n,
+            "sent_ns": time.time_ns(),
+            "pad": "x" * size,
+        }
+    )
+
+
+def raw_handshake(port: int, rcvbuf: int = 4096) -> socket.socket:
+    """A client that upgrades to WebSocket and then does nothing at all (reads nothing).
+
+    Its receive buffer is tiny, so the server's writes back up almost at once.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(1)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def masked_text(payload: bytes) -> bytes:
+    """A client-to-server text frame (clients must mask; the mask here is zero)."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x81, 0x80 | size))
+    elif size < 65536:
+        header = bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 0x80 | 127)) + size.to_bytes(8, "big")
+    return header + b"\x00\x00\x00\x00" + payload
+
+
+def read_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each complete server frame in ``data``."""
+    frames, at = [], 0
+    while at + 2 <= len(data):
+        opcode, size = data[at] & 0x0F, data[at + 1] & 0x7F
+        at += 2
+        if size == 126:
+            size, at = int.from_bytes(data[at : at + 2], "big"), at + 2
+        elif size == 127:
+            size, at = int.from_bytes(data[at : at + 8], "big"), at + 8
+        if at + size > len(data):
+            break
+        frames.append((opcode, data[at : at + size]))
+        at += size
+    return frames
