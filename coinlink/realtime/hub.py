@@ -325,10 +325,13 @@ class Hub:
         ring = self.recent.get(channel)
         if ring:
             return ring[-1][1]
+        now = protocol.now_ms()
         kind, _, symbol = channel.partition(":")
         if kind == "ticker":
-            return orjson.dumps(self.view.ticker(symbol, protocol.now_ms()))
-        return b"[]" if channel == protocol.TICKERS else b"null"
+            return orjson.dumps(self.view.ticker(symbol, now))
+        if channel == protocol.TICKERS:  # before the first batch: what the view knows
+            return orjson.dumps([self.view.ticker(s, now) for s in self.view.tickers])
+        return b"null"
 
     def detach(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)

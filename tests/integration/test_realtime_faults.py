@@ -8,6 +8,7 @@ import socket
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import orjson
@@ -209,3 +210,28 @@ async def test_redis_restarted_mid_stream_sockets_stay_open_and_updates_resume(
     finally:
         server.stop()
         redis.stop()
+
+
+async def test_the_embedded_default_streams_simulated_prices(tmp_path: Path) -> None:
+    """No Redis, no PostgreSQL: the in-process bus feeds the one worker's hub."""
+    env = server_env(
+        COINLINK_DATABASE_URL=f"sqlite://{tmp_path}/embedded.sqlite3",
+        COINLINK_AUTO_MIGRATE="true",
+        COINLINK_SIMULATOR_RATE="20",
+    )
+    server = ServerProcess(env).wait_ready()
+    try:
+        async with await WsClient.open(server.base_url) as client:
+            await client.request("subscribe", channels=["ticker:BTC-USD", "tickers"])
+            snapshot = await client.next(lambda m: m["type"] == "snapshot")
+            updates = await client.updates("ticker:BTC-USD", 5)
+            seqs = [m["seq"] for m in updates]
+            assert seqs == list(range(seqs[0], seqs[0] + 5))
+            assert seqs[0] >= snapshot["seq"] + 1 or snapshot["channel"] == "tickers"
+            assert all(float(m["data"]["price"]) > 0 for m in updates)
+            batch = await client.next(
+                lambda m: m["type"] == "update" and m["channel"] == "tickers", timeout=5
+            )
+            assert {t["symbol"] for t in batch["data"]} >= {"BTC-USD", "ETH-USD"}
+    finally:
+        server.stop()
