@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -152,3 +153,18 @@ async def put_preferences(request: Request) -> HTTPResponse:
     user.webhook_url = body.webhook_url
     await user.save(update_fields=["base_currency", "watchlist", "webhook_url", "updated_at"])
     return json(preferences_dict(user))
+
+
+@bp.post("/me/webhook-secret")
+@openapi.definition(
+    summary="Generate (or rotate) the key of the caller's webhook signatures; shown once",
+    tag="users",
+    secured=BEARER,
+)
+@openapi.response(201, description="{secret}")
+@requires_auth
+async def rotate_webhook_secret(request: Request) -> HTTPResponse:
+    user = await current_user(request)
+    user.webhook_secret = secrets.token_urlsafe(32)
+    await user.save(update_fields=["webhook_secret", "updated_at"])
+    return json({"secret": user.webhook_secret}, status=201)

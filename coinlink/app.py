@@ -19,7 +19,7 @@ from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from blueprints import admin, auth, health, market, realtime, users
+from blueprints import admin, alerts, auth, health, market, notifications, realtime, users
 from coinlink import __version__, db, middleware
 from coinlink.accounts import AccountService
 from coinlink.bus import create_bus
@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
     app.blueprint(users.bp)
     app.blueprint(market.bp)
     app.blueprint(admin.bp)
+    app.blueprint(alerts.bp)
+    app.blueprint(notifications.bp)
     app.blueprint(realtime.bp)
 
     async def start_worker(app: Sanic[Any, Any]) -> None:

@@ -276,6 +276,12 @@ class Settings(BaseSettings):
     ws_slow_close_s: float = Field(default=10.0, gt=0, le=600)
     """A WebSocket that stays behind (tickers conflated) this long is closed (1013)."""
 
+    alerts_max_per_user: int = Field(default=100, ge=1, le=100_000)
+    """Alerts one user may have (more: 409 ``alert_limit_reached``)."""
+
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    """Deadline of one webhook POST."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level that is logged."""
 

@@ -20,6 +20,8 @@ class User(Model):
     base_currency = fields.CharField(max_length=10, default="USD")
     watchlist: fields.Field[list[str]] = fields.JSONField(default=list)
     webhook_url = fields.CharField(max_length=2048, null=True)
+    # HMAC key of the user's webhook signatures; shown once, when (re)generated.
+    webhook_secret = fields.CharField(max_length=64, null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 

@@ -1,0 +1,76 @@
+"""A user's notifications (newest first) and webhook delivery log, as the REST API reads them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from tortoise.expressions import Q
+
+from coinlink.alerts.store import iso
+from models.alerts import Notification, WebhookAttempt
+
+
+def notification_dict(notification: Notification) -> dict[str, Any]:
+    return {
+        "id": str(notification.id),
+        "kind": notification.kind,
+        "title": notification.title,
+        "body": notification.body,
+        "data": notification.data,
+        "created_at": iso(notification.created_at),
+        "read_at": iso(notification.read_at),
+    }
+
+
+def attempt_dict(attempt: WebhookAttempt) -> dict[str, Any]:
+    return {
+        "delivery_id": str(attempt.delivery_id),
+        "notification_id": str(attempt.notification_id),
+        "attempt": attempt.attempt,
+        "url": attempt.url,
+        "ok": attempt.ok,
+        "status_code": attempt.status_code,
+        "error": attempt.error or None,
+        "duration_ms": attempt.duration_ms,
+        "created_at": iso(attempt.created_at),
+    }
+
+
+async def listed(
+    user_id: str, unread: bool, limit: int, after: tuple[datetime, UUID] | None
+) -> list[Notification]:
+    """Newest first (ties by id), ``limit + 1`` rows, strictly after the cursor's key."""
+    query = Notification.filter(user_id=user_id)
+    if unread:
+        query = query.filter(read_at__isnull=True)
+    if after is not None:
+        moment, last_id = after
+        query = query.filter(Q(created_at__lt=moment) | Q(created_at=moment, id__lt=last_id))
+    return await query.order_by("-created_at", "-id").limit(limit + 1)
+
+
+async def unread_count(user_id: str) -> int:
+    return await Notification.filter(user_id=user_id, read_at__isnull=True).count()
+
+
+async def mark_read(user_id: str, notification_id: UUID) -> Notification | None:
+    notification = await Notification.get_or_none(id=notification_id, user_id=user_id)
+    if notification is not None and notification.read_at is None:
+        notification.read_at = datetime.now(UTC)
+        await notification.save(update_fields=["read_at"])
+    return notification
+
+
+async def mark_all_read(user_id: str) -> int:
+    return await Notification.filter(user_id=user_id, read_at__isnull=True).update(
+        read_at=datetime.now(UTC)
+    )
+
+
+async def attempts(user_id: str, limit: int, before_id: int | None) -> list[WebhookAttempt]:
+    query = WebhookAttempt.filter(user_id=user_id)
+    if before_id is not None:
+        query = query.filter(id__lt=before_id)
+    return await query.order_by("-id").limit(limit + 1)
