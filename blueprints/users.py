@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, StringConstraints, field_validator
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 from sanic_ext import openapi
 
+from coinlink import webhooks
 from coinlink.accounts import AccountService, user_dict
 from coinlink.auth import BEARER, current_user, requires_auth
 from coinlink.errors import RequestValidationError
@@ -147,6 +148,13 @@ async def put_preferences(request: Request) -> HTTPResponse:
         raise RequestValidationError(
             {"base_currency": f"must be one of {', '.join(sorted(quotes))}"}
         )
+    if body.webhook_url is not None:
+        try:  # SSRF: no webhook into our own network (re-checked at every delivery)
+            await webhooks.check_url(
+                body.webhook_url, allow_private=settings.webhook_allow_private
+            )
+        except webhooks.UnsafeUrl as exc:
+            raise RequestValidationError({"webhook_url": exc.message}) from None
     user = await current_user(request)
     user.base_currency = body.base_currency
     user.watchlist = list(dict.fromkeys(body.watchlist))

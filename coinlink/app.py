@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +23,9 @@ from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from blueprints import admin, alerts, auth, health, market, notifications, realtime, users
 from coinlink import __version__, db, middleware
 from coinlink.accounts import AccountService
+from coinlink.alerts.dispatcher import Dispatcher
+from coinlink.alerts.evaluator import Evaluator
+from coinlink.alerts.store import CHANGES
 from coinlink.bus import create_bus
 from coinlink.clientip import TrustedProxies
 from coinlink.errors import EnvelopeErrorHandler
@@ -126,6 +130,8 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             ),
             app.ctx.accounts.access_allowed,
         )
+        app.ctx.alerts = Evaluator(app.ctx.bus, pause_after_commit_s=settings.test_alert_pause_s)
+        app.ctx.hub.on(CHANGES, _spawning(app.ctx.alerts.on_change))
         await app.ctx.hub.start()
         app.ctx.ingest = Ingest(
             app.ctx.bus,
@@ -134,6 +140,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             lease_ttl_s=settings.ingest_lease_s,
             backfill_hours=settings.backfill_hours,
             history_size=settings.bus_history_size,
+            alerts=app.ctx.alerts,
             validator_factory=lambda: TickValidator(
                 symbols=set(settings.symbols),
                 max_age_ms=int(settings.ingest_max_tick_age_s * 1000),
@@ -141,12 +148,21 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             ),
         )
         app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")
+        dispatcher = Dispatcher(
+            app.ctx.bus,
+            allow_private=settings.webhook_allow_private,
+            timeout_s=settings.webhook_timeout_s,
+            retry_base_s=settings.webhook_retry_base_s,
+            lease_ttl_s=settings.ingest_lease_s,
+        )
+        app.ctx.webhooks_task = asyncio.create_task(dispatcher.run(), name="webhooks")
 
     async def stop_background(app: Sanic[Any, Any]) -> None:
         # Before the server stops, while the database is open: a stopping leader writes its
         # pending candles and releases its lease (after Tortoise closes, a write would open
         # a new SQLite thread that keeps the process alive).
         await stop_task(app.ctx.ingest_task)
+        await stop_task(app.ctx.webhooks_task)
         await app.ctx.hub.close()
 
     async def stop_worker(app: Sanic[Any, Any]) -> None:
@@ -158,6 +174,18 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
     app.register_listener(stop_background, "before_server_stop")
     app.register_listener(stop_worker, "after_server_stop")
     return app
+
+
+def _spawning(handler: Callable[[bytes], Awaitable[None]]) -> Callable[[bytes], None]:
+    """A hub callback (synchronous) that runs an async handler in a task of its own."""
+    running: set[asyncio.Task[None]] = set()
+
+    def spawn(data: bytes) -> None:
+        task = asyncio.get_running_loop().create_task(handler(data))
+        running.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(running.discard)
+
+    return spawn
 
 
 async def stop_task(task: asyncio.Task[Any], within_s: float = 5.0) -> None:

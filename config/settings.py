@@ -282,6 +282,12 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     """Deadline of one webhook POST."""
 
+    webhook_retry_base_s: float = Field(default=5.0, ge=0.1, le=600)
+    """First retry delay of a failed webhook; doubled per attempt (with jitter), up to 1 h."""
+
+    test_alert_pause_s: float = Field(default=0.0, ge=0, le=60)
+    """Test hook: a pause between an alert firing's commit and its publish (0 in production)."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level that is logged."""
 
@@ -426,6 +432,13 @@ class Settings(BaseSettings):
             if _is_production(info):
                 raise ValueError("required in production: comma-separated exact origins")
             return list(DEV_CORS_ORIGINS)
+        return value
+
+    @field_validator("test_alert_pause_s")
+    @classmethod
+    def _no_test_hooks(cls, value: float, info: ValidationInfo) -> float:
+        if _is_production(info) and value:
+            raise ValueError("is a test hook; it must be 0 in production")
         return value
 
     @field_validator("bcrypt_rounds")

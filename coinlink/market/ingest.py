@@ -38,7 +38,9 @@ import structlog
 from prometheus_client import Counter, Gauge
 from tortoise.exceptions import DBConnectionError
 
+from coinlink.alerts.evaluator import Evaluator
 from coinlink.bus import Bus, BusError, Subscription
+from coinlink.leases import keep_lease
 from coinlink.market.candles import CandleBuilder
 from coinlink.market.providers.base import Provider
 from coinlink.market.ticker import TickerState, render_decimal
@@ -238,6 +240,7 @@ class Ingest:
         validator_factory: Callable[[], TickValidator] | None = None,
         backfill_hours: float = 0.0,
         history_size: int = RESUME_DEPTH,
+        alerts: Evaluator | None = None,
     ) -> None:
         self.bus = bus
         self.symbols = symbols
@@ -250,6 +253,7 @@ class Ingest:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.token: int | None = None
         self.pipeline: Pipeline | None = None
+        self.alerts = alerts  # evaluated by the leader, on the ticks it accepts
         self._pending: list[Candle] = []
         self._storing: asyncio.Task[None] | None = None
 
@@ -298,6 +302,8 @@ class Ingest:
         # Listening for admin ticks before announcing the reign: none sent after it is lost.
         admin_ticks = self.bus.subscription()
         await admin_ticks.subscribe(ADMIN_TICKS_CHANNEL)
+        if self.alerts is not None:
+            await self.alerts.start()
         LEADER.set(1)
         essential = [
             asyncio.create_task(self._keep_lease(token, expires_at), name="ingest-lease"),
@@ -323,6 +329,8 @@ class Ingest:
             for task in [*essential, *helpers]:
                 task.cancel()
             await asyncio.gather(*essential, *helpers, return_exceptions=True)
+            if self.alerts is not None:
+                await self.alerts.stop()
 
     async def _backfill(self, provider: Provider) -> None:
         """Fill the candle history a provider has and the database lacks (closed only)."""
@@ -413,33 +421,7 @@ class Ingest:
                     ticker.add(Tick(symbol, price, volume, t + offset, source="history"))
 
     async def _keep_lease(self, token: int, expires_at: float) -> None:
-        """Renew every third of the lease; return (ending the reign) as soon as holding it
-        can no longer be proven.
-
-        ``expires_at`` is when the lease runs out by our clock, counted from before the
-        call that took or renewed it; a renewal that has not answered by then is given up,
-        so this worker stops before another can have taken over.
-        """
-        margin = min(0.5, self.lease_ttl_s / 10)
-        while True:
-            await asyncio.sleep(self.lease_ttl_s / 3)
-            sent = time.monotonic()
-            try:
-                async with asyncio.timeout(max(0.0, expires_at - margin - sent)):
-                    renewed = await self.bus.renew_lease(
-                        LEASE, self.holder, token, self.lease_ttl_s
-                    )
-            except (BusError, TimeoutError) as exc:
-                log.warning(
-                    "ingest_lease_unverifiable",
-                    fencing_token=token,
-                    error=str(exc) or "renewal too slow",
-                )
-                return
-            if not renewed:
-                log.warning("ingest_lease_lost", holder=self.holder, fencing_token=token)
-                return
-            expires_at = sent + self.lease_ttl_s
+        await keep_lease(self.bus, LEASE, self.holder, token, self.lease_ttl_s, expires_at)
 
     async def _admin_ticks(self, subscription: Subscription, queue: asyncio.Queue[Tick]) -> None:
         """Ticks injected through the admin API on any worker reach the leader here."""
@@ -489,10 +471,13 @@ class Ingest:
                     batch.append(await queue.get())
             while batch and len(batch) < BATCH_MAX and not queue.empty():
                 batch.append(queue.get_nowait())
+            alerts = self.alerts
             for tick in batch:
                 reason = pipeline.apply(tick)
                 if reason is None:
                     TICKS.inc()
+                    if alerts is not None:
+                        alerts.on_tick(tick)
                 else:
                     DROPPED.labels(reason).inc()
             at = now_ms()

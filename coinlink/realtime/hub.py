@@ -92,6 +92,8 @@ class Hub:
         self.laggards: set[Connection] = set()
         self._by_session: dict[str, set[Connection]] = {}
         self._private: dict[str, asyncio.Future[None]] = {}  # followed private channels
+        # Control channels (revocations, alert changes...): one callback each.
+        self._handlers: dict[str, Callable[[bytes], None]] = {REVOCATIONS: self._on_revocation}
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._revalidating: asyncio.Task[None] | None = None
@@ -124,7 +126,9 @@ class Hub:
             try:
                 if self._subscription is None:
                     subscription = self.bus.subscription()
-                    await subscription.subscribe(*self.market_channels, REVOCATIONS, *self._private)
+                    await subscription.subscribe(
+                        *self.market_channels, *self._handlers, *self._private
+                    )
                     self._subscription = subscription
                     # Subscribed first, then the newest state: nothing published in
                     # between is missed (what arrives twice is dropped by its seq).
@@ -185,8 +189,9 @@ class Hub:
         if ring is None:
             ring = self.recent[channel] = deque(maxlen=self.settings.history_size)
         ring.append((seq, data))
-        if channel == REVOCATIONS:
-            self._on_revocation(data)
+        handler = self._handlers.get(channel)
+        if handler is not None:
+            handler(data)
             return
         if not channel.startswith(protocol.NOTIFICATIONS):
             self.view.apply(channel, seq, data)
@@ -202,6 +207,10 @@ class Hub:
             WS_FANOUT_LATENCY.observe(max(0.0, time.time() - message.published_us / 1e6))
         for conn in hopeless:
             self.disconnect(conn, 1013, "too slow to keep up")
+
+    def on(self, channel: str, handler: Callable[[bytes], None]) -> None:
+        """Hand every message of a control ``channel`` to ``handler`` (before :meth:`start`)."""
+        self._handlers[channel] = handler
 
     # -- connections -----------------------------------------------------------------
 

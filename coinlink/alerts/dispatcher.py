@@ -1,0 +1,183 @@
+"""Webhook delivery: one dispatcher across every instance drains the outbox's webhook rows.
+
+Every worker competes for the ``webhooks`` lease; the holder polls the outbox for due
+``webhook`` rows and POSTs each notification (see :mod:`coinlink.webhooks` for the URL
+checks, signing and what an answer means), a few at a time. Each attempt is logged for the
+user (``GET /api/v2/notifications/deliveries``). Success marks the row done; a retryable
+failure schedules the next attempt with exponential backoff and jitter; a permanent failure,
+or too many attempts, or too old a row, marks it failed. The row's id is the delivery id the
+receiver sees on every attempt. A dispatcher that loses its lease mid-delivery may race its
+successor on one row: the receiver then sees the same delivery id twice, which is what the
+id is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import orjson
+import structlog
+from prometheus_client import Counter
+
+from coinlink import webhooks
+from coinlink.bus import Bus, BusError
+from coinlink.leases import keep_lease
+from coinlink.notifications import notification_dict
+from models.alerts import OutboxItem, WebhookAttempt
+
+log = structlog.get_logger(logger_name="coinlink.webhooks")
+
+LEASE = "webhooks"
+BATCH = 50
+CONCURRENCY = 10
+
+ATTEMPTS = Counter("webhook_attempts_total", "Webhook POSTs, by outcome.", ["outcome"])
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        allow_private: bool,
+        timeout_s: float,
+        retry_base_s: float = webhooks.BASE_DELAY_S,
+        lease_ttl_s: float = 5.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.bus = bus
+        self.allow_private = allow_private
+        self.timeout_s = timeout_s
+        self.retry_base_s = retry_base_s
+        self.lease_ttl_s = lease_ttl_s
+        self.poll_s = poll_s
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+    async def run(self) -> None:
+        """Forever: wait for the lease, deliver while holding it, repeat."""
+        while True:
+            try:
+                token = await self.bus.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
+            except BusError:
+                token = None
+            if token is None:
+                await asyncio.sleep(self.lease_ttl_s / 5)
+                continue
+            expires_at = time.monotonic() + self.lease_ttl_s
+            try:
+                await self._reign(token, expires_at)
+            except Exception:
+                log.exception("webhook_reign_failed")
+            finally:
+                with contextlib.suppress(BusError):
+                    await self.bus.release_lease(LEASE, self.holder, token)
+            await asyncio.sleep(self.lease_ttl_s / 5)
+
+    async def _reign(self, token: int, expires_at: float) -> None:
+        async with webhooks.new_client() as client:
+            lease = asyncio.create_task(
+                keep_lease(self.bus, LEASE, self.holder, token, self.lease_ttl_s, expires_at)
+            )
+            work = asyncio.create_task(self._drain_forever(client))
+            try:
+                await asyncio.wait([lease, work], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (lease, work):
+                    task.cancel()
+                await asyncio.gather(lease, work, return_exceptions=True)
+                if work.done() and not work.cancelled() and work.exception():
+                    raise work.exception()  # type: ignore[misc]
+
+    async def _drain_forever(self, client: httpx.AsyncClient) -> None:
+        while True:
+            try:
+                delivered = await self.drain(client)
+            except Exception:
+                log.warning("webhook_drain_failed", exc_info=True)
+                delivered = 0
+            if delivered < BATCH:
+                await asyncio.sleep(self.poll_s)
+
+    async def drain(self, client: httpx.AsyncClient) -> int:
+        """Attempt every due webhook row (up to a batch); how many were attempted."""
+        due = (
+            await OutboxItem.filter(
+                kind="webhook",
+                done_at__isnull=True,
+                failed_at__isnull=True,
+                due_at__lte=datetime.now(UTC),
+            )
+            .order_by("due_at")
+            .limit(BATCH)
+            .prefetch_related("notification", "user")
+        )
+        gate = asyncio.Semaphore(CONCURRENCY)
+
+        async def one(item: OutboxItem) -> None:
+            async with gate:
+                await self.attempt(client, item)
+
+        await asyncio.gather(*(one(item) for item in due))
+        return len(due)
+
+    async def attempt(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        user, notification = item.user, item.notification
+        number = item.attempts + 1
+        now = datetime.now(UTC)
+        url = user.webhook_url or ""
+        if not url or not user.webhook_secret:
+            # Nothing to deliver to (the URL was removed) or nothing to sign with.
+            reason = "no webhook URL" if not url else "no webhook secret: create one first"
+            result = webhooks.DeliveryResult(False, None, reason, 0, False)
+        else:
+            body = orjson.dumps(notification_dict(notification))
+            stamp = int(time.time())
+            headers = webhooks.headers(
+                str(item.id), stamp, webhooks.sign(user.webhook_secret, stamp, body)
+            )
+            result = await webhooks.deliver(
+                client,
+                url,
+                body,
+                headers,
+                allow_private=self.allow_private,
+                timeout_s=self.timeout_s,
+            )
+        error = (result.error or "")[:200]
+        await WebhookAttempt.create(
+            user_id=user.id,
+            delivery_id=item.id,
+            notification_id=notification.id,
+            attempt=number,
+            url=url[:2048],
+            status_code=result.status,
+            ok=result.ok,
+            error=error,
+            duration_ms=result.duration_ms,
+            created_at=now,
+        )
+        item.attempts = number
+        item.last_error = error
+        age_s = (now - item.created_at).total_seconds()
+        if result.ok:
+            item.done_at = now
+            outcome = "delivered"
+        elif not result.retryable or webhooks.gives_up(number, age_s):
+            item.failed_at = now
+            outcome = "failed"
+            log.info("webhook_given_up", delivery_id=str(item.id), attempts=number, error=error)
+        else:
+            delay = webhooks.next_attempt_delay(number, base_s=self.retry_base_s)
+            item.due_at = now + timedelta(seconds=delay)
+            outcome = "retry"
+        ATTEMPTS.labels(outcome).inc()
+        await item.save(
+            update_fields=["attempts", "last_error", "done_at", "failed_at", "due_at"]
+        )

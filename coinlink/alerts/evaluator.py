@@ -1,0 +1,265 @@
+"""Alert evaluation, run by the ingest leader: exactly one evaluator across every instance.
+
+At the start of a reign the evaluator loads every active alert from the database into a
+fresh :class:`~coinlink.alerts.engine.AlertEngine`; alert changes made through the API
+arrive as bus events (``alerts:changes``) and are re-read from the database. Every tick the
+pipeline accepts goes through the engine (synchronously, microseconds); what fires is
+queued for the writer task, so a slow database never holds up ticks.
+
+Firing is durable first. For each firing, ONE transaction re-reads the alert under a row
+lock (a deleted or disabled one is skipped), counts the firing (a one-shot alert becomes
+``triggered``), and writes the notification with its outbox rows: ``publish`` always,
+``webhook`` when the user has a webhook URL. Only after the commit is the notification
+published on the user's ``notifications:<user id>`` bus channel, and the ``publish`` row
+marked done. A crash between the two leaves the row pending: the next leader publishes it
+when it takes over, and a sweep every few seconds retries what a Redis outage held back.
+Delivery is therefore at least once; the notification id lets clients drop a repeat.
+A restart never fires a ``triggered`` alert again: it is not loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import structlog
+from prometheus_client import Counter
+from tortoise.transactions import in_transaction
+
+from coinlink.alerts.engine import AlertEngine, AlertSpec, Firing
+from coinlink.alerts.store import CHANGES, decimal_str
+from coinlink.bus import Bus, BusError
+from coinlink.market.types import Tick
+from coinlink.notifications import notification_dict
+from coinlink.realtime.hub import private_channel
+from models.accounts import User
+from models.alerts import Alert, Notification, OutboxItem
+
+log = structlog.get_logger(logger_name="coinlink.alerts")
+
+FIRED = Counter("alerts_fired_total", "Alert firings committed (notification written).")
+PUBLISHED = Counter("alerts_notifications_published_total", "Notifications published to sockets.")
+
+SWEEP_S = 5.0
+PUBLISH_HORIZON = timedelta(days=1)  # older undelivered socket pushes are not worth sending
+
+
+def spec_of(alert: Alert) -> AlertSpec:
+    return AlertSpec(
+        id=str(alert.id),
+        seq=alert.seq,
+        symbol=alert.symbol,
+        condition=alert.condition,  # type: ignore[arg-type]
+        threshold=alert.threshold,
+        window_s=alert.window_s,
+        repeat=alert.repeat,
+        cooldown_s=alert.cooldown_s,
+        last_fired_ts=alert.last_fired_ts,
+        crossed_back=alert.crossed_back,
+    )
+
+
+def _describe(firing: Firing) -> tuple[str, str]:
+    threshold = decimal_str(firing.threshold)
+    price = decimal_str(firing.price)
+    if firing.condition == "pct_change":
+        move = decimal_str(firing.move_pct) if firing.move_pct is not None else "?"
+        return (
+            f"{firing.symbol} moved {move} %",
+            f"{firing.symbol} moved {move} % (your alert: {threshold} %); it is at {price}.",
+        )
+    return (
+        f"{firing.symbol} {firing.condition} {threshold}",
+        f"{firing.symbol} traded at {price}, {firing.condition} your alert at {threshold}.",
+    )
+
+
+class Evaluator:
+    def __init__(self, bus: Bus, *, pause_after_commit_s: float = 0.0) -> None:
+        self.bus = bus
+        self.engine: AlertEngine | None = None
+        # A test hook: a gap between commit and publish that a test can kill the leader in.
+        self.pause_after_commit_s = pause_after_commit_s
+        self._queue: asyncio.Queue[list[Firing]] = asyncio.Queue()
+        self._changed: set[str] | None = None  # ids changed while loading
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- the reign ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the active alerts and start writing firings (the leader calls this)."""
+        self._changed = set()
+        engine = AlertEngine()
+        async for alert in Alert.filter(status="active").order_by("seq"):
+            engine.add(spec_of(alert))
+        self.engine = engine
+        changed, self._changed = self._changed, None
+        for alert_id in changed:
+            await self.reload(alert_id)
+        log.info("alerts_loaded", count=len(engine))
+        self._queue = asyncio.Queue()
+        self._tasks = [
+            asyncio.create_task(self._write(), name="alerts-write"),
+            asyncio.create_task(self._sweep(), name="alerts-sweep"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.engine = None
+
+    def on_tick(self, tick: Tick) -> None:
+        if self.engine is not None:
+            fired = self.engine.on_tick(tick.symbol, tick.price, tick.ts)
+            if fired:
+                self._queue.put_nowait(fired)
+
+    async def on_change(self, data: bytes) -> None:
+        """A bus event from the API: re-read that alert (the database is the truth)."""
+        try:
+            alert_id = str(uuid.UUID(orjson.loads(data)["id"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("undecodable_alert_change")
+            return
+        if self._changed is not None:
+            self._changed.add(alert_id)
+        elif self.engine is not None:
+            await self.reload(alert_id)
+
+    async def reload(self, alert_id: str) -> None:
+        alert = await Alert.get_or_none(id=alert_id)
+        if self.engine is None:
+            return
+        if alert is None or alert.status != "active":
+            self.engine.remove(alert_id)
+        else:
+            self.engine.add(spec_of(alert))
+
+    # -- durable first, then published -------------------------------------------------
+
+    async def _write(self) -> None:
+        while True:
+            for firing in await self._queue.get():
+                try:
+                    notification = await self.commit(firing)
+                except Exception:
+                    # The database is away: the alert stays active there, so the next
+                    # leader (or this one, reloading) fires it again on a qualifying tick.
+                    log.exception("alert_firing_not_committed", alert_id=firing.alert_id)
+                    continue
+                if notification is None:
+                    continue
+                if self.pause_after_commit_s:
+                    await asyncio.sleep(self.pause_after_commit_s)
+                await self.publish(notification)
+
+    async def commit(self, firing: Firing) -> Notification | None:
+        now = datetime.now(UTC)
+        async with in_transaction():
+            alert = (
+                await Alert.filter(id=firing.alert_id, status="active")
+                .select_for_update()
+                .first()
+            )
+            if alert is None:  # deleted or disabled since the engine saw it
+                if self.engine is not None:
+                    self.engine.remove(firing.alert_id)
+                return None
+            alert.trigger_count += 1
+            alert.last_triggered_at = now
+            alert.last_fired_ts = firing.ts
+            alert.crossed_back = False
+            if not alert.repeat:
+                alert.status = "triggered"
+            await alert.save(
+                update_fields=[
+                    "trigger_count",
+                    "last_triggered_at",
+                    "last_fired_ts",
+                    "crossed_back",
+                    "status",
+                    "updated_at",
+                ]
+            )
+            title, body = _describe(firing)
+            notification = await Notification.create(
+                id=uuid.uuid4(),
+                user_id=alert.user_id,  # type: ignore[attr-defined]
+                kind="price_alert",
+                title=title,
+                body=body,
+                data={
+                    "alert_id": firing.alert_id,
+                    "symbol": firing.symbol,
+                    "condition": firing.condition,
+                    "threshold": decimal_str(firing.threshold),
+                    "price": decimal_str(firing.price),
+                    "ts": firing.ts,
+                },
+                created_at=now,
+            )
+            kinds = ["publish"]
+            user = await User.get(id=alert.user_id)  # type: ignore[attr-defined]
+            if user.webhook_url:
+                kinds.append("webhook")
+            for kind in kinds:
+                await OutboxItem.create(
+                    id=uuid.uuid4(),
+                    kind=kind,
+                    notification_id=notification.id,
+                    user_id=user.id,
+                    created_at=now,
+                    due_at=now,
+                )
+        FIRED.inc()
+        return notification
+
+    async def publish(self, notification: Notification) -> bool:
+        """Push to the user's sockets (every instance); mark the outbox row done."""
+        user_id = str(notification.user_id)  # type: ignore[attr-defined]
+        try:
+            await self.bus.publish(
+                private_channel(user_id), orjson.dumps(notification_dict(notification))
+            )
+        except BusError as exc:
+            log.warning("notification_not_published", error=str(exc))
+            return False
+        PUBLISHED.inc()
+        await OutboxItem.filter(
+            notification_id=notification.id, kind="publish", done_at__isnull=True
+        ).update(done_at=datetime.now(UTC))
+        return True
+
+    async def publish_pending(self) -> int:
+        """Publish what a crash or a Redis outage left in the outbox; how many went out."""
+        horizon = datetime.now(UTC) - PUBLISH_HORIZON
+        pending = (
+            await OutboxItem.filter(
+                kind="publish", done_at__isnull=True, failed_at__isnull=True
+            )
+            .filter(created_at__gte=horizon)
+            .order_by("created_at")
+            .limit(500)
+            .prefetch_related("notification")
+        )
+        sent = 0
+        for item in pending:
+            if not await self.publish(item.notification):
+                break
+            sent += 1
+        return sent
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                sent = await self.publish_pending()
+                if sent:
+                    log.info("outbox_notifications_published", count=sent)
+            except Exception:
+                log.warning("outbox_sweep_failed", exc_info=True)
+            await asyncio.sleep(SWEEP_S)
+

@@ -1,0 +1,190 @@
+"""Alerts end to end on two real instances: admin ticks in, notifications out everywhere.
+
+The alert is set on one instance, the price moved through the other's admin API, the
+notification read back over REST and received on a WebSocket of either instance, and
+(where the test says) by a local webhook receiver; one test kills the leader with
+``kill -9`` between the firing's commit and its publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.test_ingest_failover import admin_headers, leads
+from tests.support.accounts import PASSWORD, new_email
+from tests.support.apps import RATE_LIMITS, ServerProcess, server_env
+from tests.support.services import wait_for
+from tests.support.ws import WsClient
+
+pytestmark = pytest.mark.timeout(180)
+LEASE_S = 2.0
+
+
+def env_for(pg_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    return server_env(
+        COINLINK_DATABASE_URL=pg_url,
+        COINLINK_REDIS_URL=redis_url,
+        COINLINK_REDIS_PREFIX=f"t{uuid.uuid4().hex[:10]}:",
+        COINLINK_PROVIDER="none",
+        COINLINK_ADMIN_TICKS="true",
+        COINLINK_AUTO_MIGRATE="true",
+        COINLINK_INGEST_LEASE_S=str(LEASE_S),
+        COINLINK_SYMBOLS="BTC-USD,ETH-USD",
+        COINLINK_WEBHOOK_ALLOW_PRIVATE="true",
+        **{f"COINLINK_{name.upper()}": "100000/60" for name in RATE_LIMITS},
+        **extra,
+    )
+
+
+def start_pair(env: dict[str, str]) -> list[ServerProcess]:
+    first = ServerProcess(env, workers=2).wait_ready()  # migrates before the second starts
+    servers = [first, ServerProcess(env, workers=2).wait_ready()]
+    wait_for(lambda: sum(leads(s) for s in servers) == 1, 20, "one ingest leader")
+    return servers
+
+
+@pytest.fixture
+def pair(fresh_pg_url: str, redis_url: str) -> Iterator[list[ServerProcess]]:
+    servers = start_pair(env_for(fresh_pg_url, redis_url))
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def signed_up(url: str) -> dict[str, Any]:
+    response = httpx.post(
+        url + "/api/v2/auth/register", json={"email": new_email(), "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+    body = dict(response.json())
+    body["headers"] = {"authorization": f"Bearer {body['tokens']['access_token']}"}
+    return body
+
+
+def tick(server: ServerProcess, admin: dict[str, str], price: str) -> None:
+    response = httpx.post(
+        server.base_url + "/api/v2/admin/ticks",
+        headers=admin,
+        json={"symbol": "BTC-USD", "price": price, "volume": "1"},
+    )
+    assert response.status_code == 202, response.text
+
+
+def notifications(server: ServerProcess, user: dict[str, Any]) -> list[dict[str, Any]]:
+    response = httpx.get(server.base_url + "/api/v2/notifications", headers=user["headers"])
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def alert(server: ServerProcess, user: dict[str, Any], alert_id: str) -> dict[str, Any]:
+    response = httpx.get(server.base_url + f"/api/v2/alerts/{alert_id}", headers=user["headers"])
+    return dict(response.json())
+
+
+async def listening(server: ServerProcess, user: dict[str, Any]) -> WsClient:
+    client = await WsClient.open(server.base_url)
+    await client.request("auth", token=user["tokens"]["access_token"])
+    await client.request("subscribe", channels=["notifications"])
+    await client.next(lambda m: m["type"] == "snapshot")
+    return client
+
+
+async def test_an_alert_set_on_one_instance_fires_once_and_reaches_every_socket(
+    pair: list[ServerProcess], fresh_pg_url: str
+) -> None:
+    first, second = pair
+    admin = await asyncio.to_thread(admin_headers, first, fresh_pg_url)
+    user = signed_up(first.base_url)
+    tick(second, admin, "100")
+    created = httpx.post(
+        first.base_url + "/api/v2/alerts",
+        headers=user["headers"],
+        json={"symbol": "BTC-USD", "condition": "above", "threshold": "105"},
+    )
+    assert created.status_code == 201, created.text
+    alert_id = created.json()["id"]
+    sockets = [await listening(server, user) for server in pair]
+    await asyncio.sleep(1)  # a change reaches the leader's engine within a second
+
+    tick(second, admin, "104.99")  # not yet
+    tick(second, admin, "105")  # >= threshold: fires
+    tick(first, admin, "106")  # a one-shot alert fires once
+    for client in sockets:
+        pushed = await client.next(
+            lambda m: m["type"] == "update" and m["channel"] == "notifications", timeout=10
+        )
+        assert pushed["data"]["kind"] == "price_alert"
+        assert pushed["data"]["data"]["alert_id"] == alert_id
+        assert pushed["data"]["data"]["price"] == "105"
+    wait_for(lambda: len(notifications(first, user)) == 1, 5, "the notification in REST")
+    time.sleep(1)
+    [stored] = notifications(second, user)
+    assert stored["id"] == pushed["data"]["id"] and stored["read_at"] is None
+    assert stored["data"] == {
+        "alert_id": alert_id,
+        "symbol": "BTC-USD",
+        "condition": "above",
+        "threshold": "105",
+        "price": "105",
+        "ts": stored["data"]["ts"],
+    }
+    fired = alert(second, user, alert_id)
+    assert fired["status"] == "triggered" and fired["trigger_count"] == 1
+    for client in sockets:
+        assert not [m for m in client.received if m.get("channel") == "notifications"]
+        await client.close()
+
+
+async def test_kill_9_between_commit_and_publish_delivers_once_after_take_over(
+    fresh_pg_url: str, redis_url: str
+) -> None:
+    servers = start_pair(env_for(fresh_pg_url, redis_url, COINLINK_TEST_ALERT_PAUSE_S="30"))
+    try:
+        leader = next(s for s in servers if leads(s))
+        follower = next(s for s in servers if s is not leader)
+        admin = await asyncio.to_thread(admin_headers, follower, fresh_pg_url)
+        user = signed_up(follower.base_url)
+        tick(follower, admin, "100")
+        created = httpx.post(
+            follower.base_url + "/api/v2/alerts",
+            headers=user["headers"],
+            json={"symbol": "BTC-USD", "condition": "below", "threshold": "90"},
+        )
+        alert_id = created.json()["id"]
+        client = await listening(follower, user)
+        await asyncio.sleep(1)
+
+        tick(follower, admin, "89.5")
+        # Committed (in REST), then the leader sits in its 30 s pause before publishing.
+        wait_for(lambda: len(notifications(follower, user)) == 1, 10, "the commit")
+        os.killpg(leader.process.pid, signal.SIGKILL)
+        leader.process.wait(10)
+
+        pushed = await client.next(
+            lambda m: m["type"] == "update" and m["channel"] == "notifications",
+            timeout=4 * LEASE_S + 10,
+        )
+        [stored] = notifications(follower, user)
+        assert pushed["data"]["id"] == stored["id"]
+        # The new leader loaded the alert as triggered: more ticks fire nothing.
+        tick(follower, admin, "80")
+        tick(follower, admin, "79")
+        await asyncio.sleep(2)
+        assert len(notifications(follower, user)) == 1
+        assert alert(follower, user, alert_id)["trigger_count"] == 1
+        assert not [m for m in client.received if m.get("channel") == "notifications"]
+        await client.close()
+    finally:
+        for server in servers:
+            server.stop()
