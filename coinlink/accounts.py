@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import orjson
 import structlog
 from prometheus_client import Counter
 from tortoise.exceptions import IntegrityError
@@ -32,6 +34,9 @@ from coinlink.passwords import hash_password, verify_password
 from coinlink.tokens import AccessClaims, TokenService, hash_refresh_token, new_refresh_token
 from config import Settings
 from models.accounts import RefreshToken, Session, User
+
+REVOCATIONS = "revocations"
+"""Bus channel of revoked sessions, ``{"sessions": [ids]}``: every worker's hub listens."""
 
 security_log = structlog.get_logger(logger_name="coinlink.security")
 log = structlog.get_logger(logger_name="coinlink.accounts")
@@ -223,9 +228,14 @@ class AccountService:
         for sid in session_ids:
             self._session_cache[str(sid)] = (False, time.monotonic())
         ttl = self.settings.access_token_ttl_s
-        marks = [self.bus.set(f"revoked-session:{sid}", b"1", ttl_s=ttl) for sid in session_ids]
+        marks: list[Awaitable[object]] = [
+            self.bus.set(f"revoked-session:{sid}", b"1", ttl_s=ttl) for sid in session_ids
+        ]
         if denied_jti:
             marks.append(self.bus.set(f"denied-jti:{denied_jti}", b"1", ttl_s=ttl))
+        # Every worker's WebSocket hub closes these sessions' sockets (1008) at once.
+        event = orjson.dumps({"sessions": [str(sid) for sid in session_ids]})
+        marks.append(self.bus.publish(REVOCATIONS, event))
         try:
             async with asyncio.timeout(BUS_DEADLINE_S * 4):
                 await asyncio.gather(*marks)

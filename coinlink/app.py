@@ -19,7 +19,7 @@ from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from blueprints import admin, auth, health, market, users
+from blueprints import admin, auth, health, market, realtime, users
 from coinlink import __version__, db, middleware
 from coinlink.accounts import AccountService
 from coinlink.bus import create_bus
@@ -34,6 +34,7 @@ from coinlink.observability.metrics import mark_worker_dead
 from coinlink.observability.sentry import init_sentry
 from coinlink.ratelimit import Policies, RateLimiter
 from coinlink.ratelimit import install as install_rate_limits
+from coinlink.realtime.hub import Hub, HubSettings
 from coinlink.tokens import TokenService
 from config import Settings, load_settings
 
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         # Below the 10 s a container runtime waits between SIGTERM and SIGKILL.
         GRACEFUL_SHUTDOWN_TIMEOUT=8.0,
         WEBSOCKET_MAX_SIZE=64 * 1024,
+        WEBSOCKET_PING_INTERVAL=settings.ws_ping_interval_s,
+        WEBSOCKET_PING_TIMEOUT=settings.ws_ping_timeout_s,
         # sanic-ext: CORS with an exact allowlist, OpenAPI under /docs, nothing else.
         CORS_ORIGINS=",".join(settings.cors_origins),
         CORS_ALLOW_HEADERS="authorization,content-type,x-request-id",
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
     app.blueprint(users.bp)
     app.blueprint(market.bp)
     app.blueprint(admin.bp)
+    app.blueprint(realtime.bp)
 
     async def start_worker(app: Sanic[Any, Any]) -> None:
         configure_logging(settings.log_level, settings.effective_log_format)
@@ -107,8 +111,20 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         await limiter.start()
         app.ctx.accounts = AccountService(settings, tokens, app.ctx.bus)
         await app.ctx.accounts.warm_up()
-        app.ctx.market = MarketView(app.ctx.bus, settings.symbols, settings.staleness_s)
-        await app.ctx.market.start()
+        app.ctx.market = MarketView(settings.symbols, settings.staleness_s)
+        app.ctx.hub = Hub(
+            app.ctx.bus,
+            app.ctx.market,
+            HubSettings(
+                history_size=settings.bus_history_size,
+                heartbeat_s=settings.ws_heartbeat_s,
+                revalidate_s=settings.ws_revalidate_s,
+                slow_close_s=settings.ws_slow_close_s,
+                buffer_bytes=settings.ws_buffer_bytes,
+            ),
+            app.ctx.accounts.access_allowed,
+        )
+        await app.ctx.hub.start()
         app.ctx.ingest = Ingest(
             app.ctx.bus,
             settings.symbols,
@@ -129,7 +145,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         # pending candles and releases its lease (after Tortoise closes, a write would open
         # a new SQLite thread that keeps the process alive).
         await stop_task(app.ctx.ingest_task)
-        await app.ctx.market.close()
+        await app.ctx.hub.close()
 
     async def stop_worker(app: Sanic[Any, Any]) -> None:
         await limiter.close()

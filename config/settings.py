@@ -246,6 +246,36 @@ class Settings(BaseSettings):
     bus_history_size: int = Field(default=100, ge=1, le=100_000)
     """Messages kept per bus channel for recovery after a reconnect."""
 
+    ws_heartbeat_s: float = Field(default=10.0, ge=1, le=300)
+    """A WebSocket that got nothing for this long receives a ``heartbeat`` message."""
+
+    ws_ping_interval_s: float = Field(default=20.0, ge=1, le=600)
+    """Protocol-level ping to every WebSocket this often."""
+
+    ws_ping_timeout_s: float = Field(default=20.0, ge=1, le=600)
+    """A WebSocket whose pong does not come within this time is closed."""
+
+    ws_revalidate_s: float = Field(default=60.0, ge=1, le=3600)
+    """How often an authenticated WebSocket's token and session are checked again."""
+
+    ws_max_subscriptions: int = Field(default=200, ge=1, le=10_000)
+    """Channels one WebSocket may subscribe to."""
+
+    ws_inbound_rate: float = Field(default=20.0, gt=0, le=10_000)
+    """Client messages per second a WebSocket may send, sustained (more closes it, 1008)."""
+
+    ws_inbound_burst: int = Field(default=40, ge=1, le=100_000)
+    """Client messages a WebSocket may send at once above the sustained rate."""
+
+    ws_max_connections_per_ip: int = Field(default=100, ge=1, le=1_000_000)
+    """Open WebSockets per client address and worker; more get 429 at the handshake."""
+
+    ws_buffer_bytes: int = Field(default=256 * 1024, ge=4096, le=64 * 1024 * 1024)
+    """Outgoing bytes a slow WebSocket may have queued before it is closed (1013)."""
+
+    ws_slow_close_s: float = Field(default=10.0, gt=0, le=600)
+    """A WebSocket that stays behind (tickers conflated) this long is closed (1013)."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level that is logged."""
 

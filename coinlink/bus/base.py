@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class BusError(Exception):
@@ -30,6 +30,8 @@ class Message:
     channel: str
     seq: int
     data: bytes
+    published_us: int = field(default=0, compare=False)
+    """Wall-clock publish time in microseconds since the epoch (for fan-out latency)."""
 
 
 class Subscription(abc.ABC):

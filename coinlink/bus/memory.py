@@ -131,7 +131,7 @@ class MemoryBus(Bus):
     async def publish(self, channel: str, data: bytes) -> int:
         seq = self._seq.get(channel, 0) + 1
         self._seq[channel] = seq
-        message = Message(channel, seq, bytes(data))
+        message = Message(channel, seq, bytes(data), time.time_ns() // 1000)
         history = self._history.get(channel)
         if history is None:
             history = self._history[channel] = deque(maxlen=self.history_size)

@@ -3,11 +3,11 @@
 Atomicity comes from Lua scripts (loaded once, run with EVALSHA), never from
 read-modify-write round trips, so any number of clients can use the same prefix at once:
 
-* ``publish`` INCRs the channel's sequence key, RPUSHes ``b"<seq> <data>"`` onto the
+* ``publish`` INCRs the channel's sequence key, RPUSHes ``b"<seq> <µs> <data>"`` onto the
   channel's history list, LTRIMs it to ``history_size`` and PUBLISHes the same payload, all
   in one script. Sequence numbers are therefore contiguous across publishers and the
-  pub/sub stream arrives in sequence order. The payload is ASCII decimal seq, one space,
-  then the untouched data bytes; readers split at the first space.
+  pub/sub stream arrives in sequence order. The payload is the ASCII decimal seq, a space,
+  Redis's clock at publish time in microseconds, a space, then the untouched data bytes.
 * ``history`` reads the sequence key and the tail of the list in one script, so it never
   sees a list that a concurrent publish has already moved past the counter.
 * ``incr`` with a TTL sets the expiry only when the script created the counter.
@@ -87,8 +87,11 @@ _KEEPALIVE_MESSAGE: Final = "coinlink-keepalive"
 
 _PUBLISH = """
 -- KEYS: sequence counter, history list. ARGV: data, history size, pub/sub channel.
+-- The payload carries Redis's clock in microseconds: the publish time, for the subscribers'
+-- fan-out latency, on one clock for every publisher.
 local seq = redis.call('INCR', KEYS[1])
-local payload = string.format('%d ', seq) .. ARGV[1]
+local now = redis.call('TIME')
+local payload = string.format('%d ', seq) .. now[1] .. string.format('%06d ', now[2]) .. ARGV[1]
 redis.call('RPUSH', KEYS[2], payload)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
 redis.call('PUBLISH', ARGV[3], payload)
@@ -178,11 +181,12 @@ def _ttl_ms(ttl_s: float) -> int:
 
 
 def decode_payload(channel: str, payload: bytes) -> Message:
-    """``b"<seq> <data>"`` -> Message; ``ValueError`` when the payload is not ours."""
-    head, sep, data = payload.partition(b" ")
-    if not sep or not head.isdigit():
+    """``b"<seq> <published µs> <data>"`` -> Message; ``ValueError`` when it is not ours."""
+    head, sep, rest = payload.partition(b" ")
+    stamp, sep2, data = rest.partition(b" ")
+    if not sep or not sep2 or not head.isdigit() or not stamp.isdigit():
         raise ValueError(f"malformed payload on channel {channel!r}")
-    return Message(channel, int(head), data)
+    return Message(channel, int(head), data, int(stamp))
 
 
 class RedisBus(Bus):

@@ -1,78 +1,30 @@
-"""Each worker's view of the live market, fed by its bus subscription.
+"""Each worker's view of the live market, fed by the worker's hub.
 
 REST reads of tickers and current candles come from here, never from a database or a Redis
-round trip per request: the leader publishes every change on the bus, and every worker
-keeps the newest message of each ``ticker:SYM`` and ``candles:SYM:INT`` channel in memory.
-At start the view fills itself from each channel's last message in the bus history.
+round trip per request: the leader publishes every change on the bus, and the worker's
+:class:`~coinlink.realtime.hub.Hub` (its one bus subscription) hands every ``ticker:SYM``
+and ``candles:SYM:INT`` message to :meth:`MarketView.apply`, newest last.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import orjson
 import structlog
 
-from coinlink.bus import Bus, BusError, Subscription
-from coinlink.market.types import INTERVALS
-
 log = structlog.get_logger(logger_name="coinlink.market.view")
 
 
 class MarketView:
-    def __init__(self, bus: Bus, symbols: list[str], staleness_s: float) -> None:
-        self.bus = bus
+    def __init__(self, symbols: list[str], staleness_s: float) -> None:
         self.symbols = symbols
         self.staleness_ms = int(staleness_s * 1000)
         self.tickers: dict[str, tuple[int, dict[str, Any]]] = {}
         self.candles: dict[tuple[str, str], dict[str, Any]] = {}
-        self._subscription: Subscription | None = None
-        self._task: asyncio.Task[None] | None = None
 
-    def channels(self) -> list[str]:
-        return [f"ticker:{s}" for s in self.symbols] + [
-            f"candles:{s}:{i}" for s in self.symbols for i in INTERVALS
-        ]
-
-    async def start(self) -> None:
-        """Start following the bus in the background (a worker boots even without Redis)."""
-        self._task = asyncio.create_task(self._follow(), name="market-view")
-
-    async def close(self) -> None:
-        if self._subscription is not None:
-            await self._subscription.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _follow(self) -> None:
-        pause = 0.5
-        while True:
-            try:
-                if self._subscription is None:
-                    self._subscription = self.bus.subscription()
-                    await self._subscription.subscribe(*self.channels())
-                    # Subscribed first, then history: nothing published between is missed.
-                    for channel in self.channels():
-                        last = await self.bus.last_seq(channel)
-                        for message in await self.bus.history(channel, max(0, last - 1)) or []:
-                            self._apply(message.channel, message.seq, message.data)
-                async for message in self._subscription:
-                    self._apply(message.channel, message.seq, message.data)
-                return  # closed
-            except BusError as exc:
-                log.warning("market_view_waiting_for_bus", error=str(exc))
-                if self._subscription is not None:
-                    with contextlib.suppress(BusError):
-                        await self._subscription.close()
-                    self._subscription = None
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 10.0)
-
-    def _apply(self, channel: str, seq: int, data: bytes) -> None:
+    def apply(self, channel: str, seq: int, data: bytes) -> None:
+        """Take one market message (the worker's hub calls this for every one, in order)."""
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:

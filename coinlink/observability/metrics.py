@@ -62,6 +62,23 @@ HTTP_IN_FLIGHT = Gauge(
     "http_requests_in_flight", "HTTP requests being served.", multiprocess_mode="livesum"
 )
 
+WS_CONNECTIONS = Gauge("ws_connections", "Open WebSocket connections.", multiprocess_mode="livesum")
+WS_MESSAGES_SENT = Counter(
+    "ws_messages_sent_total", "Messages handed to WebSocket clients (fan-out deliveries)."
+)
+WS_FANOUT_LATENCY = Histogram(
+    "ws_fanout_latency_seconds",
+    "From a message's publish on the bus to its hand-off to the last local subscriber.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+WS_CONFLATIONS = Counter(
+    "ws_conflations_total", "Ticker updates replaced by a newer one for a lagging client."
+)
+WS_SLOW_CLOSES = Counter(
+    "ws_slow_consumer_closes_total", "WebSockets closed (1013) for not keeping up."
+)
+WS_CLOSES = Counter("ws_closes_total", "WebSockets closed by the server, by close code.", ["code"])
+
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROC_DIR_ENV))

@@ -120,6 +120,21 @@ async def test_subscriber_receives_messages_in_order_with_exact_bytes(bus: Bus) 
     await sub.close()
 
 
+async def test_messages_carry_their_publish_time(bus: Bus) -> None:
+    sub = bus.subscription()
+    await sub.subscribe("stamped")
+    before = time.time_ns() // 1000
+    await bus.publish("stamped", b"x")
+    [live] = await take(sub, 1)
+    after = time.time_ns() // 1000
+    [kept] = await bus.history("stamped") or []
+
+    # Redis stamps with its own clock: the same machine here, so within a second.
+    assert before - 1_000_000 <= live.published_us <= after + 1_000_000
+    assert kept.published_us == live.published_us
+    await sub.close()
+
+
 async def test_subscribe_and_unsubscribe_while_iterating(bus: Bus) -> None:
     sub = bus.subscription()
     await sub.subscribe("a", "b")

@@ -83,8 +83,8 @@ async def test_a_failing_reign_is_retried_not_fatal() -> None:
 
 
 async def test_tickers_turn_stale_after_the_configured_silence() -> None:
-    view = MarketView(MemoryBus(), ["BTC-USD"], staleness_s=30)
-    view._apply("ticker:BTC-USD", 7, orjson.dumps({"symbol": "BTC-USD", "price": "1", "ts": 1_000}))
+    view = MarketView(["BTC-USD"], staleness_s=30)
+    view.apply("ticker:BTC-USD", 7, orjson.dumps({"symbol": "BTC-USD", "price": "1", "ts": 1_000}))
     assert view.ticker("BTC-USD", 1_000 + 30_000)["stale"] is False
     assert view.ticker("BTC-USD", 1_000 + 30_001)["stale"] is True
     assert view.ticker("BTC-USD", 2_000)["seq"] == 7

@@ -1,0 +1,407 @@
+"""Each worker's hub: ONE bus subscription, fanned out to every local WebSocket.
+
+The hub follows every market channel (it also feeds the worker's :class:`MarketView`, so
+REST reads and sockets see the same state), the ``revocations`` control channel, and the
+private ``notifications:<user id>`` channel of each user with a local subscriber. For each
+message it frames the update once and hands the same bytes to every subscribed socket in a
+plain loop (see :mod:`coinlink.realtime.connection`: no awaiting, no task per client).
+
+Sequence numbers come from the bus and are contiguous per channel. The hub checks them: a
+gap (messages lost while the subscription reconnected) is filled from the bus history, or,
+when history no longer reaches back, the next message goes out as a ``snapshot``; a number
+that goes backwards is a duplicate, unless the bus lost its data (Redis restarted empty),
+in which case the channel starts again with a ``snapshot``. The last ``history_size``
+messages of each followed channel stay in memory, so most ``since`` recoveries need no
+round trip.
+
+A background loop flushes lagging sockets, closes those that stay behind (1013), sends
+heartbeats to silent ones, closes sockets whose access token has expired, and every
+``ws_revalidate_s`` asks the accounts service whether each authenticated socket's session
+still holds (revocation events close them at once; this catches what a lost event missed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import structlog
+
+from coinlink.accounts import REVOCATIONS
+from coinlink.bus import Bus, BusError, Message, Subscription
+from coinlink.market.types import INTERVALS
+from coinlink.market.view import MarketView
+from coinlink.observability.metrics import (
+    WS_CLOSES,
+    WS_CONNECTIONS,
+    WS_FANOUT_LATENCY,
+    WS_MESSAGES_SENT,
+)
+from coinlink.realtime import protocol
+from coinlink.realtime.connection import Connection
+from coinlink.tokens import AccessClaims
+
+log = structlog.get_logger(logger_name="coinlink.realtime")
+
+_TICK_S = 0.05  # how often laggards are flushed
+_SWEEP_S = 1.0  # how often heartbeats and token expiry are checked
+
+
+def private_channel(user_id: str) -> str:
+    return f"{protocol.NOTIFICATIONS}:{user_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    history_size: int = 100
+    heartbeat_s: float = 10.0
+    revalidate_s: float = 60.0
+    slow_close_s: float = 10.0
+    buffer_bytes: int = 256 * 1024
+
+
+class Hub:
+    def __init__(
+        self,
+        bus: Bus,
+        view: MarketView,
+        settings: HubSettings,
+        session_valid: Callable[[AccessClaims], Awaitable[bool]],
+    ) -> None:
+        self.bus = bus
+        self.view = view
+        self.settings = settings
+        self.session_valid = session_valid
+        self.market_channels = [
+            *(f"ticker:{s}" for s in view.symbols),
+            *(f"candles:{s}:{i}" for s in view.symbols for i in INTERVALS),
+            protocol.TICKERS,
+        ]
+        self.connections: set[Connection] = set()
+        self.per_ip: Counter[str] = Counter()
+        self.subscribers: dict[str, set[Connection]] = {}  # bus channel -> sockets
+        self.last: dict[str, int] = {}  # bus channel -> newest seq handled
+        self.recent: dict[str, deque[tuple[int, bytes]]] = {}  # bus channel -> (seq, data)
+        self.active: dict[str, float] = {}  # bus channel -> monotonic time of last message
+        self.laggards: set[Connection] = set()
+        self._by_session: dict[str, set[Connection]] = {}
+        self._private: dict[str, asyncio.Future[None]] = {}  # followed private channels
+        self._subscription: Subscription | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._revalidating: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Follow the bus in the background (a worker boots even while Redis is away)."""
+        self._tasks = [
+            asyncio.create_task(self._follow(), name="hub-follow"),
+            asyncio.create_task(self._maintain(), name="hub-maintain"),
+        ]
+
+    async def close(self) -> None:
+        if self._subscription is not None:
+            with contextlib.suppress(BusError):
+                await self._subscription.close()
+        for task in [*self._tasks, self._revalidating]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _follow(self) -> None:
+        pause = 0.5
+        while True:
+            try:
+                if self._subscription is None:
+                    subscription = self.bus.subscription()
+                    await subscription.subscribe(*self.market_channels, REVOCATIONS, *self._private)
+                    self._subscription = subscription
+                    # Subscribed first, then the newest state: nothing published in
+                    # between is missed (what arrives twice is dropped by its seq).
+                    await self._load()
+                    pause = 0.5
+                async for message in self._subscription:
+                    await self._on_message(message)
+                return  # closed
+            except BusError as exc:
+                log.warning("hub_waiting_for_bus", error=str(exc))
+                if self._subscription is not None:
+                    with contextlib.suppress(BusError):
+                        await self._subscription.close()
+                    self._subscription = None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
+    async def _load(self) -> None:
+        for channel in self.market_channels:
+            last = await self.bus.last_seq(channel)
+            if last != self.last.get(channel, 0):
+                # After a reconnect this fills the gap (or resets) like any other message.
+                for message in await self.bus.history(channel, last - 1) or []:
+                    await self._on_message(message)
+
+    # -- the fan-out ---------------------------------------------------------------------
+
+    async def _on_message(self, message: Message) -> None:
+        channel = message.channel
+        last = self.last.get(channel)
+        if last is None or message.seq == last + 1:
+            self._accept(message)
+        elif message.seq > last + 1:
+            await self._fill_gap(message, last)
+        elif await self.bus.last_seq(channel) < last:
+            # The bus lost its data (Redis restarted empty): the numbering starts again.
+            log.warning("bus_sequence_reset", channel=channel, seq=message.seq, last=last)
+            self.recent.pop(channel, None)
+            self._accept(message, kind="snapshot")
+        # else: a duplicate of something already handled
+
+    async def _fill_gap(self, message: Message, last: int) -> None:
+        missed = await self.bus.history(message.channel, last)
+        if missed is None:
+            log.warning("bus_gap_beyond_history", channel=message.channel, last=last)
+            self.recent.pop(message.channel, None)
+            self._accept(message, kind="snapshot")
+            return
+        for item in missed:
+            if item.seq <= message.seq:
+                self._accept(item)
+
+    def _accept(self, message: Message, kind: str = "update") -> None:
+        channel, seq, data = message.channel, message.seq, message.data
+        self.last[channel] = seq
+        self.active[channel] = time.monotonic()
+        ring = self.recent.get(channel)
+        if ring is None:
+            ring = self.recent[channel] = deque(maxlen=self.settings.history_size)
+        ring.append((seq, data))
+        if channel == REVOCATIONS:
+            self._on_revocation(data)
+            return
+        if not channel.startswith(protocol.NOTIFICATIONS):
+            self.view.apply(channel, seq, data)
+        sockets = self.subscribers.get(channel)
+        if not sockets:
+            return
+        name = protocol.NOTIFICATIONS if channel.startswith(protocol.NOTIFICATIONS) else channel
+        frame = protocol.update(name, seq, data, kind)
+        key = channel if protocol.conflatable(channel) else None
+        hopeless = [conn for conn in sockets if not conn.send(frame, key)]
+        WS_MESSAGES_SENT.inc(len(sockets))
+        if message.published_us:
+            WS_FANOUT_LATENCY.observe(max(0.0, time.time() - message.published_us / 1e6))
+        for conn in hopeless:
+            self.disconnect(conn, 1013, "too slow to keep up")
+
+    # -- connections -----------------------------------------------------------------
+
+    def connect(self, ws: Any, ip: str) -> Connection:
+        """Register a freshly upgraded socket."""
+        conn = Connection(ws, ip, self.settings.buffer_bytes, self.laggards)
+        self.connections.add(conn)
+        self.per_ip[conn.ip] += 1
+        WS_CONNECTIONS.inc()
+        return conn
+
+    def remove(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
+        self.connections.discard(conn)
+        self.laggards.discard(conn)
+        self.per_ip[conn.ip] -= 1
+        if self.per_ip[conn.ip] <= 0:
+            del self.per_ip[conn.ip]
+        for channel in list(conn.channels):
+            self.detach(conn, channel)
+        self._forget_session(conn)
+        WS_CONNECTIONS.dec()
+
+    def disconnect(self, conn: Connection, code: int, reason: str) -> None:
+        if conn.closing:
+            return
+        WS_CLOSES.labels(str(code)).inc()
+        conn.close(code, reason)
+        self.laggards.discard(conn)
+
+    def authenticate(self, conn: Connection, claims: AccessClaims) -> None:
+        self._forget_session(conn)
+        conn.claims = claims
+        self._by_session.setdefault(claims.session_id, set()).add(conn)
+
+    def _forget_session(self, conn: Connection) -> None:
+        if conn.claims is None:
+            return
+        sockets = self._by_session.get(conn.claims.session_id)
+        if sockets is not None:
+            sockets.discard(conn)
+            if not sockets:
+                del self._by_session[conn.claims.session_id]
+
+    def _on_revocation(self, data: bytes) -> None:
+        try:
+            sessions = orjson.loads(data)["sessions"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("undecodable_revocation")
+            return
+        for session_id in sessions if isinstance(sessions, list) else []:
+            for conn in list(self._by_session.get(str(session_id), ())):
+                self.disconnect(conn, 1008, "session revoked")
+
+    # -- subscriptions ----------------------------------------------------------------
+
+    async def follow_private(self, channel: str) -> None:
+        """Make sure the worker follows ``channel`` (a user's notifications) on the bus."""
+        pending = self._private.get(channel)
+        if pending is None:
+            pending = self._private[channel] = asyncio.get_running_loop().create_future()
+            try:
+                if self._subscription is not None:
+                    await self._subscription.subscribe(channel)
+                last = await self.bus.last_seq(channel)
+                self.last.setdefault(channel, last)
+            except BaseException as exc:
+                del self._private[channel]
+                pending.set_exception(exc)
+                pending.exception()  # retrieved: only the waiters below care
+                raise
+            pending.set_result(None)
+        await asyncio.shield(pending)
+
+    async def prefetch(self, channel: str, since: int) -> list[Message] | None:
+        """History a ``since`` recovery needs that the in-memory ring no longer holds."""
+        ring = self.recent.get(channel)
+        if since >= self.last.get(channel, 0) or (ring and ring[0][0] <= since + 1):
+            return []
+        return await self.bus.history(channel, since)
+
+    def attach(
+        self, conn: Connection, channel: str, since: int | None, fetched: list[Message] | None
+    ) -> tuple[bool, list[bytes]]:
+        """Subscribe ``conn`` to ``channel``; (recovered, the frames it needs first).
+
+        Synchronous on purpose: between reading the state and joining the subscribers
+        nothing else runs, so the next live update follows these frames without a gap.
+        """
+        name = protocol.NOTIFICATIONS if channel.startswith(protocol.NOTIFICATIONS) else channel
+        last = self.last.get(channel, 0)
+        conn.channels.add(channel)
+        self.subscribers.setdefault(channel, set()).add(conn)
+        # What these frames bring supersedes a conflated update still waiting to be sent.
+        if conn.conflated.pop(channel, None) is not None:
+            conn.pending_bytes = sum(map(len, conn.queue)) + sum(map(len, conn.conflated.values()))
+        if since is not None and since <= last:
+            missed = self._missed(channel, since, fetched or [])
+            if missed is not None:
+                return True, [protocol.update(name, seq, data) for seq, data in missed]
+        return False, [protocol.update(name, last, self._snapshot_data(channel), "snapshot")]
+
+    def _missed(
+        self, channel: str, since: int, fetched: list[Message]
+    ) -> list[tuple[int, bytes]] | None:
+        """Messages after ``since`` up to the newest handled, or None when some are gone."""
+        wanted = self.last.get(channel, 0)
+        found = [(m.seq, m.data) for m in fetched if m.seq > since]
+        after = found[-1][0] if found else since
+        found += [item for item in self.recent.get(channel, ()) if item[0] > after]
+        if [seq for seq, _ in found] != list(range(since + 1, wanted + 1)):
+            return None
+        return found
+
+    def _snapshot_data(self, channel: str) -> bytes:
+        kind, _, rest = channel.partition(":")
+        if kind == "ticker":
+            return orjson.dumps(self.view.ticker(rest, protocol.now_ms()))
+        if kind == "candles":
+            symbol, _, interval = rest.partition(":")
+            return orjson.dumps(self.view.candles.get((symbol, interval)))
+        if channel == protocol.TICKERS:
+            ring = self.recent.get(channel)
+            return ring[-1][1] if ring else b"[]"
+        # notifications: the REST API holds them; the snapshot gives the seq to follow
+        return b"null"
+
+    def detach(self, conn: Connection, channel: str) -> None:
+        conn.channels.discard(channel)
+        sockets = self.subscribers.get(channel)
+        if sockets is None:
+            return
+        sockets.discard(conn)
+        if sockets:
+            return
+        del self.subscribers[channel]
+        if channel in self._private and self._private[channel].done():
+            # Nobody here wants this user's notifications any more: stop following them.
+            del self._private[channel]
+            self.last.pop(channel, None)
+            self.recent.pop(channel, None)
+            self.active.pop(channel, None)
+            if self._subscription is not None:
+                task = asyncio.get_running_loop().create_task(self._unfollow(channel))
+                self._tasks.append(task)
+                task.add_done_callback(self._tasks.remove)
+
+    async def _unfollow(self, channel: str) -> None:
+        if self._subscription is not None and channel not in self._private:
+            with contextlib.suppress(BusError):
+                await self._subscription.unsubscribe(channel)
+
+    # -- upkeep ------------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        next_sweep = next_revalidation = time.monotonic()
+        next_revalidation += self.settings.revalidate_s
+        while True:
+            await asyncio.sleep(_TICK_S)
+            now = time.monotonic()
+            for conn in list(self.laggards):
+                if conn.closing or conn.flush():
+                    self.laggards.discard(conn)
+                elif now - (conn.lagging_since or now) > self.settings.slow_close_s:
+                    self.disconnect(conn, 1013, "too slow to keep up")
+            if now >= next_sweep:
+                next_sweep = now + _SWEEP_S
+                self._sweep(now)
+            if now >= next_revalidation and (
+                self._revalidating is None or self._revalidating.done()
+            ):
+                next_revalidation = now + self.settings.revalidate_s
+                self._revalidating = asyncio.create_task(self._revalidate(), name="hub-revalidate")
+
+    def _sweep(self, now: float) -> None:
+        """Heartbeats to silent sockets; close the ones whose access token has expired."""
+        silent_since = now - self.settings.heartbeat_s
+        wall = time.time()
+        frame = b""
+        for conn in list(self.connections):
+            if conn.closing:
+                continue
+            if conn.claims is not None and conn.claims.expires_at <= wall:
+                self.disconnect(conn, 1008, "access token expired")
+                continue
+            if conn.last_sent > silent_since or any(
+                self.active.get(channel, 0.0) > silent_since for channel in conn.channels
+            ):
+                continue
+            frame = frame or protocol.heartbeat()
+            if not conn.reply(frame):
+                self.disconnect(conn, 1013, "too slow to keep up")
+
+    async def _revalidate(self) -> None:
+        for conn in [c for c in self.connections if c.claims is not None and not c.closing]:
+            claims = conn.claims
+            if claims is None:
+                continue
+            try:
+                valid = await self.session_valid(claims)
+            except Exception as exc:  # the database is away: try again next round
+                log.warning("ws_revalidation_failed", error=str(exc))
+                return
+            if not valid and conn.claims is claims:
+                self.disconnect(conn, 1008, "session revoked")
