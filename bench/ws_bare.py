@@ -6,10 +6,12 @@ Speaks the part of CoinLink's ``/ws`` protocol the benchmark uses, on any path: 
 then one ``{"type":"snapshot",...}`` per channel (the last update this worker saw, ``data``
 null before the first); ``{"op":"ping","id":n}`` gets a pong. Every worker process holds ONE
 Redis pub/sub connection subscribed to ``<prefix>ch:<channel>`` for every channel given on
-the command line; for each message (``b"<seq> <data>"``) it builds the update frame once
-and hands it to ``websockets.asyncio.server.broadcast`` for the connections subscribed to
-that channel in this worker. No compression, no keepalive pings, no heartbeats, no limits,
-no logging: it is the ceiling, not a product.
+the command line; for each message (``b"<seq> <published µs> <data>"``, or the older
+``b"<seq> <data>"``) it builds the update frame once and hands it to
+``websockets.asyncio.server.broadcast`` for the connections subscribed to that channel in
+this worker. No compression, no heartbeats, no limits, no logging: it is the ceiling, not a
+product. Keepalive pings every ``--ping-interval`` s (20, as CoinLink's default
+``COINLINK_WS_PING_INTERVAL_S``) so that both servers pay for the same keepalive.
 
 The main process starts ``--workers`` copies of itself that share the port with
 SO_REUSEPORT, each touching ``<ready-file>.<n>`` once it listens and its Redis subscription
@@ -120,6 +122,8 @@ class Fanout:
                 continue
             channel_bytes: bytes = message["channel"][skip:]
             seq, _, data = message["data"].partition(b" ")
+            if data[:1].isdigit():  # b"<seq> <published µs> <data>" since the gateway landed
+                data = data.partition(b" ")[2]
             channel = channel_bytes.decode()
             self.last[channel] = (seq, data)
             connections = self.subscribers.get(channel)
@@ -152,7 +156,7 @@ async def worker(args: argparse.Namespace) -> None:
         reuse_port=True,
         backlog=BACKLOG,
         compression=None,
-        ping_interval=None,
+        ping_interval=args.ping_interval or None,
         max_size=64 * 1024,
     ) as server:
         await asyncio.wait({reader, asyncio.ensure_future(subscribed.wait())}, timeout=10)
@@ -209,6 +213,9 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--prefix", required=True, help="CoinLink's COINLINK_REDIS_PREFIX")
     parser.add_argument("--channels", required=True, help="comma-separated, e.g. ticker:BTC-USD")
+    parser.add_argument(
+        "--ping-interval", type=float, default=20.0, help="keepalive pings (0: none)"
+    )
     parser.add_argument("--ready-file", required=True, help="workers touch <this>.<n> when ready")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()

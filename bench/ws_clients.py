@@ -117,8 +117,11 @@ class Client(asyncio.Protocol):
             if self.close_code is not None
             else (type(exc).__name__ if exc else "EOF")
         )
+        established = (
+            self.ready.done() and not self.ready.cancelled() and not self.ready.exception()
+        )
         self.fail(f"connection lost before ready: {reason}")
-        if not self.stats.closing:
+        if established and not self.stats.closing:
             self.stats.lost[reason] += 1
 
     def data_received(self, data: bytes) -> None:

@@ -110,6 +110,16 @@ def group_rss_bytes(pgid: int) -> int:
     return total
 
 
+def group_sockets(pgid: int) -> list[int]:
+    """Open sockets of each process of the group: how the connections split over workers."""
+    counts = []
+    for pid in sorted(group_pids(pgid)):
+        with contextlib.suppress(OSError):
+            fds = Path(f"/proc/{pid}/fd").iterdir()
+            counts.append(sum(1 for fd in fds if os.readlink(fd).startswith("socket:")))
+    return counts
+
+
 def symbols(count: int) -> list[str]:
     extra = [f"SYM{n}-USD" for n in range(max(0, count - len(SYMBOLS)))]
     return [*SYMBOLS, *extra][:count]
@@ -168,6 +178,9 @@ def coinlink_env(args: argparse.Namespace, tmp: str) -> dict[str, str]:
         COINLINK_ACCESS_LOG="false",
         COINLINK_WS_MAX_CONNECTIONS_PER_IP="100000",
         COINLINK_WS_HEARTBEAT_S="30",
+        # Every upgrade is an anonymous request to the rate limiter: it decides on each but
+        # never refuses (300/60 per address would turn most of the clients away).
+        COINLINK_RATE_LIMIT_ANONYMOUS="100000000/60",
     )
     for item in args.server_env:
         key, _, value = item.partition("=")
@@ -398,6 +411,7 @@ async def run_case(
             raise RuntimeError(f"{name}: no client connected; server log tail:\n{server.tail()}")
         await asyncio.sleep(1)
         rss_idle = group_rss_bytes(pgid)
+        sockets = group_sockets(pgid)
         per_channel: Counter[str] = Counter()
         for client in clients:
             per_channel.update(client.connected["per_channel"])
@@ -438,6 +452,8 @@ async def run_case(
     if lost:
         listed = "; ".join(f"{n} x {reason}" for reason, n in lost.most_common(5))
         print(f"  {name}: connections ended by the server during the case: {listed}")
+    split = "/".join(str(n) for n in sockets if n > 1)
+    print(f"  {name}: open sockets per server process when connected: {split}")
     return {
         "clients": count,
         "connected": connected,
@@ -451,6 +467,7 @@ async def run_case(
         "p99_ms": percentile(hist, 0.99),
         "max_ms": percentile(hist, 1.0),
         "cpu_us": cpu_s / delivered * 1e6 if delivered else math.nan,
+        "cpu_s": cpu_s,
         "cores": cpu_s / busy_s,
         "rss_mib": rss_idle / 2**20,
         "rss_end_mib": rss_end / 2**20,
@@ -464,9 +481,10 @@ async def run_case(
 
 def describe(f: dict[str, float]) -> str:
     return (
-        f"{f['connected']:6.0f} conn  {f['rate']:7.0f} msg/s  loss {f['loss_pct']:5.2f}%  "
+        f"{f['connected']:6.0f} conn in {f['connect_s']:4.1f} s  {f['rate']:7.0f} msg/s  "
+        f"loss {f['loss_pct']:5.2f}%  "
         f"p50 {f['p50_ms']:7.1f}  p95 {f['p95_ms']:7.1f}  p99 {f['p99_ms']:7.1f} ms  "
-        f"{f['cpu_us']:6.1f} us CPU/msg ({f['cores']:.2f} cores)  "
+        f"{f['cpu_us']:6.1f} us CPU/msg ({f['cpu_s']:.2f} s, {f['cores']:.2f} cores)  "
         f"RSS {f['rss_mib']:6.1f} MiB, {f['kib_per_conn']:5.1f} KiB/conn  "
         f"gaps {f['gaps']:.0f}  lost {f['lost']:.0f}"
     )
@@ -601,7 +619,12 @@ def report(
             )
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM too unwinds through the finally blocks: servers stopped
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, interrupt)
     args = parse_args()
     limit = raise_nofile()
     needed = max(args.client_counts) // max(1, args.client_procs) + 1024
@@ -618,6 +641,9 @@ def main() -> None:
             if "coinlink" in args.servers:
                 migrate(args, tmp)
             results = asyncio.run(run(args, tmp))
+    except KeyboardInterrupt:
+        print("interrupted: servers and clients stopped", file=sys.stderr)
+        sys.exit(130)
     finally:
         delete_redis_keys(args.redis_url, args.redis_prefix)
     report(args, results)
