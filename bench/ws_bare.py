@@ -7,11 +7,13 @@ then one ``{"type":"snapshot",...}`` per channel (the last update this worker sa
 null before the first); ``{"op":"ping","id":n}`` gets a pong. Every worker process holds ONE
 Redis pub/sub connection subscribed to ``<prefix>ch:<channel>`` for every channel given on
 the command line; for each message (``b"<seq> <published µs> <data>"``, or the older
-``b"<seq> <data>"``) it builds the update frame once and hands it to
+``b"<seq> <data>"``) it builds the update JSON once and hands it to
 ``websockets.asyncio.server.broadcast`` for the connections subscribed to that channel in
-this worker. No compression, no heartbeats, no limits, no logging: it is the ceiling, not a
-product. Keepalive pings every ``--ping-interval`` s (20, as CoinLink's default
-``COINLINK_WS_PING_INTERVAL_S``) so that both servers pay for the same keepalive.
+this worker; ``--framing once`` instead builds the WebSocket frame once and writes the same
+bytes to every socket's transport, as CoinLink's hub does. No compression, no heartbeats,
+no limits, no logging: it is the ceiling, not a product. Keepalive pings every
+``--ping-interval`` s (20, as CoinLink's default ``COINLINK_WS_PING_INTERVAL_S``; the bench
+passes CoinLink's) so that both servers pay for the same keepalive.
 
 The main process starts ``--workers`` copies of itself that share the port with
 SO_REUSEPORT, each touching ``<ready-file>.<n>`` once it listens and its Redis subscription
@@ -38,6 +40,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.protocol import State
 
 BACKLOG = 1024  # as CoinLink's `coinlink serve`
 
@@ -53,7 +56,8 @@ def raise_nofile() -> int:
 class Fanout:
     """One worker's subscribers, last updates and Redis reader."""
 
-    def __init__(self, channels: list[str], prefix: str) -> None:
+    def __init__(self, channels: list[str], prefix: str, frame_once: bool = False) -> None:
+        self.frame_once = frame_once
         self.channels = set(channels)
         self.prefix = f"{prefix}ch:"
         self.subscribers: dict[str, set[ServerConnection]] = {c: set() for c in channels}
@@ -127,8 +131,26 @@ class Fanout:
             channel = channel_bytes.decode()
             self.last[channel] = (seq, data)
             connections = self.subscribers.get(channel)
-            if connections:
-                broadcast(connections, frame(b"update", channel_bytes, seq, data), text=True)
+            if not connections:
+                continue
+            payload = frame(b"update", channel_bytes, seq, data)
+            if self.frame_once:
+                # The WebSocket frame built once, the same bytes written to every socket.
+                wire = text_frame_header(len(payload)) + payload
+                for ws in connections:
+                    if ws.protocol.state is State.OPEN:
+                        ws.transport.write(wire)
+            else:
+                broadcast(connections, payload, text=True)
+
+
+def text_frame_header(length: int) -> bytes:
+    """FIN + text opcode, unmasked (server to client), no extensions."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return b"\x81\x7e" + length.to_bytes(2, "big")
+    return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
 def frame(kind: bytes, channel: bytes, seq: bytes, data: bytes) -> bytes:
@@ -146,7 +168,7 @@ def error(ident: Any, code: str, text: str) -> bytes:
 
 
 async def worker(args: argparse.Namespace) -> None:
-    fanout = Fanout(args.channels.split(","), args.prefix)
+    fanout = Fanout(args.channels.split(","), args.prefix, args.framing == "once")
     subscribed = asyncio.Event()
     reader = asyncio.create_task(fanout.read_redis(args.redis_url, subscribed))
     async with serve(
@@ -159,7 +181,11 @@ async def worker(args: argparse.Namespace) -> None:
         ping_interval=args.ping_interval or None,
         max_size=64 * 1024,
     ) as server:
-        await asyncio.wait({reader, asyncio.ensure_future(subscribed.wait())}, timeout=10)
+        confirmed = asyncio.ensure_future(subscribed.wait())
+        await asyncio.wait({reader, confirmed}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        confirmed.cancel()
+        if reader.done():
+            reader.result()  # it failed: say why
         if not subscribed.is_set():
             raise SystemExit("no Redis subscription confirmed within 10 s")
         Path(f"{args.ready_file}.{args.worker_index}").touch()
@@ -215,6 +241,12 @@ def main() -> None:
     parser.add_argument("--channels", required=True, help="comma-separated, e.g. ticker:BTC-USD")
     parser.add_argument(
         "--ping-interval", type=float, default=20.0, help="keepalive pings (0: none)"
+    )
+    parser.add_argument(
+        "--framing",
+        choices=("broadcast", "once"),
+        default="broadcast",
+        help="websockets' broadcast() (a frame per socket) or one frame written to every socket",
     )
     parser.add_argument("--ready-file", required=True, help="workers touch <this>.<n> when ready")
     parser.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)

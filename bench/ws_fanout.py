@@ -178,6 +178,9 @@ def coinlink_env(args: argparse.Namespace, tmp: str) -> dict[str, str]:
         COINLINK_ACCESS_LOG="false",
         COINLINK_WS_MAX_CONNECTIONS_PER_IP="100000",
         COINLINK_WS_HEARTBEAT_S="30",
+        # Keepalive pings (CoinLink's default every 20 s) would land in or out of the
+        # window depending on how long connecting took: both servers ping every 600 s.
+        COINLINK_WS_PING_INTERVAL_S="600",
         # Every upgrade is an anonymous request to the rate limiter: it decides on each but
         # never refuses (300/60 per address would turn most of the clients away).
         COINLINK_RATE_LIMIT_ANONYMOUS="100000000/60",
@@ -211,7 +214,10 @@ def start_server(name: str, args: argparse.Namespace, tmp: str, tag: str) -> Ser
         argv = [sys.executable, "-m", "bench.ws_bare", "--port", str(port)]
         argv += ["--workers", str(args.workers), "--redis-url", args.redis_url]
         argv += ["--prefix", args.redis_prefix, "--channels", ",".join(args.channel_names)]
-        argv += ["--ready-file", f"{tmp}/ready-{tag}"]
+        argv += ["--ready-file", f"{tmp}/ready-{tag}", "--framing", args.bare_framing]
+        # The same keepalive as CoinLink (--server-env may change its interval).
+        ping = coinlink_env(args, tmp).get("COINLINK_WS_PING_INTERVAL_S", "20")
+        argv += ["--ping-interval", ping]
         env = dict(os.environ)
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -516,6 +522,13 @@ def parse_args() -> argparse.Namespace:
         help="extra environment for CoinLink (repeatable)",
     )
     parser.add_argument("--only", choices=SERVERS, help="run one server only")
+    parser.add_argument(
+        "--bare-framing",
+        choices=("broadcast", "once"),
+        default="broadcast",
+        help="bare server: websockets' broadcast() (a frame per socket, the default) or one "
+        "frame written to every socket (as CoinLink's hub)",
+    )
     args = parser.parse_args()
     if any("=" not in item for item in args.server_env):
         parser.error("--server-env takes KEY=VALUE")
@@ -633,7 +646,8 @@ def main() -> None:
     print(
         f"servers: {', '.join(args.servers)}; {args.workers} worker(s) each; clients "
         f"{args.clients} from {args.client_procs} process(es); {args.channels} channels at "
-        f"{args.rate:g}/s; Redis {args.redis_url} prefix {args.redis_prefix!r}; "
+        f"{args.rate:g}/s; bare framing {args.bare_framing}; Redis {args.redis_url} "
+        f"prefix {args.redis_prefix!r}; "
         f"tick data {len(tick_data(args.symbols[0], 0))} bytes"
     )
     try:
