@@ -11,6 +11,7 @@ slow socket can never hold up the fan-out to the others.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,18 @@ if TYPE_CHECKING:
 # own default high-water mark); it drains when below half of it.
 HIGH_WATER = 64 * 1024
 LOW_WATER = HIGH_WATER // 2
+
+
+class Laggards(set["Connection"]):
+    """The sockets waiting to be flushed; adding one wakes the hub's upkeep loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived = asyncio.Event()
+
+    def add(self, conn: Connection) -> None:
+        super().add(conn)
+        self.arrived.set()
 
 
 class Connection:
@@ -49,7 +62,7 @@ class Connection:
         "ws",
     )
 
-    def __init__(self, ws: Any, ip: str, budget: int, laggards: set[Connection]) -> None:
+    def __init__(self, ws: Any, ip: str, budget: int, laggards: Laggards) -> None:
         self.ws = ws
         self.transport: Transport = ws.io_proto.transport
         self.ip = ip

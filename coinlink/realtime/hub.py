@@ -44,7 +44,7 @@ from coinlink.observability.metrics import (
     WS_MESSAGES_SENT,
 )
 from coinlink.realtime import protocol
-from coinlink.realtime.connection import Connection
+from coinlink.realtime.connection import Connection, Laggards
 from coinlink.tokens import AccessClaims
 
 log = structlog.get_logger(logger_name="coinlink.realtime")
@@ -89,7 +89,7 @@ class Hub:
         self.last: dict[str, int] = {}  # bus channel -> newest seq handled
         self.recent: dict[str, deque[tuple[int, bytes]]] = {}  # bus channel -> (seq, data)
         self.active: dict[str, float] = {}  # bus channel -> monotonic time of last message
-        self.laggards: set[Connection] = set()
+        self.laggards = Laggards()
         self._by_session: dict[str, set[Connection]] = {}
         self._private: dict[str, asyncio.Future[None]] = {}  # followed private channels
         # Control channels (revocations, alert changes...): one callback each.
@@ -373,7 +373,14 @@ class Hub:
         next_sweep = next_revalidation = time.monotonic()
         next_revalidation += self.settings.revalidate_s
         while True:
-            await asyncio.sleep(_TICK_S)
+            if self.laggards:
+                await asyncio.sleep(_TICK_S)
+            else:  # idle: no wake-ups until a socket lags or the next sweep is due
+                self.laggards.arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
+                        await self.laggards.arrived.wait()
+                await asyncio.sleep(_TICK_S)  # give a fresh laggard's transport a moment
             now = time.monotonic()
             for conn in list(self.laggards):
                 if conn.closing or conn.flush():
