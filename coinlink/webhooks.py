@@ -12,7 +12,8 @@ then resolves the host (A and AAAA, bounded by :data:`RESOLVE_TIMEOUT_S`) and re
 URL unless *every* address is publicly routable. Numeric tricks (``2130706433``,
 ``0x7f.1``, ``127.1``) are normalised by ``getaddrinfo`` into the address they really mean;
 IPv6 forms that embed an IPv4 address (mapped ``::ffff:a.b.c.d``, compatible ``::a.b.c.d``,
-NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo) are judged by that IPv4 address too.
+NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo) are judged by that IPv4 address too
+(and a mapped or NAT64 form of a public IPv4 address is accepted: that is where it leads).
 The stdlib's ``is_global`` is the main test, backed by an explicit list of special-purpose
 ranges, because ``is_global`` is wrong for several of them on Python 3.11 (multicast, NAT64,
 IPv4-compatible, ``3fff::/20``...). ``COINLINK_WEBHOOK_ALLOW_PRIVATE`` (``allow_private``)
@@ -163,8 +164,13 @@ def _embedded_ipv4(ip: IPAddress) -> ipaddress.IPv4Address | None:
 def unsafe_reason(ip: IPAddress) -> str | None:
     """Why ``ip`` must not receive webhooks (``"a loopback address"``), or None if public."""
     embedded = _embedded_ipv4(ip)
-    if embedded is not None and (reason := unsafe_reason(embedded)) is not None:
-        return f"{reason} ({embedded} embedded in an IPv6 address)"
+    if isinstance(ip, ipaddress.IPv6Address) and embedded is not None:
+        if (reason := unsafe_reason(embedded)) is not None:
+            return f"{reason} ({embedded} embedded in an IPv6 address)"
+        if ip.ipv4_mapped is not None or ip in _NAT64:
+            # Reaches exactly that public IPv4 address (a dual-stack socket, or an IPv6-only
+            # network's NAT64): as good as it. The stdlib files both under special-purpose.
+            return None
     checks = (
         (ip in _METADATA, "a cloud metadata address"),
         (ip.is_unspecified, "the unspecified address"),
@@ -173,8 +179,8 @@ def unsafe_reason(ip: IPAddress) -> str | None:
         (ip.is_multicast, "a multicast address"),
         (ip in _CGNAT, "a carrier-grade NAT address"),
         (any(ip in net for net in _PRIVATE), "a private address"),
-        (ip.is_private, "a special-purpose address"),
         (ip.is_reserved, "a reserved address"),
+        (ip.is_private, "a special-purpose address"),
         (any(ip in net for net in _SPECIAL), "a special-purpose address"),
         (not ip.is_global, "not a globally routable address"),
     )
@@ -405,6 +411,8 @@ def _build_request(
 
 async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
     """Up to ``limit`` bytes of the raw body (plus at most one network read: ~64 KiB)."""
+    if response.is_stream_consumed:  # a transport that hands over read responses (mocks)
+        return response.content[:limit]
     received = bytearray()
     # aiter_raw is an async generator (typed as an iterator): close it when we stop early.
     raw = cast(AsyncGenerator[bytes, None], response.aiter_raw())
