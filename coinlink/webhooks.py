@@ -25,7 +25,11 @@ have changed since registration) and then connects to *the address it checked*: 
 goes to ``scheme://<checked ip>:port/path`` with the original ``Host`` header, and for https
 with httpcore's ``sni_hostname`` extension set to the original name, which makes the TLS
 handshake send that SNI *and* verify the certificate against that name. There is no second
-resolution, so no window, for http or https.
+resolution, so no window, for http or https. Two limits: httpcore pools connections by
+(scheme, address, port), so a kept-alive https connection verified for one name may carry
+a later request for another name *at the same checked address* (no SSRF: the address is
+the one checked; only that second name's certificate is not re-verified); and a proxy
+configured on the client would make the connection for us (:func:`new_client` has none).
 
 Delivery outcome (:class:`DeliveryResult`): 2xx is success. 3xx is a permanent failure: a
 redirect is not followed (its target was never checked, and a webhook URL is configured, not
@@ -140,7 +144,11 @@ class _Target:
 
 
 async def resolve_host(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to for a TCP connection (A and AAAA)."""
+    """Every address ``host`` resolves to for a TCP connection (A and AAAA).
+
+    ``loop.getaddrinfo`` runs in the default executor; our timeout abandons a slow lookup but
+    its thread stays busy until the system resolver gives up (a few seconds).
+    """
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     return [str(info[4][0]) for info in infos]
