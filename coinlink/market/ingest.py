@@ -5,8 +5,8 @@ Exactly one ingest runs across every worker and instance: each worker tries to t
 ingesting the moment a renewal fails, so another worker takes over within two lease
 periods of a leader's death. With the in-process bus the only worker simply leads.
 
-The leader reads ticks from the provider in small batches (up to ``BATCH_MAX`` ticks or
-``BATCH_WAIT_S``), and for each tick: validation (drops are counted by reason) → rolling
+The leader reads ticks from the provider in batches (what has queued up while the last
+batch was processed, up to ``BATCH_MAX`` ticks), and for each tick: validation (drops are counted by reason) → rolling
 24 h ticker → candles for every interval. After a batch it publishes, in one bus round
 trip, the latest ticker and current candle of every symbol the batch touched, preceded by
 the candles that closed (``closed: true``, once). Within a batch only the last state of a
@@ -54,7 +54,6 @@ LEASE = "ingest"
 ADMIN_TICKS_CHANNEL = "ingest:admin-ticks"
 HEARTBEAT_KEY = "ingest:heartbeat"
 BATCH_MAX = 2000
-BATCH_WAIT_S = 0.02
 QUEUE_MAX = 20_000
 FLUSH_GRACE_MS = 5_000
 _DECIMAL_FIELDS = ("open", "high", "low", "close", "volume")
@@ -463,7 +462,8 @@ class Ingest:
         next_second = time.monotonic() + 1.0
         while True:
             batch: list[Tick] = []
-            timeout = max(0.0, min(BATCH_WAIT_S, next_second - time.monotonic()))
+            # Idle, it sleeps until a tick arrives or the second is up: no 20 ms polling.
+            timeout = max(0.0, next_second - time.monotonic())
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that races with the queue's answer, and the worker then never stops.
             with contextlib.suppress(TimeoutError):
