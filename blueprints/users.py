@@ -150,9 +150,7 @@ async def put_preferences(request: Request) -> HTTPResponse:
         )
     if body.webhook_url is not None:
         try:  # SSRF: no webhook into our own network (re-checked at every delivery)
-            await webhooks.check_url(
-                body.webhook_url, allow_private=settings.webhook_allow_private
-            )
+            await webhooks.check_url(body.webhook_url, allow_private=settings.webhook_allow_private)
         except webhooks.UnsafeUrl as exc:
             raise RequestValidationError({"webhook_url": exc.message}) from None
     user = await current_user(request)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
@@ -176,7 +176,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
     return app
 
 
-def _spawning(handler: Callable[[bytes], Awaitable[None]]) -> Callable[[bytes], None]:
+def _spawning(handler: Callable[[bytes], Coroutine[Any, Any, None]]) -> Callable[[bytes], None]:
     """A hub callback (synchronous) that runs an async handler in a task of its own."""
     running: set[asyncio.Task[None]] = set()
 

@@ -178,6 +178,4 @@ class Dispatcher:
             item.due_at = now + timedelta(seconds=delay)
             outcome = "retry"
         ATTEMPTS.labels(outcome).inc()
-        await item.save(
-            update_fields=["attempts", "last_error", "done_at", "failed_at", "due_at"]
-        )
+        await item.save(update_fields=["attempts", "last_error", "done_at", "failed_at", "due_at"])

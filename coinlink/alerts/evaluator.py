@@ -29,7 +29,7 @@ from prometheus_client import Counter
 from tortoise.transactions import in_transaction
 
 from coinlink.alerts.engine import AlertEngine, AlertSpec, Firing
-from coinlink.alerts.store import CHANGES, decimal_str
+from coinlink.alerts.store import decimal_str
 from coinlink.bus import Bus, BusError
 from coinlink.market.types import Tick
 from coinlink.notifications import notification_dict
@@ -161,9 +161,7 @@ class Evaluator:
         now = datetime.now(UTC)
         async with in_transaction():
             alert = (
-                await Alert.filter(id=firing.alert_id, status="active")
-                .select_for_update()
-                .first()
+                await Alert.filter(id=firing.alert_id, status="active").select_for_update().first()
             )
             if alert is None:  # deleted or disabled since the engine saw it
                 if self.engine is not None:
@@ -238,9 +236,7 @@ class Evaluator:
         """Publish what a crash or a Redis outage left in the outbox; how many went out."""
         horizon = datetime.now(UTC) - PUBLISH_HORIZON
         pending = (
-            await OutboxItem.filter(
-                kind="publish", done_at__isnull=True, failed_at__isnull=True
-            )
+            await OutboxItem.filter(kind="publish", done_at__isnull=True, failed_at__isnull=True)
             .filter(created_at__gte=horizon)
             .order_by("created_at")
             .limit(500)
@@ -262,4 +258,3 @@ class Evaluator:
             except Exception:
                 log.warning("outbox_sweep_failed", exc_info=True)
             await asyncio.sleep(SWEEP_S)
-

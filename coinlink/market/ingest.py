@@ -6,18 +6,18 @@ ingesting the moment a renewal fails, so another worker takes over within two le
 periods of a leader's death. With the in-process bus the only worker simply leads.
 
 The leader reads ticks from the provider in batches (what has queued up while the last
-batch was processed, up to ``BATCH_MAX`` ticks), and for each tick: validation (drops are counted by reason) → rolling
-24 h ticker → candles for every interval. After a batch it publishes, in one bus round
-trip, the latest ticker and current candle of every symbol the batch touched, preceded by
-the candles that closed (``closed: true``, once). Within a batch only the last state of a
-channel is published: subscribers get every candle close and the newest price, not every
-tick. Closed candles are written to the database in batches (an upsert on symbol, interval
-and open time: a candle written twice, by a restart or a new leader, is updated, never
-duplicated). Once a second it closes the candles of quiet symbols (by the market's clock:
-the newest tick time, so replays of old data work), publishes the ``tickers`` batch and a
-heartbeat that ``/readyz`` reads. A new leader resumes the candles the previous one had
-open from the bus history, so a take-over neither loses a candle's first ticks nor
-rewrites a candle that was already closed.
+batch was processed, up to ``BATCH_MAX`` ticks), and for each tick: validation (drops are
+counted by reason) → rolling 24 h ticker → candles for every interval. After a batch it
+publishes, in one bus round trip, the latest ticker and current candle of every symbol the
+batch touched, preceded by the candles that closed (``closed: true``, once). Within a
+batch only the last state of a channel is published: subscribers get every candle close
+and the newest price, not every tick. Closed candles are written to the database in
+batches (an upsert on symbol, interval and open time: a candle written twice, by a restart
+or a new leader, is updated, never duplicated). Once a second it closes the candles of
+quiet symbols (by the market's clock: the newest tick time, so replays of old data work),
+publishes the ``tickers`` batch and a heartbeat that ``/readyz`` reads. A new leader
+resumes the candles the previous one had open from the bus history, so a take-over neither
+loses a candle's first ticks nor rewrites a candle that was already closed.
 """
 
 from __future__ import annotations

@@ -276,3 +276,26 @@ def test_the_webhook_secret_is_shown_once_and_rotates(
     assert first.json["secret"] not in me.text + prefs.text
     _, log = client.get("/api/v2/notifications/deliveries", headers=headers)
     assert log.json == {"items": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/hook",
+        "http://localhost:8080/hook",
+        "http://[::1]/hook",
+        "http://2130706433/hook",
+    ],
+)
+def test_webhook_urls_into_private_networks_are_422(
+    client: ReusableClient, alice: dict[str, Any], url: str
+) -> None:
+    _, response = client.put(
+        "/api/v2/users/me/preferences", headers=bearer(alice["tokens"]), json={"webhook_url": url}
+    )
+    assert response.status == 422, response.text
+    assert "webhook_url" in response.json["error"]["details"]["fields"]
+    _, prefs = client.get("/api/v2/users/me/preferences", headers=bearer(alice["tokens"]))
+    assert prefs.json["webhook_url"] is None

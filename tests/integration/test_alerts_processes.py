@@ -9,6 +9,9 @@ notification read back over REST and received on a WebSocket of either instance,
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import itertools
 import os
 import signal
 import time
@@ -17,12 +20,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.integration.test_ingest_failover import admin_headers, leads
 from tests.support.accounts import PASSWORD, new_email
 from tests.support.apps import RATE_LIMITS, ServerProcess, server_env
 from tests.support.services import wait_for
+from tests.support.webhook_receiver import Received, answer, receiver
 from tests.support.ws import WsClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -188,3 +193,78 @@ async def test_kill_9_between_commit_and_publish_delivers_once_after_take_over(
     finally:
         for server in servers:
             server.stop()
+
+
+async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
+    fresh_pg_url: str, redis_url: str
+) -> None:
+    answers = iter([503, 503, 200])
+    times: list[float] = []
+
+    async def flaky(received: Received, writer: asyncio.StreamWriter) -> None:
+        times.append(time.monotonic())
+        await answer(next(answers, 200))(received, writer)
+
+    env = env_for(fresh_pg_url, redis_url, COINLINK_WEBHOOK_RETRY_BASE_S="0.5")
+    server = ServerProcess(env).wait_ready()
+    try:
+        async with receiver(flaky) as hook:
+            admin = await asyncio.to_thread(admin_headers, server, fresh_pg_url)
+            user = signed_up(server.base_url)
+            prefs = httpx.put(
+                server.base_url + "/api/v2/users/me/preferences",
+                headers=user["headers"],
+                json={"webhook_url": f"http://127.0.0.1:{hook.port}/hook"},
+            )
+            assert prefs.status_code == 200, prefs.text
+            secret = httpx.post(
+                server.base_url + "/api/v2/users/me/webhook-secret", headers=user["headers"]
+            ).json()["secret"]
+            wait_for(lambda: leads(server), 10, "a leader")
+            created = httpx.post(
+                server.base_url + "/api/v2/alerts",
+                headers=user["headers"],
+                json={"symbol": "ETH-USD", "condition": "above", "threshold": "10"},
+            )
+            assert created.status_code == 201
+            await asyncio.sleep(1)
+            response = httpx.post(
+                server.base_url + "/api/v2/admin/ticks",
+                headers=admin,
+                json={"symbol": "ETH-USD", "price": "11", "volume": "1"},
+            )
+            assert response.status_code == 202
+
+            deadline = time.monotonic() + 20
+            while len(hook.requests) < 3:
+                assert time.monotonic() < deadline, f"{len(hook.requests)} attempts"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.5)  # nothing more once delivered
+            assert len(hook.requests) == 3
+            [stored] = notifications(server, user)
+            for request in hook.requests:
+                assert request.method == "POST" and request.target == "/hook"
+                stamp = request.headers["x-coinlink-timestamp"]
+                digest = hmac.new(
+                    secret.encode(), stamp.encode() + b"." + request.body, hashlib.sha256
+                ).hexdigest()
+                assert request.headers["x-coinlink-signature"] == f"sha256={digest}"
+                assert orjson.loads(request.body) == stored
+            # One logical delivery: the same id on every attempt.
+            assert len({r.headers["x-coinlink-delivery"] for r in hook.requests}) == 1
+            gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+            assert gaps[0] >= 0.25 and gaps[1] >= 0.5, gaps  # base/2, then 2 x base/2
+
+            log = httpx.get(
+                server.base_url + "/api/v2/notifications/deliveries", headers=user["headers"]
+            ).json()["items"]
+            assert [(a["attempt"], a["ok"], a["status_code"]) for a in log] == [
+                (3, True, 200),
+                (2, False, 503),
+                (1, False, 503),
+            ]
+            assert {a["delivery_id"] for a in log} == {
+                hook.requests[0].headers["x-coinlink-delivery"]
+            }
+    finally:
+        server.stop()
