@@ -26,7 +26,7 @@ import pytest
 from tests.integration.test_ingest_failover import admin_headers, leads
 from tests.support.accounts import PASSWORD, new_email
 from tests.support.apps import RATE_LIMITS, ServerProcess, server_env
-from tests.support.services import wait_for
+from tests.support.services import RedisServer, wait_for
 from tests.support.webhook_receiver import Received, answer, receiver
 from tests.support.ws import WsClient
 
@@ -268,3 +268,42 @@ async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
             }
     finally:
         server.stop()
+
+
+async def test_a_firing_caught_by_a_redis_restart_is_delivered_from_the_outbox(
+    fresh_pg_url: str,
+) -> None:
+    """SECURITY 36: Redis dies after the commit, before the publish; the socket and the
+    notification both survive it."""
+    redis = RedisServer().start()
+    env = env_for(fresh_pg_url, redis.url, COINLINK_TEST_ALERT_PAUSE_S="3")
+    server = ServerProcess(env).wait_ready()
+    try:
+        wait_for(lambda: leads(server), 10, "a leader")
+        admin = await asyncio.to_thread(admin_headers, server, fresh_pg_url)
+        user = signed_up(server.base_url)
+        created = httpx.post(
+            server.base_url + "/api/v2/alerts",
+            headers=user["headers"],
+            json={"symbol": "BTC-USD", "condition": "above", "threshold": "50"},
+        )
+        assert created.status_code == 201
+        client = await listening(server, user)
+        await asyncio.sleep(1)
+        tick(server, admin, "51")
+        wait_for(lambda: len(notifications(server, user)) == 1, 10, "the commit")
+
+        redis.stop()  # during the pause between commit and publish
+        await asyncio.sleep(1)
+        redis.start()
+
+        pushed = await client.next(
+            lambda m: m["type"] == "update" and m["channel"] == "notifications", timeout=30
+        )
+        [stored] = notifications(server, user)
+        assert pushed["data"]["id"] == stored["id"]
+        assert (await client.request("ping"))["type"] == "pong"  # the same socket
+        await client.close()
+    finally:
+        server.stop()
+        redis.stop()
