@@ -61,6 +61,13 @@ def spec_of(alert: Alert) -> AlertSpec:
     )
 
 
+def _arm(engine: AlertEngine, alert: Alert) -> None:
+    try:
+        engine.add(spec_of(alert))
+    except ValueError as exc:  # a row the API would never have written: skip, not crash
+        log.error("alert_not_evaluable", alert_id=str(alert.id), error=str(exc))
+
+
 def _describe(firing: Firing) -> tuple[str, str]:
     threshold = decimal_str(firing.threshold)
     price = decimal_str(firing.price)
@@ -93,7 +100,7 @@ class Evaluator:
         self._changed = set()
         engine = AlertEngine()
         async for alert in Alert.filter(status="active").order_by("seq"):
-            engine.add(spec_of(alert))
+            _arm(engine, alert)
         self.engine = engine
         changed, self._changed = self._changed, None
         for alert_id in changed:
@@ -137,7 +144,7 @@ class Evaluator:
         if alert is None or alert.status != "active":
             self.engine.remove(alert_id)
         else:
-            self.engine.add(spec_of(alert))
+            _arm(self.engine, alert)
 
     # -- durable first, then published -------------------------------------------------
 
