@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from coinlink.bus.base import Bus, BusError, Message, Subscription
+from coinlink.bus.base import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.bus.memory import MemoryBus
 from coinlink.bus.redis import RedisBus
 
-__all__ = ["Bus", "BusError", "MemoryBus", "Message", "RedisBus", "Subscription", "create_bus"]
+__all__ = [
+    "RESUBSCRIBED",
+    "Bus",
+    "BusError",
+    "MemoryBus",
+    "Message",
+    "RedisBus",
+    "Subscription",
+    "create_bus",
+]
 
 
 def create_bus(

@@ -34,8 +34,18 @@ class Message:
     """Wall-clock publish time in microseconds since the epoch (for fan-out latency)."""
 
 
+RESUBSCRIBED = "<resubscribed>"
+"""Channel of the marker ``Message(RESUBSCRIBED, 0, b"")`` a subscription yields after it
+had to replace its connection: what was published meanwhile was missed, and a consumer that
+cares reads it from :meth:`Bus.history`."""
+
+
 class Subscription(abc.ABC):
-    """A set of channels whose messages arrive through ``async for``; change it at any time."""
+    """A set of channels whose messages arrive through ``async for``; change it at any time.
+
+    Besides the channels' messages, the iterator yields a :data:`RESUBSCRIBED` marker each
+    time the subscription recovered from a lost connection.
+    """
 
     @abc.abstractmethod
     async def subscribe(self, *channels: str) -> None: ...

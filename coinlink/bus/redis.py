@@ -53,7 +53,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
-from coinlink.bus.base import Bus, BusError, Message, Subscription
+from coinlink.bus.base import RESUBSCRIBED, Bus, BusError, Message, Subscription
 
 log = structlog.get_logger(logger_name="coinlink.bus")
 
@@ -395,6 +395,7 @@ class RedisSubscription(Subscription):
         self._confirmed: set[str] = set()  # SUBSCRIBE acknowledged on this connection
         self._pubsub: PubSub | None = None
         self._broken = False
+        self._gap = False  # a connection was lost: tell the consumer once resubscribed
         self._buffer: deque[Message] = deque()
         self._read_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
@@ -528,10 +529,14 @@ class RedisSubscription(Subscription):
                 self._broken = True
                 raise
             self._last_rx = time.monotonic()
+            if self._gap:
+                self._gap = False
+                self._buffer.append(Message(RESUBSCRIBED, 0, b""))
 
     async def _drop(self) -> None:
         """Close the connection (caller holds both locks)."""
         pubsub, self._pubsub = self._pubsub, None
+        self._gap = self._gap or (self._broken and pubsub is not None)
         self._broken = False
         self._confirmed.clear()
         self._ping_sent = None
@@ -603,7 +608,7 @@ class RedisSubscription(Subscription):
         while not self._closed:
             while self._buffer:
                 message = self._buffer.popleft()
-                if message.channel in self._channels:
+                if message.channel in self._channels or message.channel == RESUBSCRIBED:
                     return message
             if self._needs_resync():
                 await self._reconnect()

@@ -39,7 +39,7 @@ from prometheus_client import Counter, Gauge
 from tortoise.exceptions import DBConnectionError
 
 from coinlink.alerts.evaluator import Evaluator
-from coinlink.bus import Bus, BusError, Subscription
+from coinlink.bus import RESUBSCRIBED, Bus, BusError, Subscription
 from coinlink.leases import keep_lease
 from coinlink.market.candles import CandleBuilder
 from coinlink.market.providers.base import Provider
@@ -426,6 +426,8 @@ class Ingest:
         """Ticks injected through the admin API on any worker reach the leader here."""
         try:
             async for message in subscription:
+                if message.channel == RESUBSCRIBED:
+                    continue  # admin ticks sent while Redis was away are gone: they are live
                 try:
                     raw = orjson.loads(message.data)
                     tick = Tick(

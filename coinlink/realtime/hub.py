@@ -34,7 +34,7 @@ import orjson
 import structlog
 
 from coinlink.accounts import REVOCATIONS
-from coinlink.bus import Bus, BusError, Message, Subscription
+from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.market.types import INTERVALS
 from coinlink.market.view import MarketView
 from coinlink.observability.metrics import (
@@ -135,7 +135,10 @@ class Hub:
                     await self._load()
                     pause = 0.5
                 async for message in self._subscription:
-                    await self._on_message(message)
+                    if message.channel == RESUBSCRIBED:
+                        await self._catch_up()
+                    else:
+                        await self._on_message(message)
                 return  # closed
             except BusError as exc:
                 log.warning("hub_waiting_for_bus", error=str(exc))
@@ -146,8 +149,13 @@ class Hub:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 10.0)
 
-    async def _load(self) -> None:
-        for channel in self.market_channels:
+    async def _catch_up(self) -> None:
+        """After a lost connection: take from history what every followed channel missed."""
+        log.info("hub_catching_up")
+        await self._load([*self._private])
+
+    async def _load(self, extra: list[str] | None = None) -> None:
+        for channel in [*self.market_channels, *(extra or [])]:
             last = await self.bus.last_seq(channel)
             if last != self.last.get(channel, 0):
                 # After a reconnect this fills the gap (or resets) like any other message.
