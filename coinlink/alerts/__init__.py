@@ -1,0 +1,1 @@
+"""Price alerts: the in-memory evaluation engine (coinlink.alerts.engine)."""
