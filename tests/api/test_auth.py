@@ -471,14 +471,14 @@ def test_preferences_round_trip(client: ReusableClient) -> None:
     wanted = {
         "base_currency": "usd",
         "watchlist": ["btc-usd", "ETH-USD", "BTC-USD"],
-        "webhook_url": "https://hooks.example.com/coinlink",
+        "webhook_url": "https://93.184.215.14/coinlink",
     }
     _, saved = client.put("/api/v2/users/me/preferences", headers=headers, json=wanted)
     assert saved.status == 200, saved.text
     assert saved.json == {
         "base_currency": "USD",
         "watchlist": ["BTC-USD", "ETH-USD"],
-        "webhook_url": "https://hooks.example.com/coinlink",
+        "webhook_url": "https://93.184.215.14/coinlink",
     }
     assert client.get("/api/v2/users/me/preferences", headers=headers)[1].json == saved.json
 

@@ -14,7 +14,7 @@ import pytest
 from coinlink.db import apply_migrations, pending_migrations
 from tests.support.apps import ROOT, server_env
 
-ALL = ["0001_initial", "0002_market"]
+ALL = ["0001_initial", "0002_market", "0003_alerts"]
 
 
 def migrate_twice(url: str) -> None:
