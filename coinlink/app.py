@@ -23,6 +23,7 @@ from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 from blueprints import admin, alerts, auth, health, market, notifications, realtime, users
 from coinlink import __version__, db, middleware
 from coinlink.accounts import AccountService
+from coinlink.alerts.dispatcher import DUE as WEBHOOKS_DUE
 from coinlink.alerts.dispatcher import Dispatcher
 from coinlink.alerts.evaluator import Evaluator
 from coinlink.alerts.store import CHANGES
@@ -132,6 +133,14 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         )
         app.ctx.alerts = Evaluator(app.ctx.bus, pause_after_commit_s=settings.test_alert_pause_s)
         app.ctx.hub.on(CHANGES, _spawning(app.ctx.alerts.on_change))
+        app.ctx.webhooks = Dispatcher(
+            app.ctx.bus,
+            allow_private=settings.webhook_allow_private,
+            timeout_s=settings.webhook_timeout_s,
+            retry_base_s=settings.webhook_retry_base_s,
+            lease_ttl_s=settings.ingest_lease_s,
+        )
+        app.ctx.hub.on(WEBHOOKS_DUE, app.ctx.webhooks.wake)
         await app.ctx.hub.start()
         app.ctx.ingest = Ingest(
             app.ctx.bus,
@@ -148,14 +157,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             ),
         )
         app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")
-        dispatcher = Dispatcher(
-            app.ctx.bus,
-            allow_private=settings.webhook_allow_private,
-            timeout_s=settings.webhook_timeout_s,
-            retry_base_s=settings.webhook_retry_base_s,
-            lease_ttl_s=settings.ingest_lease_s,
-        )
-        app.ctx.webhooks_task = asyncio.create_task(dispatcher.run(), name="webhooks")
+        app.ctx.webhooks_task = asyncio.create_task(app.ctx.webhooks.run(), name="webhooks")
 
     async def stop_background(app: Sanic[Any, Any]) -> None:
         # Before the server stops, while the database is open: a stopping leader writes its

@@ -35,6 +35,8 @@ from models.alerts import OutboxItem, WebhookAttempt
 log = structlog.get_logger(logger_name="coinlink.webhooks")
 
 LEASE = "webhooks"
+DUE = "webhooks:due"
+"""Bus channel: a webhook row was just written (the holder wakes instead of waiting a poll)."""
 BATCH = 50
 CONCURRENCY = 10
 
@@ -50,7 +52,7 @@ class Dispatcher:
         timeout_s: float,
         retry_base_s: float = webhooks.BASE_DELAY_S,
         lease_ttl_s: float = 5.0,
-        poll_s: float = 0.5,
+        poll_s: float = 5.0,
     ) -> None:
         self.bus = bus
         self.allow_private = allow_private
@@ -59,6 +61,11 @@ class Dispatcher:
         self.lease_ttl_s = lease_ttl_s
         self.poll_s = poll_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.due = asyncio.Event()
+
+    def wake(self, _data: bytes = b"") -> None:
+        """A hub callback for :data:`DUE`."""
+        self.due.set()
 
     async def run(self) -> None:
         """Forever: wait for the lease, deliver while holding it, repeat."""
@@ -97,13 +104,30 @@ class Dispatcher:
 
     async def _drain_forever(self, client: httpx.AsyncClient) -> None:
         while True:
+            self.due.clear()
             try:
                 delivered = await self.drain(client)
+                wait_s = await self._until_next_due()
             except Exception:
                 log.warning("webhook_drain_failed", exc_info=True)
-                delivered = 0
+                delivered, wait_s = 0, self.poll_s
             if delivered < BATCH:
-                await asyncio.sleep(self.poll_s)
+                # Until the next retry is due, a new row is announced, or the poll (which
+                # catches an announcement lost while Redis was away).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait_s):
+                        await self.due.wait()
+
+    async def _until_next_due(self) -> float:
+        nearest = await (
+            OutboxItem.filter(kind="webhook", done_at__isnull=True, failed_at__isnull=True)
+            .order_by("due_at")
+            .first()
+        )
+        if nearest is None:
+            return self.poll_s
+        ahead = (nearest.due_at - datetime.now(UTC)).total_seconds()
+        return min(self.poll_s, max(0.0, ahead))
 
     async def drain(self, client: httpx.AsyncClient) -> int:
         """Attempt every due webhook row (up to a batch); how many were attempted."""

@@ -20,6 +20,7 @@ A restart never fires a ``triggered`` alert again: it is not loaded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -28,6 +29,7 @@ import structlog
 from prometheus_client import Counter
 from tortoise.transactions import in_transaction
 
+from coinlink.alerts.dispatcher import DUE as WEBHOOKS_DUE
 from coinlink.alerts.engine import AlertEngine, AlertSpec, Firing
 from coinlink.alerts.store import decimal_str
 from coinlink.bus import Bus, BusError
@@ -92,6 +94,7 @@ class Evaluator:
         self._queue: asyncio.Queue[list[Firing]] = asyncio.Queue()
         self._changed: set[str] | None = None  # ids changed while loading
         self._tasks: list[asyncio.Task[None]] = []
+        self._webhook_due = False
 
     # -- the reign ---------------------------------------------------------------------
 
@@ -160,6 +163,10 @@ class Evaluator:
                     continue
                 if notification is None:
                     continue
+                if self._webhook_due:
+                    self._webhook_due = False
+                    with contextlib.suppress(BusError):
+                        await self.bus.publish(WEBHOOKS_DUE, b"")
                 if self.pause_after_commit_s:
                     await asyncio.sleep(self.pause_after_commit_s)
                 await self.publish(notification)
@@ -211,6 +218,7 @@ class Evaluator:
             user = await User.get(id=alert.user_id)  # type: ignore[attr-defined]
             if user.webhook_url:
                 kinds.append("webhook")
+                self._webhook_due = True
             for kind in kinds:
                 await OutboxItem.create(
                     id=uuid.uuid4(),
