@@ -122,6 +122,7 @@ async def test_an_alert_set_on_one_instance_fires_once_and_reaches_every_socket(
     sockets = [await listening(server, user) for server in pair]
     await asyncio.sleep(1)  # a change reaches the leader's engine within a second
 
+    tick(second, admin, "5000")  # an absurd jump: dropped by validation, fires nothing
     tick(second, admin, "104.99")  # not yet
     tick(second, admin, "105")  # >= threshold: fires
     tick(first, admin, "106")  # a one-shot alert fires once
