@@ -45,6 +45,19 @@ FIRED = Counter("alerts_fired_total", "Alert firings committed (notification wri
 PUBLISHED = Counter("alerts_notifications_published_total", "Notifications published to sockets.")
 
 SWEEP_S = 5.0
+LOAD_PAGE = 10_000
+_SPEC_FIELDS = (
+    "id",
+    "seq",
+    "symbol",
+    "condition",
+    "threshold",
+    "window_s",
+    "repeat",
+    "cooldown_s",
+    "last_fired_ts",
+    "crossed_back",
+)
 PUBLISH_HORIZON = timedelta(days=1)  # older undelivered socket pushes are not worth sending
 
 
@@ -63,11 +76,28 @@ def spec_of(alert: Alert) -> AlertSpec:
     )
 
 
-def _arm(engine: AlertEngine, alert: Alert) -> None:
+def _arm(engine: AlertEngine, spec: AlertSpec) -> None:
     try:
-        engine.add(spec_of(alert))
+        engine.add(spec)
     except ValueError as exc:  # a row the API would never have written: skip, not crash
-        log.error("alert_not_evaluable", alert_id=str(alert.id), error=str(exc))
+        log.error("alert_not_evaluable", alert_id=spec.id, error=str(exc))
+
+
+async def load_active(engine: AlertEngine) -> None:
+    """Every active alert, in pages of plain rows (no model objects: a million load fast)."""
+    after = 0
+    while True:
+        rows = (
+            await Alert.filter(status="active", seq__gt=after)
+            .order_by("seq")
+            .limit(LOAD_PAGE)
+            .values(*_SPEC_FIELDS)
+        )
+        for row in rows:
+            _arm(engine, AlertSpec(**{**row, "id": str(row["id"])}))
+        if len(rows) < LOAD_PAGE:
+            return
+        after = rows[-1]["seq"]
 
 
 def _describe(firing: Firing) -> tuple[str, str]:
@@ -102,8 +132,7 @@ class Evaluator:
         """Load the active alerts and start writing firings (the leader calls this)."""
         self._changed = set()
         engine = AlertEngine()
-        async for alert in Alert.filter(status="active").order_by("seq"):
-            _arm(engine, alert)
+        await load_active(engine)
         self.engine = engine
         changed, self._changed = self._changed, None
         for alert_id in changed:
@@ -147,7 +176,7 @@ class Evaluator:
         if alert is None or alert.status != "active":
             self.engine.remove(alert_id)
         else:
-            _arm(self.engine, alert)
+            _arm(self.engine, spec_of(alert))
 
     # -- durable first, then published -------------------------------------------------
 

@@ -299,3 +299,30 @@ def test_webhook_urls_into_private_networks_are_422(
     assert "webhook_url" in response.json["error"]["details"]["fields"]
     _, prefs = client.get("/api/v2/users/me/preferences", headers=bearer(alice["tokens"]))
     assert prefs.json["webhook_url"] is None
+
+
+def test_a_leader_loads_exactly_the_active_alerts_page_by_page(
+    client: ReusableClient, alice: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from decimal import Decimal
+
+    from coinlink.alerts import evaluator
+    from coinlink.alerts.engine import AlertEngine
+
+    ids = [
+        create(client, alice, threshold=f"{65000 + i}.5", repeat=True).json["id"] for i in range(4)
+    ]
+    headers = bearer(alice["tokens"])
+    client.patch(f"/api/v2/alerts/{ids[0]}", headers=headers, json={"status": "disabled"})
+    monkeypatch.setattr(evaluator, "LOAD_PAGE", 2)  # several pages from a few rows
+    engine = AlertEngine()
+    client._run(evaluator.load_active(engine))
+    # Everyone's active alerts (other tests' too): Alice's three are among them, armed,
+    # with exact thresholds; her disabled one is not.
+    fired = engine.on_tick("BTC-USD", Decimal("65003.5"), 1_000)
+    mine = [f for f in fired if f.alert_id in ids]
+    assert [(f.alert_id, f.threshold) for f in mine] == [
+        (ids[1], Decimal("65001.5")),
+        (ids[2], Decimal("65002.5")),
+        (ids[3], Decimal("65003.5")),
+    ]
