@@ -144,22 +144,29 @@ class _Session:
         since = {
             channel: message.since.get(name) for name, channel in zip(names, channels, strict=True)
         }
-        fetched = {}
-        for channel in channels:
-            if channel.startswith(protocol.NOTIFICATIONS):
-                await hub.follow_private(channel)
-            wanted = since[channel]
-            if wanted is not None:
-                fetched[channel] = await hub.prefetch(channel, wanted)
-        if conn.closing:
-            return
-        # From here to the last frame nothing awaits: the live updates that follow continue
-        # exactly where these frames end.
-        results, frames = [], []
-        for name, channel in zip(names, channels, strict=True):
-            recovered, first = hub.attach(conn, channel, since[channel], fetched.get(channel))
-            results.append({"channel": name, "recovered": recovered})
-            frames += first
+        attached = False
+        try:
+            fetched = {}
+            for channel in channels:
+                if channel.startswith(protocol.NOTIFICATIONS):
+                    await hub.follow_private(channel)
+                wanted = since[channel]
+                if wanted is not None:
+                    fetched[channel] = await hub.prefetch(channel, wanted)
+            if conn.closing:
+                return
+            # From here to the last frame nothing awaits: the live updates that follow
+            # continue exactly where these frames end.
+            results, frames = [], []
+            for name, channel in zip(names, channels, strict=True):
+                recovered, first = hub.attach(conn, channel, since[channel], fetched.get(channel))
+                results.append({"channel": name, "recovered": recovered})
+                frames += first
+            attached = True
+        finally:
+            if not attached:  # closed, cancelled or the bus failed half-way: follow nothing
+                for channel in channels:
+                    hub.release(channel)
         conn.reply(protocol.ack(message.id, "subscribe", channels=results))
         for frame in frames:
             if not conn.send(frame):

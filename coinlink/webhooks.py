@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import http.cookiejar
@@ -55,6 +56,7 @@ import re
 import socket
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -143,14 +145,22 @@ class _Target:
     """The checked address to connect to, when the host is a name (None: a literal IP)."""
 
 
-async def resolve_host(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to for a TCP connection (A and AAAA).
+# Webhook lookups get threads of their own: our timeout abandons a slow lookup but its thread
+# stays busy until the system resolver gives up (often 10-30 s), and a user choosing hosts
+# whose name servers never answer must not tie up the threads the rest of the worker
+# resolves with (database, Redis, exchanges). Beyond these two, lookups queue.
+_RESOLVER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="webhook-dns")
 
-    ``loop.getaddrinfo`` runs in the default executor; our timeout abandons a slow lookup but
-    its thread stays busy until the system resolver gives up (a few seconds).
-    """
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to for a TCP connection (A and AAAA)."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    infos = await loop.run_in_executor(
+        _RESOLVER,
+        functools.partial(
+            socket.getaddrinfo, host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+        ),
+    )
     return [str(info[4][0]) for info in infos]
 
 

@@ -148,7 +148,11 @@ class Dispatcher:
             async with gate:
                 await self.attempt(client, item)
 
-        await asyncio.gather(*(one(item) for item in due))
+        # Every attempt runs to its end: one failing must not leave others running into
+        # the next drain (which would POST their rows a second time).
+        for outcome in await asyncio.gather(*(one(item) for item in due), return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.warning("webhook_attempt_failed", error=str(outcome))
         return len(due)
 
     async def attempt(self, client: httpx.AsyncClient, item: OutboxItem) -> None:

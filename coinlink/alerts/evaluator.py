@@ -98,6 +98,7 @@ async def load_active(engine: AlertEngine) -> None:
         if len(rows) < LOAD_PAGE:
             return
         after = rows[-1]["seq"]
+        await asyncio.sleep(0)  # a large load must not starve the lease renewals
 
 
 def _describe(firing: Firing) -> tuple[str, str]:
@@ -124,25 +125,42 @@ class Evaluator:
         self._queue: asyncio.Queue[list[Firing]] = asyncio.Queue()
         self._changed: set[str] | None = None  # ids changed while loading
         self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight: set[uuid.UUID] = set()  # being published by the writer right now
         self._webhook_due = False
 
     # -- the reign ---------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Load the active alerts and start writing firings (the leader calls this)."""
+    def start(self) -> None:
+        """Start a reign: load the active alerts in the background, write what fires.
+
+        Loading a large set takes seconds; meanwhile ticks flow and are not evaluated (an
+        alert whose price holds fires on the next tick after the load).
+        """
         self._changed = set()
-        engine = AlertEngine()
-        await load_active(engine)
-        self.engine = engine
-        changed, self._changed = self._changed, None
-        for alert_id in changed:
-            await self.reload(alert_id)
-        log.info("alerts_loaded", count=len(engine))
+        self.engine = None
         self._queue = asyncio.Queue()
         self._tasks = [
+            asyncio.create_task(self._load(), name="alerts-load"),
             asyncio.create_task(self._write(), name="alerts-write"),
             asyncio.create_task(self._sweep(), name="alerts-sweep"),
         ]
+
+    async def _load(self) -> None:
+        pause = 0.5
+        while True:
+            engine = AlertEngine()
+            try:
+                await load_active(engine)
+                break
+            except Exception as exc:  # the database is away: keep trying, ticks still flow
+                log.warning("alerts_not_loaded", error=str(exc))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
+        self.engine = engine
+        changed, self._changed = self._changed or set(), None
+        for alert_id in changed:
+            await self.reload(alert_id)
+        log.info("alerts_loaded", count=len(engine))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -173,9 +191,8 @@ class Evaluator:
         alert = await Alert.get_or_none(id=alert_id)
         if self.engine is None:
             return
-        if alert is None or alert.status != "active":
-            self.engine.remove(alert_id)
-        else:
+        self.engine.remove(alert_id)
+        if alert is not None and alert.status == "active":
             _arm(self.engine, spec_of(alert))
 
     # -- durable first, then published -------------------------------------------------
@@ -184,21 +201,34 @@ class Evaluator:
         while True:
             for firing in await self._queue.get():
                 try:
-                    notification = await self.commit(firing)
-                except Exception:
-                    # The database is away: the alert stays active there, so the next
-                    # leader (or this one, reloading) fires it again on a qualifying tick.
-                    log.exception("alert_firing_not_committed", alert_id=firing.alert_id)
-                    continue
-                if notification is None:
-                    continue
-                if self._webhook_due:
-                    self._webhook_due = False
-                    with contextlib.suppress(BusError):
-                        await self.bus.publish(WEBHOOKS_DUE, b"")
-                if self.pause_after_commit_s:
-                    await asyncio.sleep(self.pause_after_commit_s)
-                await self.publish(notification)
+                    notification = await self._commit_until_done(firing)
+                    if notification is None:
+                        continue
+                    if self._webhook_due:
+                        self._webhook_due = False
+                        with contextlib.suppress(BusError):
+                            await self.bus.publish(WEBHOOKS_DUE, b"")
+                    if self.pause_after_commit_s:
+                        await asyncio.sleep(self.pause_after_commit_s)
+                    self._in_flight.add(notification.id)
+                    try:
+                        await self.publish(notification)
+                    finally:
+                        self._in_flight.discard(notification.id)
+                except Exception:  # never let one firing stop the writer for the reign
+                    log.exception("alert_firing_failed", alert_id=firing.alert_id)
+
+    async def _commit_until_done(self, firing: Firing) -> Notification | None:
+        """The engine has let the alert go: keep trying until the database takes it (a
+        one-shot alert would otherwise wait for the next leader to be evaluated again)."""
+        pause = 0.5
+        while True:
+            try:
+                return await self.commit(firing)
+            except Exception as exc:
+                log.warning("alert_firing_not_committed", alert_id=firing.alert_id, error=str(exc))
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     async def commit(self, firing: Firing) -> Notification | None:
         now = datetime.now(UTC)
@@ -210,6 +240,11 @@ class Evaluator:
                 if self.engine is not None:
                     self.engine.remove(firing.alert_id)
                 return None
+            if (
+                alert.last_fired_ts is not None
+                and firing.ts < alert.last_fired_ts + alert.cooldown_s * 1000
+            ):
+                return None  # fired already within its cooldown (a stale reload, two leaders)
             alert.trigger_count += 1
             alert.last_triggered_at = now
             alert.last_fired_ts = firing.ts
@@ -288,6 +323,8 @@ class Evaluator:
         )
         sent = 0
         for item in pending:
+            if item.notification_id in self._in_flight:  # type: ignore[attr-defined]
+                continue  # the writer is publishing it now
             if not await self.publish(item.notification):
                 break
             sent += 1

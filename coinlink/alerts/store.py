@@ -94,8 +94,13 @@ async def listed(
 
 
 async def update(alert: Alert, changes: dict[str, Any]) -> Alert:
-    if changes.get("status") == "active" or "threshold" in changes:
-        # (Re-)activated or moved: it starts armed, its firing history does not carry over.
+    if (
+        changes.get("status") == "active"
+        or "threshold" in changes
+        or changes.get("repeat") is False
+    ):
+        # (Re-)activated, moved or made one-shot: it starts armed, its firing history does
+        # not carry over (a one-shot alert with a firing on record would not be loaded).
         changes = {**changes, "last_fired_ts": None, "crossed_back": False}
     for name, value in changes.items():
         setattr(alert, name, value)

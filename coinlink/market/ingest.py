@@ -300,9 +300,13 @@ class Ingest:
         queue: asyncio.Queue[Tick] = asyncio.Queue(QUEUE_MAX)
         # Listening for admin ticks before announcing the reign: none sent after it is lost.
         admin_ticks = self.bus.subscription()
-        await admin_ticks.subscribe(ADMIN_TICKS_CHANNEL)
+        try:
+            await admin_ticks.subscribe(ADMIN_TICKS_CHANNEL)
+        except BaseException:
+            await admin_ticks.close()  # nothing else would: one connection per retry
+            raise
         if self.alerts is not None:
-            await self.alerts.start()
+            self.alerts.start()  # loads in the background: ticks flow, the lease is kept
         LEADER.set(1)
         essential = [
             asyncio.create_task(self._keep_lease(token, expires_at), name="ingest-lease"),

@@ -53,6 +53,10 @@ _TICK_S = 0.05  # how often laggards are flushed
 _SWEEP_S = 1.0  # how often heartbeats and token expiry are checked
 
 
+def _as_published(ticker: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in ticker.items() if key not in ("seq", "stale")}
+
+
 def private_channel(user_id: str) -> str:
     return f"{protocol.NOTIFICATIONS}:{user_id}"
 
@@ -132,7 +136,7 @@ class Hub:
                     self._subscription = subscription
                     # Subscribed first, then the newest state: nothing published in
                     # between is missed (what arrives twice is dropped by its seq).
-                    await self._load()
+                    await self._load([*self._private])
                     pause = 0.5
                 async for message in self._subscription:
                     if message.channel == RESUBSCRIBED:
@@ -191,6 +195,8 @@ class Hub:
 
     def _accept(self, message: Message, kind: str = "update") -> None:
         channel, seq, data = message.channel, message.seq, message.data
+        if channel.startswith(protocol.NOTIFICATIONS) and channel not in self._private:
+            return  # still in flight after the last local subscriber left
         self.last[channel] = seq
         self.active[channel] = time.monotonic()
         ring = self.recent.get(channel)
@@ -285,7 +291,8 @@ class Hub:
                 if self._subscription is not None:
                     await self._subscription.subscribe(channel)
                 last = await self.bus.last_seq(channel)
-                self.last.setdefault(channel, last)
+                if channel not in self.last or not self.subscribers.get(channel):
+                    self.last[channel] = last
             except BaseException as exc:
                 del self._private[channel]
                 pending.set_exception(exc)
@@ -318,7 +325,9 @@ class Hub:
             conn.pending_bytes = sum(map(len, conn.queue)) + sum(map(len, conn.conflated.values()))
         if since is not None and since <= last:
             missed = self._missed(channel, since, fetched or [])
-            if missed is not None:
+            # A replay must fit in the socket's budget with room to spare, or the client
+            # would be closed (1013) and come back with the same `since`, again and again.
+            if missed is not None and sum(len(d) for _, d in missed) <= conn.budget // 2:
                 return True, [protocol.update(name, seq, data) for seq, data in missed]
         return False, [protocol.update(name, last, self._snapshot_data(channel), "snapshot")]
 
@@ -327,9 +336,11 @@ class Hub:
     ) -> list[tuple[int, bytes]] | None:
         """Messages after ``since`` up to the newest handled, or None when some are gone."""
         wanted = self.last.get(channel, 0)
-        found = [(m.seq, m.data) for m in fetched if m.seq > since]
+        # History read moments ago may run ahead of what this hub has handled: the rest
+        # comes live.
+        found = [(m.seq, m.data) for m in fetched if since < m.seq <= wanted]
         after = found[-1][0] if found else since
-        found += [item for item in self.recent.get(channel, ()) if item[0] > after]
+        found += [item for item in self.recent.get(channel, ()) if after < item[0] <= wanted]
         if [seq for seq, _ in found] != list(range(since + 1, wanted + 1)):
             return None
         return found
@@ -342,33 +353,44 @@ class Hub:
         ring = self.recent.get(channel)
         if ring:
             return ring[-1][1]
+        # Before the channel's first message: what the view knows, in the shape updates
+        # have (the view adds seq and stale for REST; the channel's data has neither).
         now = protocol.now_ms()
         kind, _, symbol = channel.partition(":")
         if kind == "ticker":
-            return orjson.dumps(self.view.ticker(symbol, now))
-        if channel == protocol.TICKERS:  # before the first batch: what the view knows
-            return orjson.dumps([self.view.ticker(s, now) for s in self.view.tickers])
+            return orjson.dumps(_as_published(self.view.ticker(symbol, now)))
+        if channel == protocol.TICKERS:
+            return orjson.dumps(
+                [_as_published(self.view.ticker(s, now)) for s in self.view.tickers]
+            )
         return b"null"
 
     def detach(self, conn: Connection, channel: str) -> None:
         conn.channels.discard(channel)
+        dropped = conn.conflated.pop(channel, None)  # nothing of it after the ack
+        if dropped is not None:
+            conn.pending_bytes -= len(dropped)
         sockets = self.subscribers.get(channel)
-        if sockets is None:
+        if sockets is not None:
+            sockets.discard(conn)
+            if sockets:
+                return
+            del self.subscribers[channel]
+        self.release(channel)
+
+    def release(self, channel: str) -> None:
+        """Stop following a private channel that no local socket subscribes to any more."""
+        pending = self._private.get(channel)
+        if self.subscribers.get(channel) or pending is None or not pending.done():
             return
-        sockets.discard(conn)
-        if sockets:
-            return
-        del self.subscribers[channel]
-        if channel in self._private and self._private[channel].done():
-            # Nobody here wants this user's notifications any more: stop following them.
-            del self._private[channel]
-            self.last.pop(channel, None)
-            self.recent.pop(channel, None)
-            self.active.pop(channel, None)
-            if self._subscription is not None:
-                task = asyncio.get_running_loop().create_task(self._unfollow(channel))
-                self._tasks.append(task)
-                task.add_done_callback(self._tasks.remove)
+        del self._private[channel]
+        self.last.pop(channel, None)
+        self.recent.pop(channel, None)
+        self.active.pop(channel, None)
+        if self._subscription is not None:
+            task = asyncio.get_running_loop().create_task(self._unfollow(channel))
+            self._tasks.append(task)
+            task.add_done_callback(self._tasks.remove)
 
     async def _unfollow(self, channel: str) -> None:
         if self._subscription is not None and channel not in self._private:

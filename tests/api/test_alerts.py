@@ -326,3 +326,19 @@ def test_a_leader_loads_exactly_the_active_alerts_page_by_page(
         (ids[2], Decimal("65002.5")),
         (ids[3], Decimal("65003.5")),
     ]
+
+
+def test_making_a_fired_repeating_alert_one_shot_re_arms_it(
+    client: ReusableClient, alice: dict[str, Any]
+) -> None:
+    from models.alerts import Alert
+
+    alert = create(client, alice, repeat=True).json
+    client._run(Alert.filter(id=alert["id"]).update(last_fired_ts=1_000, crossed_back=True))
+    _, response = client.patch(
+        f"/api/v2/alerts/{alert['id']}", headers=bearer(alice["tokens"]), json={"repeat": False}
+    )
+    assert response.status == 200 and response.json["repeat"] is False
+    stored = client._run(Alert.get(id=alert["id"]))
+    # A one-shot alert with a firing on record would never be loaded by a leader again.
+    assert stored.last_fired_ts is None and stored.crossed_back is False
