@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
+from sanic.response.types import HEADER_TRANSLATION_TABLE
 
 from coinlink.observability.logging import bind_request_context
 from coinlink.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
@@ -42,6 +43,36 @@ def security_headers(production: bool) -> dict[str, str]:
     return headers
 
 
+# The characters Sanic strips from every header name and value before encoding (a CR or LF
+# would let a value inject headers).
+_UNSAFE_IN_HEADERS = "\r\n\x00"
+
+
+def _sanitize_header_value(value: str) -> str:
+    """Sanic's sanitiser with a fast path: the same result, ~60 ns instead of ~0.9 us.
+
+    Sanic runs ``value.translate(HEADER_TRANSLATION_TABLE)`` on every header name and
+    value of every response; a ``str.translate`` through a dict costs about a microsecond
+    for a typical header, ~18 us per ticker response (11 headers), more than the handler.
+    Values almost never hold one of the three characters: look for them (``in`` is a
+    memchr) and translate only when one is there.
+    """
+    if "\r" in value or "\n" in value or "\x00" in value:
+        return value.translate(HEADER_TRANSLATION_TABLE)
+    return value
+
+
+def speed_up_header_encoding() -> None:
+    """Install :func:`_sanitize_header_value` in place of Sanic's (process-wide).
+
+    Only while Sanic strips exactly these characters: should an upgrade change its rules,
+    its own sanitiser stays.
+    """
+    if str.maketrans("", "", _UNSAFE_IN_HEADERS) != HEADER_TRANSLATION_TABLE:
+        return
+    BaseHTTPResponse._sanitize_header_value = staticmethod(_sanitize_header_value)  # type: ignore[method-assign]
+
+
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
@@ -62,6 +93,7 @@ def route_label(request: Request) -> str:
 
 
 def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool) -> None:
+    speed_up_header_encoding()
     base_headers = security_headers(production)
 
     async def begin(request: Request) -> None:
