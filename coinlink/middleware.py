@@ -11,16 +11,14 @@ from functools import lru_cache
 from time import perf_counter
 from typing import Any
 
-import structlog
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
 from sanic.response.types import HEADER_TRANSLATION_TABLE
 
+from coinlink.observability import logging as obs_logging
 from coinlink.observability.logging import bind_request_context
 from coinlink.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
 from coinlink.tracing import trace_id_for, trace_id_of
-
-access_log = structlog.get_logger(logger_name="coinlink.access")
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # The docs page loads its UI script from a CDN, so it only forbids framing.
@@ -121,13 +119,12 @@ def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool)
         requests.inc()
         duration.observe(elapsed)
         if access_log_enabled and route not in QUIET_ROUTES:
-            access_log.info(
-                "request",
-                method=request.method,
-                path=request.path,
-                route=route,
-                status=response.status,
-                duration_ms=round(elapsed * 1000, 2),
+            obs_logging.access(
+                request.method,
+                request.path,
+                route,
+                response.status,
+                round(elapsed * 1000, 2),
             )
 
     app.register_middleware(begin, "request", priority=1000)
