@@ -13,6 +13,7 @@ from time import perf_counter
 from typing import Any
 
 from sanic import Request, Sanic
+from sanic.helpers import has_message_body
 from sanic.response import BaseHTTPResponse
 from sanic.response.types import HEADER_TRANSLATION_TABLE
 
@@ -61,15 +62,43 @@ def _sanitize_header_value(value: str) -> str:
     return value
 
 
+@lru_cache(maxsize=1024)
+def _encode_header(name: str, value: str) -> tuple[bytes, bytes]:
+    """One header as Sanic encodes it, remembered: most of a response's headers (security
+    headers, content type, connection, limits) are the same (name, value) every time."""
+    return (
+        _sanitize_header_value(name).encode("ascii"),
+        _sanitize_header_value(value).encode(errors="surrogateescape"),
+    )
+
+
+def _processed_headers(response: BaseHTTPResponse) -> list[tuple[bytes, bytes]]:
+    """``BaseHTTPResponse.processed_headers``, same bytes, from :func:`_encode_header`.
+
+    Sanic sanitises and encodes every name and value of every response afresh: ~0.6 us a
+    header with the fast sanitiser, and a ticker response has 11 headers.
+    """
+    headers = response.headers
+    if has_message_body(response.status):  # type: ignore[no-untyped-call]
+        headers.setdefault("content-type", response.content_type)
+    return [
+        _encode_header(name, value)
+        if type(value) is str
+        else _encode_header(name, f"{value}")  # Sanic formats non-str values the same way
+        for name, value in headers.items()
+    ]
+
+
 def speed_up_header_encoding() -> None:
-    """Install :func:`_sanitize_header_value` in place of Sanic's (process-wide).
+    """Install the faster sanitiser and header encoding in Sanic's responses (process-wide).
 
     Only while Sanic strips exactly these characters: should an upgrade change its rules,
-    its own sanitiser stays.
+    Sanic's own code stays.
     """
     if str.maketrans("", "", _UNSAFE_IN_HEADERS) != HEADER_TRANSLATION_TABLE:
         return
     BaseHTTPResponse._sanitize_header_value = staticmethod(_sanitize_header_value)  # type: ignore[method-assign]
+    BaseHTTPResponse.processed_headers = property(_processed_headers)  # type: ignore[assignment]
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
