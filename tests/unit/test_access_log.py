@@ -8,10 +8,8 @@ import logging
 import re
 import sys
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import pytest
 import structlog
 
@@ -114,22 +112,3 @@ def test_console_format_keeps_structlogs_path(configure: Configure) -> None:
     stdout.flush()
     text = stdout.buffer.getvalue().decode()
     assert "request" in text and "trace-2" in text and "/x" in text
-
-
-@pytest.mark.parametrize(
-    "ns",
-    [
-        0,
-        1_795_992_655_172_123_999,  # floored to the microsecond
-        1_795_992_655_000_000_000,  # a whole second: no fraction
-        1_795_992_655_000_001_000,
-        1_795_992_655_999_999_999,
-        4_102_444_799_999_999_000,  # 2099-12-31T23:59:59.999999Z
-    ],
-)
-def test_timestamp_text_is_what_orjson_renders_for_the_datetime(ns: int) -> None:
-    moment = datetime.fromtimestamp(0, UTC) + timedelta(microseconds=ns // 1000)
-    rendered = orjson.dumps(moment, option=orjson.OPT_UTC_Z).decode().strip('"')
-    obs_logging.utc_timestamp(ns - 10**9)  # another second cached first
-    assert obs_logging.utc_timestamp(ns) == rendered
-    assert obs_logging.utc_timestamp(ns) == rendered  # and from the cache
