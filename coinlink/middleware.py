@@ -172,15 +172,13 @@ def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool)
     base_headers = security_headers(production)
     counts = _BatchedCounts()
 
-    # Plain functions, not coroutines: Sanic awaits a middleware only when it returns an
-    # awaitable, so these cost no coroutine per request (they never wait for anything).
-    def begin(request: Request) -> None:
+    async def begin(request: Request) -> None:
         trace_id = request.ctx.trace_id = trace_id_for(request.headers.get("x-request-id"))
         request.ctx.started = perf_counter()
         bind_request_context(trace_id=trace_id)
         counts.started()
 
-    def finish(request: Request, response: BaseHTTPResponse) -> None:
+    async def finish(request: Request, response: BaseHTTPResponse) -> None:
         headers = response.headers
         headers.update(base_headers)
         if request.path.startswith("/docs"):
