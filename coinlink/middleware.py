@@ -27,7 +27,7 @@ API_CSP = "default-src 'none'; frame-ancestors 'none'"
 DOCS_CSP = "frame-ancestors 'none'"
 UNMATCHED_ROUTE = "<unmatched>"
 # Probes answer every few seconds for every load balancer and scraper: counted in the
-# metrics, kept out of the access log (they would drown it, at ~12 us of CPU a line).
+# metrics, kept out of the access log (they would drown it, at several us of CPU a line).
 QUIET_ROUTES = frozenset({"/health", "/readyz", "/metrics"})
 
 
