@@ -119,7 +119,9 @@ async def tickers(request: Request) -> HTTPResponse:
 @openapi.definition(summary="One ticker", tag="market")
 @openapi.response(404, description="unknown_symbol")
 async def ticker(request: Request, symbol: str) -> HTTPResponse:
-    return json(_view(request).ticker(_symbol(request, symbol), _now_ms()))
+    # The view's cached bytes: no dict copy or JSON rendering per request.
+    body = _view(request).ticker_json(_symbol(request, symbol), _now_ms())
+    return HTTPResponse(body, content_type="application/json")
 
 
 @bp.get("/candles/<symbol>")

@@ -21,6 +21,9 @@ class MarketView:
         self.symbols = symbols
         self.staleness_ms = int(staleness_s * 1000)
         self.tickers: dict[str, tuple[int, dict[str, Any]]] = {}
+        # symbol -> (ts, fresh body, stale body): the ticker's JSON, rendered on the first
+        # read after each update (see ticker_json).
+        self._bodies: dict[str, tuple[int, bytes, bytes]] = {}
         self.candles: dict[tuple[str, str], dict[str, Any]] = {}
 
     def apply(self, channel: str, seq: int, data: bytes) -> None:
@@ -35,6 +38,7 @@ class MarketView:
             # The bus delivers in order; the newest message wins (even after a Redis
             # reset restarted the sequence).
             self.tickers[rest] = (seq, value)
+            self._bodies.pop(rest, None)
         elif kind == "candles":
             symbol, _, interval = rest.partition(":")
             self.candles[(symbol, interval)] = value
@@ -46,6 +50,27 @@ class MarketView:
             return {**dict.fromkeys(_TICKER_FIELDS), "symbol": symbol, "seq": 0, "stale": True}
         seq, data = entry
         return {**data, "seq": seq, "stale": now_ms - int(data["ts"]) > self.staleness_ms}
+
+    def ticker_json(self, symbol: str, now_ms: int) -> bytes:
+        """``orjson.dumps(self.ticker(symbol, now_ms))``, rendered once per update.
+
+        The ticker endpoint is read far more often than a symbol ticks (thousands of reads
+        a second, a few updates): both bodies (``stale`` false and true) are rendered on the
+        first read after an update, and each read only picks one by the clock.
+        """
+        bodies = self._bodies.get(symbol)
+        if bodies is None:
+            entry = self.tickers.get(symbol)
+            if entry is None:
+                return orjson.dumps(self.ticker(symbol, now_ms))
+            seq, data = entry
+            bodies = self._bodies[symbol] = (
+                int(data["ts"]),
+                orjson.dumps({**data, "seq": seq, "stale": False}),
+                orjson.dumps({**data, "seq": seq, "stale": True}),
+            )
+        ts, fresh, stale = bodies
+        return stale if now_ms - ts > self.staleness_ms else fresh
 
     def current_candle(self, symbol: str, interval: str) -> dict[str, Any] | None:
         candle = self.candles.get((symbol, interval))

@@ -5,6 +5,12 @@ replaces at the start of every request: Sanic serves keep-alive requests in one 
 value bound for one request would otherwise leak into the next. One variable rather than
 structlog's per-key contextvars, whose merge copies and scans the whole context on every
 log call: in a worker that doubled the cost of the access-log line.
+
+The access-log line (one per non-probe request) skips structlog in the JSON format:
+:func:`access` builds the very line structlog's processor chain would (same keys, same
+order, same rendering; a test compares them) as one dict, renders it with orjson and writes
+it, in ~2.5 us instead of ~6.5 us. The console format and an unconfigured process keep
+structlog's path.
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -44,6 +51,75 @@ _REQUEST_CONTEXT: ContextVar[dict[str, Any] | None] = ContextVar(
 def bind_request_context(**values: Any) -> None:
     """Replace the request-scoped log values (a new request starts from nothing)."""
     _REQUEST_CONTEXT.set(values)
+
+
+ACCESS_LOGGER = "coinlink.access"
+AccessLog = Callable[[str, str, str, int, float], None]
+
+
+class _AccessLine:
+    """Writes the access-log JSON line directly; see the module docstring."""
+
+    __slots__ = ("pid", "stream")
+
+    def __init__(self, stream: BinaryIO, pid: int) -> None:
+        self.stream = stream
+        self.pid = pid
+
+    def __call__(self, method: str, path: str, route: str, status: int, duration_ms: float) -> None:
+        # The order structlog produces: the call's keywords, "event", then what the
+        # processors add (logger, request context, level, timestamp, pid).
+        event: dict[str, Any] = {
+            "method": method,
+            "path": path,
+            "route": route,
+            "status": status,
+            "duration_ms": duration_ms,
+            "event": "request",
+            "logger": ACCESS_LOGGER,
+        }
+        values = _REQUEST_CONTEXT.get()
+        if values:
+            for key, value in values.items():
+                event.setdefault(key, value)
+        event["level"] = "info"
+        event["timestamp"] = datetime.now(UTC)
+        event["pid"] = self.pid
+        if not SENSITIVE_KEYS.isdisjoint(event):  # only a request context could add one
+            _redact(None, "info", event)
+        stream = self.stream
+        # Written and flushed at once, as structlog's BytesLogger does: a line is never
+        # held back in a buffer.
+        stream.write(_dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+        stream.flush()
+
+
+def _via_structlog(logger: Any) -> AccessLog:
+    def access(method: str, path: str, route: str, status: int, duration_ms: float) -> None:
+        logger.info(
+            "request",
+            method=method,
+            path=path,
+            route=route,
+            status=status,
+            duration_ms=duration_ms,
+        )
+
+    return access
+
+
+def _no_access(method: str, path: str, route: str, status: int, duration_ms: float) -> None:
+    """The access log's level is filtered out: nothing to do."""
+
+
+# Replaced by configure_logging() in each worker: the direct JSON writer (or nothing when
+# info is filtered out); structlog's path for the console format and until configured.
+_access: AccessLog = _via_structlog(structlog.get_logger(logger_name=ACCESS_LOGGER))
+
+
+def access(method: str, path: str, route: str, status: int, duration_ms: float) -> None:
+    """Log one request at info on ``coinlink.access`` (message ``request``)."""
+    _access(method, path, route, status, duration_ms)
 
 
 def _merge_request_context(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
@@ -76,8 +152,8 @@ def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
-def _dumps(obj: Any, default: Any = None) -> bytes:
-    return orjson.dumps(obj, default=default or str, option=orjson.OPT_UTC_Z)
+def _dumps(obj: Any, default: Any = None, option: int = 0) -> bytes:
+    return orjson.dumps(obj, default=default or str, option=orjson.OPT_UTC_Z | option)
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
@@ -88,8 +164,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     handler machinery would cost a third of the throughput. Stdlib records are rendered by
     the same processors through ``ProcessorFormatter``.
     """
+    global _access
     # Configured in each worker, so the pid is the worker's own.
-    stamp = _stamper(os.getpid())
+    pid = os.getpid()
+    stamp = _stamper(pid)
     shared: list[Processor] = [_merge_request_context, stamp, _redact]
     renderer: Processor
     if fmt == "json":
@@ -123,12 +201,19 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     # Tortoise narrates every start and stop at info, twice, with object reprs.
     logging.getLogger("tortoise").setLevel(max(root.level, logging.WARNING))
 
+    min_level = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[_name_logger, *shared, renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(min_level),
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    if min_level > logging.INFO:
+        _access = _no_access
+    elif fmt == "json":
+        _access = _AccessLine(sys.stdout.buffer, pid)
+    else:  # a logger bound after this configuration (structlog caches on first use)
+        _access = _via_structlog(structlog.get_logger(logger_name=ACCESS_LOGGER))
 
 
 def _name_logger(_: WrappedLogger, __: str, event: EventDict) -> EventDict:

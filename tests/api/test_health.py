@@ -67,3 +67,24 @@ def test_metrics_do_not_take_label_values_from_the_client(client: ReusableClient
     assert re.search(
         r'http_requests_total\{method="OTHER",route="[^"]+",status="405"\}', metrics.text
     )
+
+
+def metric(text: str, sample: str) -> float:
+    match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_count_every_request_exactly_and_none_stays_in_flight(
+    client: ReusableClient,
+) -> None:
+    # Counters and the in-flight gauge are written once per event-loop turn, not per
+    # request: the totals must still be exact when the next request reads them.
+    sample = 'http_requests_total{method="GET",route="/health",status="200"}'
+    before = metric(client.get("/metrics")[1].text, sample)
+    for _ in range(7):
+        assert client.get("/health")[1].status == 200
+    text = client.get("/metrics")[1].text
+    assert metric(text, sample) == before + 7
+    # Every finished request left the gauge. (The scrape does not count itself: begun and
+    # answered in one loop turn, it nets to nothing before the turn's write.)
+    assert metric(text, "http_requests_in_flight") == 0.0
