@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import orjson
 
-from coinlink.bus.memory import MemoryBus
 from coinlink.market.view import MarketView
 
 TS = 1_795_992_655_172
@@ -25,12 +24,12 @@ TICKER = {
 
 
 def view() -> MarketView:
-    return MarketView(MemoryBus(), ["BTC-USD", "ETH-USD"], staleness_s=30)
+    return MarketView(["BTC-USD", "ETH-USD"], staleness_s=30)
 
 
 def test_ticker_json_is_the_ticker_dict_rendered_fresh_and_stale() -> None:
     market = view()
-    market._apply("ticker:BTC-USD", 41, orjson.dumps(TICKER))
+    market.apply("ticker:BTC-USD", 41, orjson.dumps(TICKER))
     for now in (TS, TS + 30_000, TS + 30_001, TS + 10**9):
         body = market.ticker_json("BTC-USD", now)
         assert body == orjson.dumps(market.ticker("BTC-USD", now))
@@ -42,9 +41,9 @@ def test_ticker_json_is_the_ticker_dict_rendered_fresh_and_stale() -> None:
 
 def test_an_update_replaces_the_cached_body() -> None:
     market = view()
-    market._apply("ticker:BTC-USD", 1, orjson.dumps(TICKER))
+    market.apply("ticker:BTC-USD", 1, orjson.dumps(TICKER))
     assert orjson.loads(market.ticker_json("BTC-USD", TS))["price"] == "67035.91"
-    market._apply("ticker:BTC-USD", 2, orjson.dumps({**TICKER, "price": "1", "ts": TS + 5}))
+    market.apply("ticker:BTC-USD", 2, orjson.dumps({**TICKER, "price": "1", "ts": TS + 5}))
     body = orjson.loads(market.ticker_json("BTC-USD", TS + 5))
     assert body["price"] == "1" and body["seq"] == 2 and body["ts"] == TS + 5
 
