@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import orjson
 import structlog
@@ -105,7 +106,11 @@ def _describe(firing: Firing) -> tuple[str, str]:
     threshold = decimal_str(firing.threshold)
     price = decimal_str(firing.price)
     if firing.condition == "pct_change":
-        move = decimal_str(firing.move_pct) if firing.move_pct is not None else "?"
+        move = (
+            decimal_str(firing.move_pct.quantize(Decimal("0.01")))
+            if firing.move_pct is not None
+            else "?"
+        )
         return (
             f"{firing.symbol} moved {move} %",
             f"{firing.symbol} moved {move} % (your alert: {threshold} %); it is at {price}.",
