@@ -16,7 +16,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
@@ -27,7 +27,7 @@ from tests.integration.test_ingest_failover import admin_headers, leads
 from tests.support.accounts import PASSWORD, new_email
 from tests.support.apps import RATE_LIMITS, ServerProcess, server_env
 from tests.support.services import RedisServer, wait_for
-from tests.support.webhook_receiver import Received, answer, receiver
+from tests.support.webhook_receiver import Received, Receiver, answer, receiver
 from tests.support.ws import WsClient
 
 pytestmark = pytest.mark.timeout(180)
@@ -105,12 +105,20 @@ async def listening(server: ServerProcess, user: dict[str, Any]) -> WsClient:
     return client
 
 
+@pytest.fixture
+async def hook() -> AsyncIterator[Receiver]:
+    """A webhook receiver that answers 200."""
+    async with receiver(answer(200)) as rcv:
+        yield rcv
+
+
 async def test_an_alert_set_on_one_instance_fires_once_and_reaches_every_socket(
-    pair: list[ServerProcess], fresh_pg_url: str
+    pair: list[ServerProcess], fresh_pg_url: str, hook: Receiver
 ) -> None:
     first, second = pair
     admin = await asyncio.to_thread(admin_headers, first, fresh_pg_url)
     user = signed_up(first.base_url)
+    secret = webhook_for(second, user, hook.port)
     tick(second, admin, "100")
     created = httpx.post(
         first.base_url + "/api/v2/alerts",
@@ -150,6 +158,35 @@ async def test_an_alert_set_on_one_instance_fires_once_and_reaches_every_socket(
     for client in sockets:
         assert not [m for m in client.received if m.get("channel") == "notifications"]
         await client.close()
+    # ...and exactly one signed POST reached the user's webhook.
+    deadline = time.monotonic() + 10
+    while not hook.requests:
+        assert time.monotonic() < deadline, "no webhook delivery"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
+    [request] = hook.requests
+    assert_signed(request, secret)
+    assert orjson.loads(request.body) == stored
+
+
+def webhook_for(server: ServerProcess, user: dict[str, Any], port: int) -> str:
+    """Point the user's webhook at a local receiver; the signing secret."""
+    prefs = httpx.put(
+        server.base_url + "/api/v2/users/me/preferences",
+        headers=user["headers"],
+        json={"webhook_url": f"http://127.0.0.1:{port}/hook"},
+    )
+    assert prefs.status_code == 200, prefs.text
+    created = httpx.post(
+        server.base_url + "/api/v2/users/me/webhook-secret", headers=user["headers"]
+    )
+    return str(created.json()["secret"])
+
+
+def assert_signed(request: Received, secret: str) -> None:
+    stamp = request.headers["x-coinlink-timestamp"]
+    digest = hmac.new(secret.encode(), stamp.encode() + b"." + request.body, hashlib.sha256)
+    assert request.headers["x-coinlink-signature"] == f"sha256={digest.hexdigest()}"
 
 
 async def test_kill_9_between_commit_and_publish_delivers_once_after_take_over(
@@ -212,15 +249,7 @@ async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
         async with receiver(flaky) as hook:
             admin = await asyncio.to_thread(admin_headers, server, fresh_pg_url)
             user = signed_up(server.base_url)
-            prefs = httpx.put(
-                server.base_url + "/api/v2/users/me/preferences",
-                headers=user["headers"],
-                json={"webhook_url": f"http://127.0.0.1:{hook.port}/hook"},
-            )
-            assert prefs.status_code == 200, prefs.text
-            secret = httpx.post(
-                server.base_url + "/api/v2/users/me/webhook-secret", headers=user["headers"]
-            ).json()["secret"]
+            secret = webhook_for(server, user, hook.port)
             wait_for(lambda: leads(server), 10, "a leader")
             created = httpx.post(
                 server.base_url + "/api/v2/alerts",
@@ -245,11 +274,7 @@ async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
             [stored] = notifications(server, user)
             for request in hook.requests:
                 assert request.method == "POST" and request.target == "/hook"
-                stamp = request.headers["x-coinlink-timestamp"]
-                digest = hmac.new(
-                    secret.encode(), stamp.encode() + b"." + request.body, hashlib.sha256
-                ).hexdigest()
-                assert request.headers["x-coinlink-signature"] == f"sha256={digest}"
+                assert_signed(request, secret)
                 assert orjson.loads(request.body) == stored
             # One logical delivery: the same id on every attempt.
             assert len({r.headers["x-coinlink-delivery"] for r in hook.requests}) == 1
