@@ -58,21 +58,11 @@ import orjson
 from bench.http import delete_redis_keys, free_port, group_cpu_s
 from bench.ws_clients import HIST_SCALE
 from coinlink.bus.redis import RedisBus
+from config.settings import DEFAULT_SYMBOLS
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-SYMBOLS = (
-    "BTC-USD",
-    "ETH-USD",
-    "SOL-USD",
-    "XRP-USD",
-    "ADA-USD",
-    "DOGE-USD",
-    "AVAX-USD",
-    "DOT-USD",
-    "LINK-USD",
-    "LTC-USD",
-)
+SYMBOLS = DEFAULT_SYMBOLS
 SERVERS = ("coinlink", "bare")
 CPU_RATIO_TARGET = 0.85
 P99_TARGET_MS = 250.0

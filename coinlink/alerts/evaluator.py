@@ -24,6 +24,7 @@ import contextlib
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import orjson
 import structlog
@@ -63,18 +64,12 @@ PUBLISH_HORIZON = timedelta(days=1)  # older undelivered socket pushes are not w
 
 
 def spec_of(alert: Alert) -> AlertSpec:
-    return AlertSpec(
-        id=str(alert.id),
-        seq=alert.seq,
-        symbol=alert.symbol,
-        condition=alert.condition,  # type: ignore[arg-type]
-        threshold=alert.threshold,
-        window_s=alert.window_s,
-        repeat=alert.repeat,
-        cooldown_s=alert.cooldown_s,
-        last_fired_ts=alert.last_fired_ts,
-        crossed_back=alert.crossed_back,
-    )
+    return _spec({name: getattr(alert, name) for name in _SPEC_FIELDS})
+
+
+def _spec(row: dict[str, Any]) -> AlertSpec:
+    """The engine's view of an alert row (a model's fields or a ``values()`` row)."""
+    return AlertSpec(**{**row, "id": str(row["id"])})
 
 
 def _arm(engine: AlertEngine, spec: AlertSpec) -> None:
@@ -95,7 +90,7 @@ async def load_active(engine: AlertEngine) -> None:
             .values(*_SPEC_FIELDS)
         )
         for row in rows:
-            _arm(engine, AlertSpec(**{**row, "id": str(row["id"])}))
+            _arm(engine, _spec(row))
         if len(rows) < LOAD_PAGE:
             return
         after = rows[-1]["seq"]
