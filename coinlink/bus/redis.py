@@ -75,8 +75,10 @@ _RETRY_CAP_S: Final = 0.5
 _HEALTH_CHECK_S: Final = 10
 
 # One read of the pub/sub connection waits at most this long; it bounds how long close() and
-# a reconnect wait for the reader to let go of the connection.
-_POLL_S: Final = 0.1
+# a reconnect wait for the reader to let go of the connection. Each poll costs a wake-up:
+# at 0.1 s the subscriptions were half of an idle server's CPU (18 -> 11 ms/s at 1 s).
+# A SUBSCRIBE's confirmation never waits for it: the reader returns as soon as it arrives.
+_POLL_S: Final = 1.0
 # Reconnect backoff of a subscription: 0.1 s doubling to 2 s, each drawn from [d/2, d].
 _RECONNECT_MIN_S: Final = 0.1
 _RECONNECT_MAX_S: Final = 2.0
