@@ -140,27 +140,30 @@ async def candles(request: Request, symbol: str) -> HTTPResponse:
         rows = rows.filter(open_time__gte=query.start)
     if query.end is not None:
         rows = rows.filter(open_time__lte=query.end)
+    # Plain rows, not model objects: building 500 models took half the request.
+    fields = ("open_time", "open", "high", "low", "close", "volume", "trades")
     # From start forwards when a start is given; otherwise the newest ones.
     if query.start is not None:
-        stored = await rows.order_by("open_time").limit(query.limit)
+        stored = await rows.order_by("open_time").limit(query.limit).values_list(*fields)
     else:
-        stored = list(reversed(await rows.order_by("-open_time").limit(query.limit)))
+        newest = await rows.order_by("-open_time").limit(query.limit).values_list(*fields)
+        stored = list(reversed(newest))
     length = INTERVALS[query.interval]
     items: list[dict[str, Any]] = [
         {
-            "symbol": r.symbol,
-            "interval": r.interval,
-            "open_time": r.open_time,
-            "close_time": r.open_time + length - 1,
-            "open": render_decimal(r.open),
-            "high": render_decimal(r.high),
-            "low": render_decimal(r.low),
-            "close": render_decimal(r.close),
-            "volume": render_decimal(r.volume),
-            "trades": r.trades,
+            "symbol": symbol,
+            "interval": query.interval,
+            "open_time": open_time,
+            "close_time": open_time + length - 1,
+            "open": render_decimal(open_),
+            "high": render_decimal(high),
+            "low": render_decimal(low),
+            "close": render_decimal(close),
+            "volume": render_decimal(volume),
+            "trades": trades,
             "closed": True,
         }
-        for r in stored
+        for open_time, open_, high, low, close, volume, trades in stored
     ]
     current = _view(request).current_candle(symbol, query.interval)
     fresh = current is not None and (not items or items[-1]["open_time"] < current["open_time"])
