@@ -1,21 +1,31 @@
 # The two commands: `make run` (CoinLink on the embedded default) and `make test` (everything).
+# Every install comes from the hash-pinned locks in requirements/ (see its README).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --require-hashes --no-deps
+LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
+	--custom-compile-command "make lock" $(LOCK_FLAGS)
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint lock bench clean
 
 $(BIN)/activate:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "CoinLink needs Python 3.11: set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.run-deps: $(BIN)/activate setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.build-deps: $(BIN)/activate requirements/build.txt
+	$(PIP) -r requirements/build.txt
 	touch $@
 
-$(VENV)/.test-deps: $(BIN)/activate setup.cfg pyproject.toml
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+# --no-deps everywhere: the lock already names every package, so nothing else is resolved.
+$(VENV)/.run-deps: $(VENV)/.build-deps requirements/runtime.txt setup.cfg pyproject.toml
+	$(PIP) -r requirements/runtime.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.test-deps: $(VENV)/.build-deps requirements/dev.txt setup.cfg pyproject.toml
+	$(PIP) -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@ $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps
@@ -29,6 +39,13 @@ lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check coinlink config blueprints models
 	$(BIN)/mypy
+
+# Runtime first; the dev lock is constrained by it, so both hold the same runtime pins.
+lock: $(VENV)/.test-deps
+	$(LOCK) requirements/build.in -o requirements/build.txt
+	$(LOCK) setup.cfg -o requirements/runtime.txt
+	$(LOCK) setup.cfg --extra test --extra bench --extra dev \
+		--constraint requirements/runtime.txt -o requirements/dev.txt
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python -m bench.http

@@ -545,7 +545,7 @@ class RedisSubscription(Subscription):
         if pubsub is not None:
             # The connection is being thrown away; how it fails to close does not matter.
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _read_once(self, wait_s: float) -> None:
         """Read at most one frame (caller holds the read lock); BusError when it failed."""
