@@ -18,22 +18,30 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-# Every compiled dependency (asyncpg, bcrypt, cryptography, orjson, uvloop, pydantic-core,
-# httptools...) ships manylinux wheels for CPython 3.11, so no compiler is installed here.
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-
+# Every install comes from the hash-pinned locks (requirements/README.md), --no-deps so
+# nothing is resolved here. The tools that build the package live in a venv of their own;
+# the app's venv gets neither pip nor setuptools. Every compiled dependency (asyncpg,
+# bcrypt, cryptography, orjson, uvloop, pydantic-core, httptools...) ships manylinux wheels
+# for CPython 3.11, so no compiler is installed.
 WORKDIR /src
-# Packaging metadata first, then the packages that setup.cfg's find_packages includes.
-COPY pyproject.toml setup.cfg ./
+COPY requirements/build.txt requirements/runtime.txt ./requirements/
+RUN python -m venv /opt/build \
+    && /opt/build/bin/python -m pip install --require-hashes --no-deps -r requirements/build.txt \
+    && python -m venv --without-pip /opt/venv \
+    && /opt/build/bin/pip --python /opt/venv/bin/python install \
+       --require-hashes --no-deps --only-binary :all: -r requirements/runtime.txt
+
+# Packaging metadata, then the packages that setup.cfg's find_packages includes.
+COPY pyproject.toml setup.cfg README.md ./
 COPY coinlink ./coinlink
 COPY blueprints ./blueprints
 COPY models ./models
 COPY config ./config
 COPY migrations ./migrations
-RUN pip install --no-cache-dir . \
-    && coinlink --help > /dev/null \
-    && python -c "import coinlink.app, migrations"
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
+    && /opt/build/bin/pip --python /opt/venv/bin/python install --no-deps /tmp/wheels/*.whl \
+    && /opt/venv/bin/coinlink --help > /dev/null \
+    && /opt/venv/bin/python -c "import coinlink.app, migrations"
 
 # ---------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS runtime
@@ -41,9 +49,11 @@ FROM python:3.11-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="coinlink" \
       org.opencontainers.image.description="Real-time crypto market data and price alerts backend"
 
+# /app made here, root-owned: Buildah would create a WORKDIR as the final USER.
 RUN groupadd --system --gid 10001 coinlink \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
-       --home-dir /nonexistent --shell /usr/sbin/nologin coinlink
+       --home-dir /nonexistent --shell /usr/sbin/nologin coinlink \
+    && mkdir /app
 
 # Only the installed venv: no compiler, no source tree (migrations are a package inside it).
 COPY --from=builder /opt/venv /opt/venv
@@ -57,7 +67,8 @@ ENV COINLINK_ENV=production \
 # Owned by root and read-only to the app: nothing is written to the working directory in
 # production (PostgreSQL, Redis; the Prometheus multi-process files go under /tmp).
 WORKDIR /app
-USER coinlink
+# Numeric, so Kubernetes' runAsNonRoot can check it without reading /etc/passwd.
+USER 10001:10001
 
 EXPOSE 8000
 

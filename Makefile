@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip install --quiet --require-hashes --no-deps
 LOCK := $(BIN)/uv pip compile --quiet --generate-hashes --universal --python-version 3.11 \
 	--custom-compile-command "make lock" $(LOCK_FLAGS)
 
-.PHONY: run test lint lock bench clean
+.PHONY: run test lint lock image bench clean
 
 $(BIN)/activate:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "CoinLink needs Python 3.11: set PYTHON=/path/to/python3.11")'
@@ -37,7 +37,7 @@ test: $(VENV)/.test-deps
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check coinlink config blueprints models
+	$(BIN)/ruff format --check coinlink config blueprints models scripts
 	$(BIN)/mypy
 
 # Runtime first; the dev lock is constrained by it, so both hold the same runtime pins.
@@ -46,6 +46,11 @@ lock: $(VENV)/.test-deps
 	$(LOCK) setup.cfg -o requirements/runtime.txt
 	$(LOCK) setup.cfg --extra test --extra bench --extra dev \
 		--constraint requirements/runtime.txt -o requirements/dev.txt
+
+# Builds the Dockerfile and runs the image against real PostgreSQL and Redis.
+image: $(VENV)/.test-deps
+	bash scripts/ensure-servers.sh
+	bash scripts/check-image.sh
 
 bench: $(VENV)/.test-deps
 	$(BIN)/python -m bench.http
