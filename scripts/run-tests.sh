@@ -4,7 +4,7 @@
 # pytest's exit code 5 (nothing collected) is a failure: a run that tested nothing must
 # not look green.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 # The suite uses these servers when they answer, else starts throwaway ones (tests/support).
 export COINLINK_TEST_DATABASE_URL="${COINLINK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export COINLINK_TEST_REDIS_URL="${COINLINK_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
