@@ -19,10 +19,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 # Every install comes from the hash-pinned locks (requirements/README.md), --no-deps so
-# nothing is resolved here. The tools that build the package live in a venv of their own;
-# the app's venv gets neither pip nor setuptools. Every compiled dependency (asyncpg,
-# bcrypt, cryptography, orjson, uvloop, pydantic-core, httptools...) ships manylinux wheels
-# for CPython 3.11, so no compiler is installed.
+# nothing is resolved here, then `pip check` proves the lock complete. The tools that build
+# the package live in a venv of their own; the app's venv gets no pip (setuptools only
+# because sanic needs it at run time). Every compiled dependency (asyncpg, bcrypt,
+# cryptography, orjson, uvloop, pydantic-core, httptools...) ships manylinux wheels for
+# CPython 3.11, so no compiler is installed.
 WORKDIR /src
 COPY requirements/build.txt requirements/runtime.txt ./requirements/
 RUN python -m venv /opt/build \
@@ -40,6 +41,7 @@ COPY config ./config
 COPY migrations ./migrations
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
     && /opt/build/bin/pip --python /opt/venv/bin/python install --no-deps /tmp/wheels/*.whl \
+    && /opt/build/bin/pip --python /opt/venv/bin/python check \
     && /opt/venv/bin/coinlink --help > /dev/null \
     && /opt/venv/bin/python -c "import coinlink.app, migrations"
 
@@ -49,8 +51,13 @@ FROM python:3.11-slim-bookworm AS runtime
 LABEL org.opencontainers.image.title="coinlink" \
       org.opencontainers.image.description="Real-time crypto market data and price alerts backend"
 
-# /app made here, root-owned: Buildah would create a WORKDIR as the final USER.
-RUN groupadd --system --gid 10001 coinlink \
+# The base image's own pip, setuptools and wheel go (the app never installs anything, and
+# the base's setuptools is an old release scanners flag); /app is made here, root-owned:
+# Buildah would create a WORKDIR as the final USER.
+RUN if python -m pip --version > /dev/null 2>&1; then \
+        python -m pip uninstall --yes --quiet pip setuptools wheel; \
+    fi \
+    && groupadd --system --gid 10001 coinlink \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
        --home-dir /nonexistent --shell /usr/sbin/nologin coinlink \
     && mkdir /app

@@ -17,15 +17,18 @@ $(VENV)/.build-deps: $(BIN)/activate requirements/build.txt
 	$(PIP) -r requirements/build.txt
 	touch $@
 
-# --no-deps everywhere: the lock already names every package, so nothing else is resolved.
+# --no-deps everywhere: the lock already names every package, so nothing else is resolved;
+# `pip check` then fails if the lock misses something a package needs.
 $(VENV)/.run-deps: $(VENV)/.build-deps requirements/runtime.txt setup.cfg pyproject.toml
 	$(PIP) -r requirements/runtime.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 $(VENV)/.test-deps: $(VENV)/.build-deps requirements/dev.txt setup.cfg pyproject.toml
 	$(PIP) -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@ $(VENV)/.run-deps
 
 run: $(VENV)/.run-deps

@@ -16,16 +16,22 @@ check() { # name, expected, actual
   fi
 }
 
-# Readiness may lag a fresh rollout: retry for up to CHECK_LIVE_WAIT_S seconds (30).
-wait_s=${CHECK_LIVE_WAIT_S:-30}
-for _ in $(seq $((wait_s * 2))); do
-  ready=$(status "$url/readyz")
-  [ "$ready" = 200 ] && break
+# priced: 1 when the tickers carry at least one price (the response is one line).
+priced() { curl --silent --max-time 5 "$url/api/v2/market/tickers" | grep -c '"price":"'; }
+
+# Readiness and the first prices may lag a fresh rollout: retry until CHECK_LIVE_WAIT_S
+# seconds (30) have passed.
+deadline=$((SECONDS + ${CHECK_LIVE_WAIT_S:-30}))
+ready=$(status "$url/readyz")
+prices=$(priced)
+while { [ "$ready" != 200 ] || [ "$prices" != 1 ]; } && [ "$SECONDS" -lt "$deadline" ]; do
   sleep 0.5
+  ready=$(status "$url/readyz")
+  prices=$(priced)
 done
 check "/health 200" 200 "$(status "$url/health")"
 check "/readyz 200" 200 "$ready"
-check "/api/v2/market/tickers 200" 200 "$(status "$url/api/v2/market/tickers")"
+check "/api/v2/market/tickers has live prices" 1 "$prices"
 nosniff=$(curl --silent --max-time 5 --dump-header - --output /dev/null "$url/health" |
   tr -d '\r' | grep -ci '^x-content-type-options: nosniff')
 check "security headers (X-Content-Type-Options: nosniff)" 1 "$nosniff"

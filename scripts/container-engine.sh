@@ -5,8 +5,9 @@
 #   - runc as the runtime (crun refuses hybrid cgroup hierarchies);
 #   - default ulimits no higher than this host's hard limits (raising them needs
 #     CAP_SYS_RESOURCE, which a sandbox may lack);
-#   - with no registry reachable, the Dockerfile's base image is made locally: a Debian 12
-#     minbase from debootstrap with the same Python 3.11, tagged with the FROM line's name.
+#   - the Dockerfile's base image is pulled; only when no registry answers is it made
+#     locally: a Debian 12 minbase from debootstrap with its Python 3.11, tagged with the
+#     FROM line's name (the same Debian release the official image is built on).
 # Podman's settings go to a file of this checkout (CONTAINERS_CONF), never to /etc.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,7 +22,6 @@ _install_podman() {
   local missing=()
   command -v podman >/dev/null 2>&1 || missing+=(podman)
   command -v runc >/dev/null 2>&1 || missing+=(runc)
-  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   command -v catatonit >/dev/null 2>&1 || [ -x /usr/libexec/podman/catatonit ] || missing+=(catatonit)
   [ ${#missing[@]} -eq 0 ] && return 0
   command -v apt-get >/dev/null 2>&1 || {
@@ -63,10 +63,16 @@ _debian_mirror() {
   echo "${uri:-http://deb.debian.org/debian}"
 }
 
-_build_base_image() {
+_base_image() {
   $ENGINE image exists "$BASE_IMAGE" && return 0
+  $ENGINE pull --quiet "docker.io/library/$BASE_IMAGE" >/dev/null 2>&1 && return 0
   local rootfs="$ROOT/var/podman/rootfs" started=$SECONDS
-  echo "making $BASE_IMAGE locally (debootstrap bookworm minbase; no registry is reachable)"
+  echo "making $BASE_IMAGE locally (debootstrap bookworm minbase): no registry answers"
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    _as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 \
+      --no-install-recommends debootstrap
+  fi
   _as_root rm -rf "$rootfs"
   _as_root debootstrap --variant=minbase \
     --include=python3,python3-venv,ca-certificates,netbase,tzdata \
@@ -89,6 +95,6 @@ else
   _install_podman
   _configure_podman
   ENGINE=podman
-  _build_base_image
+  _base_image
 fi
 export ENGINE

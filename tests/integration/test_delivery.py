@@ -22,7 +22,7 @@ import yaml
 
 from coinlink.db import apply_migrations
 from tests.support.apps import ServerProcess, server_env
-from tests.support.services import RedisServer
+from tests.support.services import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -110,7 +110,7 @@ def test_dependabot_matches_its_schema_and_covers_every_ecosystem() -> None:
     path = ROOT / ".github" / "dependabot.yml"
     assert_passes(tool("check-jsonschema", "--builtin-schema", "vendor.dependabot", str(path)))
     ecosystems = {u["package-ecosystem"] for u in yaml.safe_load(path.read_text())["updates"]}
-    assert ecosystems == {"pip", "github-actions", "docker"}
+    assert ecosystems == {"pip", "github-actions", "docker", "docker-compose"}
 
 
 def test_compose_matches_the_compose_spec(tmp_path: Path) -> None:
@@ -186,3 +186,9 @@ def test_post_deploy_check_passes_on_a_healthy_server_and_names_what_fails(
     assert broken.returncode == 1
     assert "FAIL  /readyz 200 (got 503)" in broken.stdout
     assert "ok    /health 200" in broken.stdout
+
+
+def test_post_deploy_check_fails_against_nothing() -> None:
+    nothing = check_live(f"http://127.0.0.1:{free_port()}")
+    assert nothing.returncode == 1
+    assert "FAIL  /health 200 (got 000)" in nothing.stdout
