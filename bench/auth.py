@@ -22,11 +22,11 @@ from typing import Any
 
 from tortoise import Tortoise
 
-from coinlink.accounts import AccountService
+from coinlink.accounts.service import AccountService
+from coinlink.accounts.tokens import TokenService
 from coinlink.bus import Bus, MemoryBus, RedisBus
 from coinlink.db import apply_migrations, tortoise_config
 from coinlink.ratelimit import Rate, RateLimiter
-from coinlink.tokens import TokenService
 from config import load_settings
 from models.accounts import User
 

@@ -66,8 +66,8 @@ def seed_candles(url: str, symbol: str = "BTC-USD", count: int = SEEDED_CANDLES)
     from tortoise import Tortoise
 
     from coinlink.db import apply_migrations, tortoise_config
+    from coinlink.market.candle_store import store_candles
     from coinlink.market.candles import CandleBuilder
-    from coinlink.market.ingest import store_candles
     from coinlink.market.providers.simulator import SimulatorProvider
     from coinlink.market.types import Candle
 

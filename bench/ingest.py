@@ -58,7 +58,7 @@ def stream_span_ms(ticks: int, rate: float) -> int:
 def fresh_ticks(ticks: int, rate: float, span_ms: int) -> list[Tick]:
     """The benchmark's stream, its last tick stamped now."""
     from coinlink.market.providers.simulator import SimulatorProvider
-    from coinlink.market.validation import now_ms
+    from coinlink.wire import now_ms
 
     first_gap = SimulatorProvider(SYMBOLS, rate, SEED, start_ms=0).generate(1)[0].ts
     start_ms = now_ms() - span_ms - first_gap
@@ -69,9 +69,11 @@ async def run_once(bus: Bus, ticks: list[Tick], batch: int, max_age_ms: int) -> 
     """One pass over ``ticks``, as the leader would process them; timings in seconds."""
     import orjson
 
-    from coinlink.market.ingest import DROPPED, FLUSH_GRACE_MS, HEARTBEAT_KEY, TICKS, Pipeline
+    from coinlink.channels import INGEST_HEARTBEAT_KEY
+    from coinlink.market.ingest import DROPPED, FLUSH_GRACE_MS, TICKS
+    from coinlink.market.pipeline import Pipeline
+    from coinlink.market.tick_validator import TickValidator, now_ms
     from coinlink.market.types import INTERVALS
-    from coinlink.market.validation import TickValidator, now_ms
 
     pipeline = Pipeline(SYMBOLS, TickValidator(symbols=set(SYMBOLS), max_age_ms=max_age_ms))
     apply = pipeline.apply
@@ -97,7 +99,7 @@ async def run_once(bus: Bus, ticks: list[Tick], batch: int, max_age_ms: int) -> 
             pipeline.flush_quiet(at - FLUSH_GRACE_MS)
             await bus.publish("tickers", orjson.dumps(pipeline.snapshots(at)))
             heartbeat = {"holder": "bench", "fencing_token": 1, "at": at, "newest_tick": at}
-            await bus.set(HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=15)
+            await bus.set(INGEST_HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=15)
         t2 = perf()
         messages, closed = pipeline.take_messages(at)
         t3 = perf()

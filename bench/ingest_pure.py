@@ -19,9 +19,10 @@ import time
 from decimal import Decimal
 
 from coinlink.market.candles import CandleBuilder
+from coinlink.market.tick_validator import TickValidator
 from coinlink.market.ticker import TickerState
 from coinlink.market.types import Tick
-from coinlink.market.validation import TickValidator, now_ms
+from coinlink.wire import now_ms
 
 SYMBOLS = [
     f"{base}-USD"

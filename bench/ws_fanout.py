@@ -57,7 +57,7 @@ import orjson
 
 from bench.http import delete_redis_keys, free_port, group_cpu_s
 from bench.ws_clients import HIST_SCALE
-from coinlink.bus.redis import RedisBus
+from coinlink.bus.redis_bus import RedisBus
 from config.settings import DEFAULT_SYMBOLS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,37 +4,25 @@ from __future__ import annotations
 
 from decimal import Decimal
 from typing import Annotated, Literal
-from uuid import UUID
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 from sanic_ext import openapi
 
-from blueprints.market import UnknownSymbol
-from coinlink.alerts import store
-from coinlink.alerts.engine import PCT_WINDOWS
-from coinlink.auth import BEARER, requires_auth
-from coinlink.errors import ApiError, NotFound, RequestValidationError
-from coinlink.pagination import PageQuery, decode_cursor, page
-from coinlink.validation import Body, openapi_body, parse_body, parse_query
-from models.alerts import Alert
+from coinlink.alerts.service import MAX_COOLDOWN_S, MAX_PRICE, AlertService, check_window
+from coinlink.alerts.store import alert_dict
+from coinlink.http.auth import BEARER, requires_auth
+from coinlink.http.errors import RequestValidationError
+from coinlink.http.pagination import PageQuery, decode_cursor, page
+from coinlink.http.request import Body, openapi_body, parse_body, parse_query
 
 bp = Blueprint("alerts", url_prefix="/api/v2/alerts")
-
-MAX_PRICE = Decimal(10) ** 17
-MAX_PCT = Decimal(1000)
-MAX_COOLDOWN_S = 7 * 86_400
 
 Threshold = Annotated[
     Decimal, Field(gt=0, lt=MAX_PRICE, allow_inf_nan=False, max_digits=30, decimal_places=12)
 ]
 Cooldown = Annotated[int, Field(ge=0, le=MAX_COOLDOWN_S)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-
-
-class AlertLimit(ApiError):
-    status = 409
-    code = "alert_limit_reached"
 
 
 class AlertIn(Body):
@@ -61,16 +49,6 @@ class AlertIn(Body):
         return self
 
 
-def check_window(condition: str, window_s: int | None, threshold: Decimal | None) -> None:
-    if condition == "pct_change":
-        if window_s not in PCT_WINDOWS:
-            raise ValueError(f"window_s must be one of {', '.join(map(str, PCT_WINDOWS))}")
-        if threshold is not None and threshold > MAX_PCT:
-            raise ValueError(f"a pct_change threshold is a percentage up to {MAX_PCT}")
-    elif window_s is not None:
-        raise ValueError("window_s applies to pct_change alerts only")
-
-
 class AlertChange(Body):
     threshold: Threshold | None = None
     repeat: bool | None = None
@@ -83,18 +61,9 @@ class AlertsQuery(PageQuery):
     status: Literal["active", "disabled", "triggered"] | None = None
 
 
-def _alert_id(raw: str) -> UUID:
-    try:
-        return UUID(raw)
-    except ValueError:
-        raise NotFound("no such alert") from None
-
-
-async def _own(request: Request, raw_id: str) -> Alert:
-    alert = await store.of_user(request.ctx.claims.user_id, _alert_id(raw_id))
-    if alert is None:  # another user's alert is as unknown as a missing one
-        raise NotFound("no such alert")
-    return alert
+def _alerts(request: Request) -> AlertService:
+    alerts: AlertService = request.app.ctx.alerts
+    return alerts
 
 
 @bp.post("")
@@ -107,17 +76,8 @@ async def _own(request: Request, raw_id: str) -> Alert:
 @requires_auth
 async def create(request: Request) -> HTTPResponse:
     body = parse_body(request, AlertIn)
-    settings = request.app.ctx.settings
-    if body.symbol not in settings.symbols:
-        raise UnknownSymbol(body.symbol)
-    try:
-        alert = await store.create(
-            request.ctx.claims.user_id, settings.alerts_max_per_user, **body.model_dump()
-        )
-    except store.AlertLimitReached as exc:
-        raise AlertLimit(str(exc), details={"cap": exc.cap}) from None
-    await store.announce(request.app.ctx.bus, alert.id)
-    return json(store.alert_dict(alert), status=201)
+    alert = await _alerts(request).create(request.ctx.claims.user_id, body.model_dump())
+    return json(alert_dict(alert), status=201)
 
 
 @bp.get("")
@@ -128,8 +88,10 @@ async def list_alerts(request: Request) -> HTTPResponse:
     before = decode_cursor(query.cursor, 1)[0] if query.cursor else None
     if before is not None and not isinstance(before, int):
         raise RequestValidationError({"cursor": "is not a cursor this list gave out"})
-    rows = await store.listed(request.ctx.claims.user_id, query.status, query.limit, before)
-    return json(page(rows, query.limit, lambda a: [a.seq], store.alert_dict))
+    rows = await _alerts(request).listed(
+        request.ctx.claims.user_id, query.status, query.limit, before
+    )
+    return json(page(rows, query.limit, lambda a: [a.seq], alert_dict))
 
 
 @bp.get("/<alert_id:str>")
@@ -137,7 +99,7 @@ async def list_alerts(request: Request) -> HTTPResponse:
 @openapi.response(404, description="not_found (also for another user's alert)")
 @requires_auth
 async def get_alert(request: Request, alert_id: str) -> HTTPResponse:
-    return json(store.alert_dict(await _own(request, alert_id)))
+    return json(alert_dict(await _alerts(request).get(request.ctx.claims.user_id, alert_id)))
 
 
 @bp.patch("/<alert_id:str>")
@@ -151,19 +113,9 @@ async def get_alert(request: Request, alert_id: str) -> HTTPResponse:
 @requires_auth
 async def patch_alert(request: Request, alert_id: str) -> HTTPResponse:
     body = parse_body(request, AlertChange)
-    alert = await _own(request, alert_id)
     changes = body.model_dump(exclude_unset=True)
-    nulls = [name for name, value in changes.items() if value is None]
-    if nulls:
-        raise RequestValidationError(dict.fromkeys(nulls, "must not be null"))
-    try:
-        check_window(alert.condition, alert.window_s, changes.get("threshold"))
-    except ValueError as exc:
-        raise RequestValidationError({"threshold": str(exc)}) from None
-    if changes:
-        alert = await store.update(alert, changes)
-        await store.announce(request.app.ctx.bus, alert.id)
-    return json(store.alert_dict(alert))
+    alert = await _alerts(request).change(request.ctx.claims.user_id, alert_id, changes)
+    return json(alert_dict(alert))
 
 
 @bp.delete("/<alert_id:str>")
@@ -172,7 +124,5 @@ async def patch_alert(request: Request, alert_id: str) -> HTTPResponse:
 @openapi.response(404, description="not_found (also for another user's alert)")
 @requires_auth
 async def delete_alert(request: Request, alert_id: str) -> HTTPResponse:
-    alert = await _own(request, alert_id)
-    await alert.delete()
-    await store.announce(request.app.ctx.bus, alert.id)
+    await _alerts(request).delete(request.ctx.claims.user_id, alert_id)
     return empty()

@@ -8,11 +8,12 @@ from pydantic import Field
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 from sanic_ext import openapi
 
-from coinlink.accounts import AccountService, iso, user_dict
-from coinlink.auth import BEARER, client_ip, current_user, requires_auth
-from coinlink.errors import NotFound
-from coinlink.ratelimit import enforce
-from coinlink.validation import Body, DisplayName, Email, Password, openapi_body, parse_body
+from coinlink.accounts.service import AccountService, user_dict
+from coinlink.http.auth import BEARER, client_ip, current_user, requires_auth
+from coinlink.http.errors import NotFound
+from coinlink.http.ratelimit import enforce
+from coinlink.http.request import Body, DisplayName, Email, Password, openapi_body, parse_body
+from coinlink.wire import iso_time
 
 bp = Blueprint("auth", url_prefix="/api/v2/auth")
 
@@ -113,8 +114,8 @@ async def sessions(request: Request) -> HTTPResponse:
     items = [
         {
             "id": str(session.id),
-            "created_at": iso(session.created_at),
-            "last_used_at": iso(session.last_used_at),
+            "created_at": iso_time(session.created_at),
+            "last_used_at": iso_time(session.last_used_at),
             "user_agent": session.user_agent,
             "ip": session.ip,
             "current": str(session.id) == claims.session_id,

@@ -8,11 +8,11 @@ from uuid import UUID
 from sanic import Blueprint, HTTPResponse, Request, json
 from sanic_ext import openapi
 
-from coinlink import notifications
-from coinlink.auth import BEARER, requires_auth
-from coinlink.errors import NotFound, RequestValidationError
-from coinlink.pagination import PageQuery, decode_cursor, page
-from coinlink.validation import parse_query
+from coinlink.alerts import notifications
+from coinlink.http.auth import BEARER, requires_auth
+from coinlink.http.errors import RequestValidationError
+from coinlink.http.pagination import PageQuery, decode_cursor, page
+from coinlink.http.request import parse_query
 
 bp = Blueprint("notifications", url_prefix="/api/v2/notifications")
 
@@ -62,13 +62,7 @@ async def unread_count(request: Request) -> HTTPResponse:
 @openapi.response(404, description="not_found (also for another user's notification)")
 @requires_auth
 async def mark_read(request: Request, notification_id: str) -> HTTPResponse:
-    try:
-        wanted = UUID(notification_id)
-    except ValueError:
-        raise NotFound("no such notification") from None
-    found = await notifications.mark_read(request.ctx.claims.user_id, wanted)
-    if found is None:
-        raise NotFound("no such notification")
+    found = await notifications.mark_read(request.ctx.claims.user_id, notification_id)
     return json(notifications.notification_dict(found))
 
 

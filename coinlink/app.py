@@ -21,26 +21,28 @@ from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from blueprints import admin, alerts, auth, health, market, notifications, realtime, users
-from coinlink import __version__, db, middleware
-from coinlink.accounts import AccountService
-from coinlink.alerts.dispatcher import DUE as WEBHOOKS_DUE
+from coinlink import __version__, channels, db
+from coinlink.accounts.profiles import ProfileService
+from coinlink.accounts.service import AccountService
+from coinlink.accounts.tokens import TokenService
 from coinlink.alerts.dispatcher import Dispatcher
 from coinlink.alerts.evaluator import Evaluator
-from coinlink.alerts.store import CHANGES
+from coinlink.alerts.service import AlertService
 from coinlink.bus import create_bus
-from coinlink.clientip import TrustedProxies
-from coinlink.errors import EnvelopeErrorHandler
+from coinlink.http import middleware
+from coinlink.http.client_address import TrustedProxies
+from coinlink.http.errors import EnvelopeErrorHandler
+from coinlink.http.ratelimit import install as install_rate_limits
 from coinlink.market.ingest import Ingest
 from coinlink.market.providers import provider_from_settings
-from coinlink.market.validation import TickValidator
+from coinlink.market.service import MarketService
+from coinlink.market.tick_validator import TickValidator
 from coinlink.market.view import MarketView
 from coinlink.observability.logging import configure_logging
 from coinlink.observability.metrics import mark_worker_dead
 from coinlink.observability.sentry import init_sentry
 from coinlink.ratelimit import Policies, RateLimiter
-from coinlink.ratelimit import install as install_rate_limits
 from coinlink.realtime.hub import Hub, HubSettings
-from coinlink.tokens import TokenService
 from config import Settings, load_settings
 
 log = structlog.get_logger(logger_name="coinlink.app")
@@ -118,10 +120,17 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         await limiter.start()
         app.ctx.accounts = AccountService(settings, tokens, app.ctx.bus)
         await app.ctx.accounts.warm_up()
-        app.ctx.market = MarketView(settings.symbols, settings.staleness_s)
+        view = MarketView(settings.symbols, settings.staleness_s)
+        app.ctx.market = MarketService(
+            settings.symbols, view, app.ctx.bus, admin_ticks_enabled=settings.admin_ticks
+        )
+        app.ctx.profiles = ProfileService(
+            settings.symbols, webhook_allow_private=settings.webhook_allow_private
+        )
+        app.ctx.alerts = AlertService(app.ctx.bus, settings.symbols, settings.alerts_max_per_user)
         app.ctx.hub = Hub(
             app.ctx.bus,
-            app.ctx.market,
+            view,
             HubSettings(
                 history_size=settings.bus_history_size,
                 heartbeat_s=settings.ws_heartbeat_s,
@@ -131,8 +140,8 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             ),
             app.ctx.accounts.access_allowed,
         )
-        app.ctx.alerts = Evaluator(app.ctx.bus, pause_after_commit_s=settings.test_alert_pause_s)
-        app.ctx.hub.on(CHANGES, _spawning(app.ctx.alerts.on_change))
+        app.ctx.evaluator = Evaluator(app.ctx.bus, pause_after_commit_s=settings.test_alert_pause_s)
+        app.ctx.hub.on(channels.ALERT_CHANGES, _spawning(app.ctx.evaluator.on_change))
         app.ctx.webhooks = Dispatcher(
             app.ctx.bus,
             allow_private=settings.webhook_allow_private,
@@ -140,7 +149,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             retry_base_s=settings.webhook_retry_base_s,
             lease_ttl_s=settings.ingest_lease_s,
         )
-        app.ctx.hub.on(WEBHOOKS_DUE, app.ctx.webhooks.wake)
+        app.ctx.hub.on(channels.WEBHOOKS_DUE, app.ctx.webhooks.wake)
         await app.ctx.hub.start()
         app.ctx.ingest = Ingest(
             app.ctx.bus,
@@ -149,7 +158,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             lease_ttl_s=settings.ingest_lease_s,
             backfill_hours=settings.backfill_hours,
             history_size=settings.bus_history_size,
-            alerts=app.ctx.alerts,
+            alerts=app.ctx.evaluator,
             validator_factory=lambda: TickValidator(
                 symbols=set(settings.symbols),
                 max_age_ms=int(settings.ingest_max_tick_age_s * 1000),

@@ -165,7 +165,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_users_create(args: argparse.Namespace) -> int:
     settings = _settings()
-    from coinlink.users import UserError, create_user_cli
+    from coinlink.accounts.user_admin import UserError, create_user_cli
 
     try:
         user_id, email = asyncio.run(
@@ -181,7 +181,7 @@ def cmd_users_create(args: argparse.Namespace) -> int:
 
 def cmd_users_list(args: argparse.Namespace) -> int:
     settings = _settings()
-    from coinlink.users import UserError, list_users_cli
+    from coinlink.accounts.user_admin import UserError, list_users_cli
 
     try:
         users = asyncio.run(list_users_cli(settings))

@@ -7,12 +7,14 @@ SQLite (the embedded default) and PostgreSQL alike, while aerich stores dialect-
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
 from sanic import Sanic
 from tortoise import Tortoise
 from tortoise.connection import get_connection
@@ -26,15 +28,8 @@ APP_LABEL = "models"
 MIGRATIONS_MODULE = "migrations"
 
 
-class PendingMigrationsError(RuntimeError):
-    """The database schema is behind the code."""
-
-    def __init__(self, pending: list[str]) -> None:
-        self.pending = pending
-        super().__init__(
-            f"{len(pending)} migration(s) pending: {', '.join(pending)}; "
-            "run `coinlink migrate` before serving"
-        )
+# pg_advisory_lock key of migrations (any constant every CoinLink agrees on: "coinlink").
+MIGRATION_LOCK_KEY = int.from_bytes(b"coinlink", "big") >> 1
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
@@ -81,17 +76,36 @@ async def pending_migrations(database_url: str) -> list[str]:
     return [step.migration.name for step in await _plan(database_url) if not step.backward]
 
 
+@contextlib.asynccontextmanager
+async def _migration_lock(database_url: str) -> AsyncIterator[None]:
+    """On PostgreSQL, one migrating process at a time: instances starting together would
+    otherwise all see the same pending migrations and all apply them. The lock is held by a
+    connection of its own and goes with it (also when the process dies)."""
+    parts = urlsplit(database_url)
+    if parts.scheme not in ("postgres", "postgresql", "asyncpg", "psycopg"):
+        yield  # SQLite: one process on one file
+        return
+    dsn = parts._replace(scheme="postgresql", query="", fragment="").geturl()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        yield
+    finally:
+        await conn.close()
+
+
 async def apply_migrations(
     database_url: str, progress: Callable[[str], object] | None = None
 ) -> list[str]:
     """Apply every pending migration; idempotent. Returns the names applied."""
-    pending = await pending_migrations(database_url)
-    if pending:
-        await Tortoise.init(config=tortoise_config(database_url), init_connections=False)
-        try:
-            await tortoise_migrate(config=tortoise_config(database_url))
-        finally:
-            await Tortoise.close_connections()
+    async with _migration_lock(database_url):
+        pending = await pending_migrations(database_url)
+        if pending:
+            await Tortoise.init(config=tortoise_config(database_url), init_connections=False)
+            try:
+                await tortoise_migrate(config=tortoise_config(database_url))
+            finally:
+                await Tortoise.close_connections()
     for name in pending:
         if progress:
             progress(name)

@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 from tortoise.connection import get_connection
 
+from coinlink import channels
 from coinlink.bus import Bus
-from coinlink.market.ingest import HEARTBEAT_KEY
 
 Check = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -74,7 +74,7 @@ def ingest_check(bus: Bus, stale_after_s: float) -> Check:
     """Some worker of some instance leads ingest, and its newest tick is recent enough."""
 
     async def check() -> dict[str, Any]:
-        raw = await bus.get(HEARTBEAT_KEY)
+        raw = await bus.get(channels.INGEST_HEARTBEAT_KEY)
         if raw is None:
             raise NotReady("no ingest leader")
         beat = orjson.loads(raw)

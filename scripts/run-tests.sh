@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.." || exit 1
 export COINLINK_TEST_DATABASE_URL="${COINLINK_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export COINLINK_TEST_REDIS_URL="${COINLINK_TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
 floor=()
-[ $# -eq 0 ] && floor=(--cov-fail-under=85)
+[ $# -eq 0 ] && floor=(--cov-fail-under=90)
 rm -f .coverage .coverage.*
 .venv/bin/pytest --cov --cov-report=term --timeout=300 "${floor[@]}" "$@"
 status=$?

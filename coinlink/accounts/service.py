@@ -28,18 +28,21 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
+from coinlink import channels
+from coinlink.accounts.passwords import hash_password, verify_password
+from coinlink.accounts.tokens import (
+    AccessClaims,
+    TokenService,
+    hash_refresh_token,
+    new_refresh_token,
+)
 from coinlink.bus import Bus, BusError
-from coinlink.errors import ApiError
-from coinlink.passwords import hash_password, verify_password
-from coinlink.tokens import AccessClaims, TokenService, hash_refresh_token, new_refresh_token
+from coinlink.wire import iso_time
 from config import Settings
 from models.accounts import RefreshToken, Session, User
 
-REVOCATIONS = "revocations"
-"""Bus channel of revoked sessions, ``{"sessions": [ids]}``: every worker's hub listens."""
-
 security_log = structlog.get_logger(logger_name="coinlink.security")
-log = structlog.get_logger(logger_name="coinlink.accounts")
+log = structlog.get_logger(logger_name="coinlink.accounts.service")
 
 TOKEN_REUSE = Counter(
     "auth_refresh_token_reuse_total", "Spent refresh tokens presented again (families revoked)."
@@ -56,19 +59,18 @@ BUS_FALLBACKS = Counter(
 )
 
 
-class AuthError(ApiError):
-    """401: a token (``invalid_token``, ``token_reused``) or a password was not accepted."""
-
-    status = 401
+class AuthError(Exception):
+    """A token (``invalid_token``, ``token_reused``) or a password
+    (``invalid_credentials``) was not accepted; ``code`` says which."""
 
     def __init__(self, message: str, code: str = "invalid_token") -> None:
-        challenge = "Bearer" if code == "invalid_credentials" else 'Bearer error="invalid_token"'
-        super().__init__(message, code=code, headers={"WWW-Authenticate": challenge})
+        super().__init__(message)
+        self.code = code
 
 
-class EmailTaken(ApiError):
-    status = 409
-    code = "email_taken"
+class EmailTaken(Exception):
+    def __init__(self) -> None:
+        super().__init__("this email is already registered")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +88,6 @@ class Tokens:
         }
 
 
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def user_dict(user: User) -> dict[str, Any]:
     """The contract's ``user``: never the password hash."""
     return {
@@ -99,7 +95,7 @@ def user_dict(user: User) -> dict[str, Any]:
         "email": user.email,
         "display_name": user.display_name,
         "is_admin": user.is_admin,
-        "created_at": iso(user.created_at),
+        "created_at": iso_time(user.created_at),
     }
 
 
@@ -145,7 +141,7 @@ class AccountService:
                 )
                 tokens = await self._open_session(user, user_agent, ip)
         except IntegrityError:
-            raise EmailTaken("this email is already registered") from None
+            raise EmailTaken from None
         return user, tokens
 
     async def login(
@@ -235,7 +231,7 @@ class AccountService:
             marks.append(self.bus.set(f"denied-jti:{denied_jti}", b"1", ttl_s=ttl))
         # Every worker's WebSocket hub closes these sessions' sockets (1008) at once.
         event = orjson.dumps({"sessions": [str(sid) for sid in session_ids]})
-        marks.append(self.bus.publish(REVOCATIONS, event))
+        marks.append(self.bus.publish(channels.REVOCATIONS, event))
         try:
             async with asyncio.timeout(BUS_DEADLINE_S * 4):
                 await asyncio.gather(*marks)

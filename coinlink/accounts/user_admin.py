@@ -1,4 +1,4 @@
-"""Users from the command line (the HTTP flows are in :mod:`coinlink.accounts`)."""
+"""Users from the command line (the HTTP flows are in :mod:`coinlink.accounts.service`)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from uuid import UUID
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
+from coinlink.accounts.passwords import hash_password, password_problem
 from coinlink.db import pending_migrations, tortoise_config
-from coinlink.passwords import hash_password, password_problem
-from coinlink.validation import normalise_email
+from coinlink.http.request import normalise_email
 from config import Settings
 from models.accounts import User
 

@@ -1,7 +1,7 @@
 """Webhook delivery: one dispatcher across every instance drains the outbox's webhook rows.
 
 Every worker competes for the ``webhooks`` lease; the holder polls the outbox for due
-``webhook`` rows and POSTs each notification (see :mod:`coinlink.webhooks` for the URL
+``webhook`` rows and POSTs each notification (see :mod:`coinlink.alerts.webhooks` for the URL
 checks, signing and what an answer means), a few at a time. Each attempt is logged for the
 user (``GET /api/v2/notifications/deliveries``). Success marks the row done; a retryable
 failure schedules the next attempt with exponential backoff and jitter; a permanent failure,
@@ -26,16 +26,15 @@ import orjson
 import structlog
 from prometheus_client import Counter
 
-from coinlink import webhooks
+from coinlink.alerts import webhooks
+from coinlink.alerts.notifications import notification_dict
 from coinlink.bus import Bus, BusError
-from coinlink.leases import keep_lease
-from coinlink.notifications import notification_dict
+from coinlink.bus.leases import keep_lease
 from models.alerts import OutboxItem, WebhookAttempt
 
-log = structlog.get_logger(logger_name="coinlink.webhooks")
+log = structlog.get_logger(logger_name="coinlink.alerts.webhooks")
 
 LEASE = "webhooks"
-DUE = "webhooks:due"
 """Bus channel: a webhook row was just written (the holder wakes instead of waiting a poll)."""
 BATCH = 50
 CONCURRENCY = 10

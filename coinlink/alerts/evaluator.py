@@ -28,16 +28,15 @@ from typing import Any
 
 import orjson
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from tortoise.transactions import in_transaction
 
-from coinlink.alerts.dispatcher import DUE as WEBHOOKS_DUE
+from coinlink import channels
 from coinlink.alerts.engine import AlertEngine, AlertSpec, Firing
-from coinlink.alerts.store import decimal_str
+from coinlink.alerts.notifications import notification_dict
 from coinlink.bus import Bus, BusError
 from coinlink.market.types import Tick
-from coinlink.notifications import notification_dict
-from coinlink.realtime.hub import private_channel
+from coinlink.wire import decimal_str
 from models.accounts import User
 from models.alerts import Alert, Notification, OutboxItem
 
@@ -45,6 +44,11 @@ log = structlog.get_logger(logger_name="coinlink.alerts")
 
 FIRED = Counter("alerts_fired_total", "Alert firings committed (notification written).")
 PUBLISHED = Counter("alerts_notifications_published_total", "Notifications published to sockets.")
+LOADED = Gauge(
+    "alerts_loaded",
+    "Active alerts in the ingest leader's engine (changes land within moments).",
+    multiprocess_mode="livesum",
+)
 
 SWEEP_S = 5.0
 LOAD_PAGE = 10_000
@@ -160,6 +164,7 @@ class Evaluator:
         changed, self._changed = self._changed or set(), None
         for alert_id in changed:
             await self.reload(alert_id)
+        LOADED.set(len(engine))
         log.info("alerts_loaded", count=len(engine))
 
     async def stop(self) -> None:
@@ -168,6 +173,7 @@ class Evaluator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self.engine = None
+        LOADED.set(0)
 
     def on_tick(self, tick: Tick) -> None:
         if self.engine is not None:
@@ -194,6 +200,7 @@ class Evaluator:
         self.engine.remove(alert_id)
         if alert is not None and alert.status == "active":
             _arm(self.engine, spec_of(alert))
+        LOADED.set(len(self.engine))
 
     # -- durable first, then published -------------------------------------------------
 
@@ -207,7 +214,7 @@ class Evaluator:
                     if self._webhook_due:
                         self._webhook_due = False
                         with contextlib.suppress(BusError):
-                            await self.bus.publish(WEBHOOKS_DUE, b"")
+                            await self.bus.publish(channels.WEBHOOKS_DUE, b"")
                     if self.pause_after_commit_s:
                         await asyncio.sleep(self.pause_after_commit_s)
                     self._in_flight.add(notification.id)
@@ -239,6 +246,7 @@ class Evaluator:
             if alert is None:  # deleted or disabled since the engine saw it
                 if self.engine is not None:
                     self.engine.remove(firing.alert_id)
+                    LOADED.set(len(self.engine))
                 return None
             if (
                 alert.last_fired_ts is not None
@@ -300,7 +308,7 @@ class Evaluator:
         user_id = str(notification.user_id)  # type: ignore[attr-defined]
         try:
             await self.bus.publish(
-                private_channel(user_id), orjson.dumps(notification_dict(notification))
+                channels.notifications(user_id), orjson.dumps(notification_dict(notification))
             )
         except BusError as exc:
             log.warning("notification_not_published", error=str(exc))

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from tortoise.expressions import Q
 
-from coinlink.alerts.store import iso
+from coinlink.wire import iso_time
 from models.alerts import Notification, WebhookAttempt
 
 
@@ -19,8 +19,8 @@ def notification_dict(notification: Notification) -> dict[str, Any]:
         "title": notification.title,
         "body": notification.body,
         "data": notification.data,
-        "created_at": iso(notification.created_at),
-        "read_at": iso(notification.read_at),
+        "created_at": iso_time(notification.created_at),
+        "read_at": iso_time(notification.read_at),
     }
 
 
@@ -34,7 +34,7 @@ def attempt_dict(attempt: WebhookAttempt) -> dict[str, Any]:
         "status_code": attempt.status_code,
         "error": attempt.error or None,
         "duration_ms": attempt.duration_ms,
-        "created_at": iso(attempt.created_at),
+        "created_at": iso_time(attempt.created_at),
     }
 
 
@@ -55,9 +55,21 @@ async def unread_count(user_id: str) -> int:
     return await Notification.filter(user_id=user_id, read_at__isnull=True).count()
 
 
-async def mark_read(user_id: str, notification_id: UUID) -> Notification | None:
+class NotificationNotFound(Exception):
+    def __init__(self) -> None:
+        super().__init__("no such notification")
+
+
+async def mark_read(user_id: str, raw_id: str) -> Notification:
+    """Mark one of the user's notifications read (another user's is as unknown as none)."""
+    try:
+        notification_id = UUID(raw_id)
+    except ValueError:
+        raise NotificationNotFound from None
     notification = await Notification.get_or_none(id=notification_id, user_id=user_id)
-    if notification is not None and notification.read_at is None:
+    if notification is None:
+        raise NotificationNotFound
+    if notification.read_at is None:
         notification.read_at = datetime.now(UTC)
         await notification.save(update_fields=["read_at"])
     return notification

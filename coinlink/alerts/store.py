@@ -1,6 +1,6 @@
 """Alerts as users manage them: create under a per-user cap, read, change, delete.
 
-Every change is announced on the bus channel :data:`CHANGES` (the alert's id), so the
+Every change is announced on the bus channel ``alerts:changes`` (the alert's id), so the
 leader's engine re-reads that alert from the database within moments; the database stays
 the one source of truth, and an announcement lost while Redis is away is made good when a
 leader next loads every alert.
@@ -9,8 +9,6 @@ leader next loads every alert.
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -18,30 +16,19 @@ import orjson
 import structlog
 from tortoise.transactions import in_transaction
 
+from coinlink import channels
 from coinlink.bus import Bus, BusError
+from coinlink.wire import decimal_str, iso_time
 from models.accounts import User
 from models.alerts import Alert
 
 log = structlog.get_logger(logger_name="coinlink.alerts")
-
-CHANGES = "alerts:changes"
-"""Bus channel: ``{"id": "<alert id>"}`` after every create, change or delete."""
 
 
 class AlertLimitReached(Exception):
     def __init__(self, cap: int) -> None:
         super().__init__(f"at most {cap} alerts per user; delete some first")
         self.cap = cap
-
-
-def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
-def decimal_str(value: Decimal) -> str:
-    """A threshold as the contract's decimal string, without trailing zeros or exponent."""
-    text = format(value.normalize(), "f")
-    return text
 
 
 def alert_dict(alert: Alert) -> dict[str, Any]:
@@ -56,15 +43,15 @@ def alert_dict(alert: Alert) -> dict[str, Any]:
         "note": alert.note,
         "status": alert.status,
         "trigger_count": alert.trigger_count,
-        "last_triggered_at": iso(alert.last_triggered_at),
-        "created_at": iso(alert.created_at),
+        "last_triggered_at": iso_time(alert.last_triggered_at),
+        "created_at": iso_time(alert.created_at),
     }
 
 
 async def announce(bus: Bus, alert_id: UUID) -> None:
     """Best effort: the leader also re-reads every alert when it takes over."""
     with contextlib.suppress(BusError):
-        await bus.publish(CHANGES, orjson.dumps({"id": str(alert_id)}))
+        await bus.publish(channels.ALERT_CHANGES, orjson.dumps({"id": str(alert_id)}))
 
 
 async def create(user_id: str, cap: int, **values: Any) -> Alert:
@@ -106,3 +93,7 @@ async def update(alert: Alert, changes: dict[str, Any]) -> Alert:
         setattr(alert, name, value)
     await alert.save(update_fields=[*changes, "updated_at"])
     return alert
+
+
+async def delete(alert: Alert) -> None:
+    await alert.delete()

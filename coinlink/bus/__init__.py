@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from coinlink.bus.base import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.bus.memory import MemoryBus
-from coinlink.bus.redis import RedisBus
+from coinlink.bus.redis_bus import RedisBus
 
 __all__ = [
     "RESUBSCRIBED",

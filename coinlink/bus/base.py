@@ -1,6 +1,6 @@
 """The bus: what every CoinLink process shares with the others.
 
-One interface, two implementations: :mod:`coinlink.bus.redis` (many workers and instances)
+One interface, two implementations: :mod:`coinlink.bus.redis_bus` (many workers and instances)
 and :mod:`coinlink.bus.memory` (the embedded default, one process). It offers
 
 * **channels**: ``publish`` gives each message the channel's next sequence number (global

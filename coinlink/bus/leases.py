@@ -9,7 +9,7 @@ import structlog
 
 from coinlink.bus import Bus, BusError
 
-log = structlog.get_logger(logger_name="coinlink.leases")
+log = structlog.get_logger(logger_name="coinlink.bus.leases")
 
 
 async def keep_lease(

@@ -3,7 +3,7 @@
 Everything lives in this process and every method runs without an ``await`` in between its
 reads and writes, so each operation is atomic with respect to the event loop; that is what
 gives publishes their contiguous sequence numbers and subscribers their publish order,
-exactly as the Lua scripts of :mod:`coinlink.bus.redis` do for many processes.
+exactly as the Lua scripts of :mod:`coinlink.bus.redis_bus` do for many processes.
 
 * channels: a counter and a ``deque(maxlen=history_size)`` per channel; ``publish`` puts the
   message straight into the queue of every subscription that holds the channel;

@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 
 from sanic import HTTPResponse, Request
 
-from coinlink.accounts import AccountService, AuthError
-from coinlink.clientip import client_ip as resolve_client_ip
-from coinlink.errors import ApiError
-from coinlink.tokens import AccessClaims, InvalidToken
+from coinlink.accounts.service import AccountService, AuthError
+from coinlink.accounts.tokens import AccessClaims, InvalidToken
+from coinlink.http.client_address import client_ip as resolve_client_ip
+from coinlink.http.errors import ApiError
 from models.accounts import User
 
 # OpenAPI: the scheme every authenticated operation declares (registered in create_app).

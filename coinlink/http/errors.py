@@ -1,13 +1,16 @@
 """The one error envelope, for every error from every route.
 
 ``{"error": {"code", "message", "details", "trace_id"}}``. Handlers raise :class:`ApiError`
-(or a subclass); Sanic's own exceptions (404, 405, 413, ...) and anything unexpected are
-rendered by :class:`EnvelopeErrorHandler` in the same shape. A 500 is logged with the trace
-id and the traceback; the client only ever sees a generic message.
+(or a subclass) for what is about HTTP; services raise plain domain errors, which
+:data:`DOMAIN_ERRORS` maps to a status and code here, at the edge. Sanic's own exceptions
+(404, 405, 413, ...) and anything unexpected are rendered by :class:`EnvelopeErrorHandler` in
+the same shape. A 500 is logged with the trace id and the traceback; the client only ever
+sees a generic message.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,12 +20,18 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 
+from coinlink.accounts.service import AuthError, EmailTaken
+from coinlink.alerts.notifications import NotificationNotFound
+from coinlink.alerts.service import AlertNotFound
+from coinlink.alerts.store import AlertLimitReached
 from coinlink.bus.base import BusError
-from coinlink.middleware import UNMATCHED_ROUTE, route_label
+from coinlink.http.middleware import UNMATCHED_ROUTE, route_label
+from coinlink.http.trace_ids import trace_id_of
+from coinlink.invalid import Invalid
+from coinlink.market.service import AdminTicksDisabled, NoIngestLeader, UnknownSymbol
 from coinlink.observability.sentry import report_exception
-from coinlink.tracing import trace_id_of
 
-log = structlog.get_logger(logger_name="coinlink.errors")
+log = structlog.get_logger(logger_name="coinlink.http.errors")
 
 _CODES_BY_STATUS = {
     400: "bad_request",
@@ -106,6 +115,41 @@ class ServiceUnavailable(ApiError):
     code = "service_unavailable"
 
 
+def _unauthenticated(e: AuthError) -> ApiError:
+    # RFC 6750: a bad token names the error in the challenge; a bad password does not.
+    challenge = "Bearer" if e.code == "invalid_credentials" else 'Bearer error="invalid_token"'
+    return ApiError(str(e), status=401, code=e.code, headers={"WWW-Authenticate": challenge})
+
+
+DomainError = Callable[[Any], ApiError]
+DOMAIN_ERRORS: dict[type[Exception], DomainError] = {
+    AuthError: _unauthenticated,
+    EmailTaken: lambda e: ApiError(str(e), status=409, code="email_taken"),
+    UnknownSymbol: lambda e: ApiError(
+        str(e), status=404, code="unknown_symbol", details={"symbol": e.symbol}
+    ),
+    AdminTicksDisabled: lambda e: NotFound(str(e)),
+    NoIngestLeader: lambda e: ServiceUnavailable(str(e), headers={"Retry-After": "1"}),
+    AlertLimitReached: lambda e: ApiError(
+        str(e), status=409, code="alert_limit_reached", details={"cap": e.cap}
+    ),
+    AlertNotFound: lambda e: NotFound(str(e)),
+    NotificationNotFound: lambda e: NotFound(str(e)),
+    Invalid: lambda e: RequestValidationError(e.fields),
+}
+"""What each domain error is at the edge: the service says what went wrong, not how HTTP
+says it."""
+
+
+def as_api_error(exception: Exception) -> ApiError | None:
+    """The :class:`ApiError` a domain error stands for (None: it is not one)."""
+    for cls in type(exception).__mro__:
+        mapping = DOMAIN_ERRORS.get(cls)
+        if mapping is not None:
+            return mapping(exception)
+    return None
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None, trace_id: str) -> bytes:
     return orjson.dumps(
         {"error": {"code": code, "message": message, "details": details, "trace_id": trace_id}}
@@ -128,6 +172,7 @@ class EnvelopeErrorHandler(ErrorHandler):
     """Renders every exception Sanic catches as the envelope."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        exception = as_api_error(exception) or exception
         if isinstance(exception, ApiError):
             return error_response(
                 request,

@@ -17,10 +17,10 @@ from sanic.helpers import has_message_body
 from sanic.response import BaseHTTPResponse
 from sanic.response.types import HEADER_TRANSLATION_TABLE
 
+from coinlink.http.trace_ids import trace_id_for, trace_id_of
 from coinlink.observability import logging as obs_logging
 from coinlink.observability.logging import bind_request_context
 from coinlink.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
-from coinlink.tracing import trace_id_for, trace_id_of
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # The docs page loads its UI script from a CDN, so it only forbids framing.

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import Field
 
-from coinlink.errors import RequestValidationError
-from coinlink.validation import Query
+from coinlink.http.errors import RequestValidationError
+from coinlink.http.request import Query
 
 T = TypeVar("T")
 

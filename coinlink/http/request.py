@@ -25,8 +25,8 @@ from pydantic import (
 )
 from sanic import Request
 
-from coinlink.errors import InvalidJson, RequestValidationError
-from coinlink.passwords import password_problem
+from coinlink.accounts.passwords import password_problem
+from coinlink.http.errors import InvalidJson, RequestValidationError
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -29,34 +29,30 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import fields
 from decimal import Decimal
-from typing import Any
 
 import orjson
 import structlog
 from prometheus_client import Counter, Gauge
 from tortoise.exceptions import DBConnectionError
 
+from coinlink import channels
 from coinlink.alerts.evaluator import Evaluator
-from coinlink.bus import RESUBSCRIBED, Bus, BusError, Subscription
-from coinlink.leases import keep_lease
-from coinlink.market.candles import CandleBuilder
+from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
+from coinlink.bus.leases import keep_lease
+from coinlink.market import admin_ticks, candle_store
+from coinlink.market.pipeline import Pipeline
 from coinlink.market.providers.base import Provider
-from coinlink.market.ticker import TickerState, render_decimal
-from coinlink.market.types import INTERVALS, Candle, Tick
-from coinlink.market.validation import TickValidator
-from models.market import CandleRow
+from coinlink.market.tick_validator import TickValidator
+from coinlink.market.types import INTERVALS, Candle, Tick, candle_from_dict
+from coinlink.wire import now_ms
 
 log = structlog.get_logger(logger_name="coinlink.market.ingest")
 
 LEASE = "ingest"
-ADMIN_TICKS_CHANNEL = "ingest:admin-ticks"
-HEARTBEAT_KEY = "ingest:heartbeat"
 BATCH_MAX = 2000
 QUEUE_MAX = 20_000
 FLUSH_GRACE_MS = 5_000
-_DECIMAL_FIELDS = ("open", "high", "low", "close", "volume")
 MINUTE_MS = INTERVALS["1m"]
 DAY_MS = INTERVALS["1d"]
 RESUME_DEPTH = 100  # messages of each candle channel a new leader reads back
@@ -70,7 +66,6 @@ LAG = Gauge(
     multiprocess_mode="livemax",
 )
 LEADER = Gauge("ingest_leader", "1 in the worker that runs ingest.", multiprocess_mode="livesum")
-CANDLES_WRITTEN = Counter("ingest_candles_written_total", "Closed candles upserted.")
 PROVIDER_EVENTS = Counter(
     "ingest_provider_events_total",
     "Provider events: malformed frames, drops, sequence gaps, reconnects, stalls.",
@@ -82,148 +77,16 @@ CANDLES_REFUSED = Counter(
 BACKFILLED = Counter("ingest_candles_backfilled_total", "Closed candles fetched from providers.")
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-def candle_dict(candle: Candle) -> dict[str, Any]:
-    """The contract's ``candle``."""
-    return {
-        "symbol": candle.symbol,
-        "interval": candle.interval,
-        "open_time": candle.open_time,
-        "close_time": candle.close_time,
-        "open": render_decimal(candle.open),
-        "high": render_decimal(candle.high),
-        "low": render_decimal(candle.low),
-        "close": render_decimal(candle.close),
-        "volume": render_decimal(candle.volume),
-        "trades": candle.trades,
-        "closed": candle.closed,
-    }
-
-
-def candle_from_dict(data: dict[str, Any]) -> Candle:
-    """The inverse of :func:`candle_dict` (decimals arrive as strings)."""
-    values = {f.name: data[f.name] for f in fields(Candle)}
-    for name in _DECIMAL_FIELDS:
-        values[name] = Decimal(values[name])
-    return Candle(**values)
-
-
-class Pipeline:
-    """The synchronous core: one tick in, state updated, what to publish collected."""
-
-    def __init__(self, symbols: list[str], validator: TickValidator) -> None:
-        self.validator = validator
-        self.tickers = {symbol: TickerState(symbol) for symbol in symbols}
-        self.candles = {symbol: CandleBuilder(symbol) for symbol in symbols}
-        self.closed: list[Candle] = []
-        self.touched: set[str] = set()
-        # The market's clock: the newest accepted tick time. Quiet candles close by it,
-        # not by ours, so a replay of old data or a lagging exchange builds whole candles.
-        self.market_ms: int | None = None
-
-    def apply(self, tick: Tick) -> str | None:
-        """Apply one tick; the drop reason, or None when accepted."""
-        reason = self.validator.check(tick)
-        if reason is not None:
-            return reason
-        ticker = self.tickers.get(tick.symbol)
-        builder = self.candles.get(tick.symbol)
-        if ticker is None or builder is None:
-            return "unknown_symbol"
-        ticker.add(tick)
-        self.closed.extend(builder.add(tick))
-        self.touched.add(tick.symbol)
-        if self.market_ms is None or tick.ts > self.market_ms:
-            self.market_ms = tick.ts
-        return None
-
-    def flush_quiet(self, at_ms: int) -> None:
-        for symbol, builder in self.candles.items():
-            closed = builder.flush(at_ms)
-            if closed:
-                self.closed.extend(closed)
-                self.touched.add(symbol)
-
-    def take_messages(self, at_ms: int) -> tuple[list[tuple[str, bytes]], list[Candle]]:
-        """Messages for the bus (closes first, then the newest state) and the closed
-        candles to store; resets the batch."""
-        closed, self.closed = self.closed, []
-        touched, self.touched = self.touched, set()
-        messages = [
-            (f"candles:{c.symbol}:{c.interval}", orjson.dumps(candle_dict(c))) for c in closed
-        ]
-        for symbol in sorted(touched):
-            ticker = self.tickers[symbol]
-            if ticker.last_ts is not None:
-                messages.append((f"ticker:{symbol}", orjson.dumps(ticker.snapshot(at_ms))))
-            builder = self.candles[symbol]
-            for interval in INTERVALS:
-                current = builder.current(interval)
-                if current is not None:
-                    messages.append(
-                        (f"candles:{symbol}:{interval}", orjson.dumps(candle_dict(current)))
-                    )
-        return messages, closed
-
-    def snapshots(self, at_ms: int) -> list[dict[str, Any]]:
-        return [
-            dict(state.snapshot(at_ms))
-            for state in self.tickers.values()
-            if state.last_ts is not None
-        ]
-
-
-async def store_candles(candles: list[Candle], *, overwrite: bool = True) -> None:
-    """Upsert closed candles (or, with ``overwrite=False``, insert only missing ones)."""
-    if not candles:
-        return
-    if not overwrite:
-        await CandleRow.bulk_create(
-            [_row(c) for c in candles],
-            on_conflict=["symbol", "interval", "open_time"],
-            ignore_conflicts=True,
-        )
-        return
-    await CandleRow.bulk_create(
-        [_row(c) for c in candles],
-        on_conflict=["symbol", "interval", "open_time"],
-        update_fields=["open", "high", "low", "close", "volume", "trades"],
-    )
-    CANDLES_WRITTEN.inc(len(candles))
-
-
-def _candle_of_row(r: CandleRow) -> Candle:
-    length = INTERVALS[r.interval]
-    return Candle(
-        r.symbol,
-        r.interval,
-        r.open_time,
-        r.open_time + length - 1,
-        r.open,
-        r.high,
-        r.low,
-        r.close,
-        r.volume,
-        r.trades,
-        closed=True,
-    )
-
-
-def _row(c: Candle) -> CandleRow:
-    return CandleRow(
-        symbol=c.symbol,
-        interval=c.interval,
-        open_time=c.open_time,
-        open=c.open,
-        high=c.high,
-        low=c.low,
-        close=c.close,
-        volume=c.volume,
-        trades=c.trades,
-    )
+def _decoded_candles(channel: str, messages: list[Message]) -> list[Candle]:
+    """The candles of a channel's history; one that is not a candle is skipped (and logged),
+    so a stray message can never keep a new leader from taking over."""
+    candles = []
+    for message in messages:
+        try:
+            candles.append(candle_from_dict(orjson.loads(message.data)))
+        except (ValueError, KeyError, TypeError, ArithmeticError):
+            log.warning("undecodable_candle_message", channel=channel, seq=message.seq)
+    return candles
 
 
 class Ingest:
@@ -280,6 +143,8 @@ class Ingest:
             log.info("ingest_leading", holder=self.holder, fencing_token=token)
             try:
                 await self._lead(token)
+            except BusError as exc:  # Redis went away: a dependency, not a bug
+                log.warning("ingest_reign_lost_bus", fencing_token=token, error=str(exc))
             except Exception:
                 log.exception("ingest_reign_failed", fencing_token=token)
             finally:
@@ -301,7 +166,7 @@ class Ingest:
         # Listening for admin ticks before announcing the reign: none sent after it is lost.
         admin_ticks = self.bus.subscription()
         try:
-            await admin_ticks.subscribe(ADMIN_TICKS_CHANNEL)
+            await admin_ticks.subscribe(channels.ADMIN_TICKS)
         except BaseException:
             await admin_ticks.close()  # nothing else would: one connection per retry
             raise
@@ -342,12 +207,8 @@ class Ingest:
         for symbol in self.symbols:
             for interval, length in INTERVALS.items():
                 try:
-                    latest = (
-                        await CandleRow.filter(symbol=symbol, interval=interval)
-                        .order_by("-open_time")
-                        .first()
-                    )
-                    start = max(horizon, latest.open_time + length) if latest else horizon
+                    latest = await candle_store.latest_open_time(symbol, interval)
+                    start = horizon if latest is None else max(horizon, latest + length)
                     rows = await provider.backfill(symbol, interval, start, now)
                 except Exception as exc:  # a provider's REST failure must not end the reign
                     log.warning("backfill_failed", symbol=symbol, interval=interval, error=str(exc))
@@ -360,7 +221,7 @@ class Ingest:
                 ]
                 # Never over a candle the live pipeline wrote: history only fills holes.
                 with contextlib.suppress(Exception):
-                    await store_candles(closed, overwrite=False)
+                    await candle_store.store_candles(closed, overwrite=False)
                     BACKFILLED.inc(len(closed))
 
     async def _resume_candles(self, pipeline: Pipeline) -> None:
@@ -379,7 +240,7 @@ class Ingest:
                     messages = await self.bus.history(channel, max(0, last - self.resume_depth))
                 except BusError:
                     continue
-                candles = [candle_from_dict(orjson.loads(m.data)) for m in messages or []]
+                candles = _decoded_candles(channel, messages or [])
                 closed.extend(c for c in candles if c.closed)
                 if candles:
                     builder.restore(candles[-1])
@@ -399,13 +260,11 @@ class Ingest:
         since = now_ms() - DAY_MS - MINUTE_MS
         for symbol, ticker in pipeline.tickers.items():
             try:
-                rows = await CandleRow.filter(
-                    symbol=symbol, interval="1m", open_time__gte=since
-                ).order_by("open_time")
+                stored = await candle_store.minutes_since(symbol, since)
             except Exception:
                 log.warning("ticker_history_unavailable", symbol=symbol, exc_info=True)
                 continue
-            minutes = {row.open_time: _candle_of_row(row) for row in rows}
+            minutes = {c.open_time: c for c in stored}
             minutes.update(
                 {c.open_time: c for c in recent if c.symbol == symbol and c.interval == "1m"}
             )
@@ -433,15 +292,8 @@ class Ingest:
                 if message.channel == RESUBSCRIBED:
                     continue  # admin ticks sent while Redis was away are gone: they are live
                 try:
-                    raw = orjson.loads(message.data)
-                    tick = Tick(
-                        symbol=raw["symbol"],
-                        price=Decimal(raw["price"]),
-                        volume=Decimal(raw["volume"]),
-                        ts=int(raw["ts"]),
-                        source="admin",
-                    )
-                except (ValueError, KeyError, TypeError, ArithmeticError):
+                    tick = admin_ticks.decode(message.data)
+                except ValueError:
                     DROPPED.labels("malformed").inc()
                     continue
                 await queue.put(tick)
@@ -519,7 +371,9 @@ class Ingest:
             "newest_tick": newest,
         }
         with contextlib.suppress(BusError):
-            await self.bus.set(HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=self.lease_ttl_s * 3)
+            await self.bus.set(
+                channels.INGEST_HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=self.lease_ttl_s * 3
+            )
 
     def _store_soon(self) -> None:
         """Write pending candles in the background: a slow database never stalls ticks."""
@@ -531,7 +385,7 @@ class Ingest:
         if not pending:
             return
         try:
-            await store_candles(pending)
+            await candle_store.store_candles(pending)
             return
         except Exception:
             log.warning("candles_not_stored", count=len(pending), exc_info=True)
@@ -539,7 +393,7 @@ class Ingest:
         # a connection problem, count and drop what the database refuses as data.
         for candle in pending:
             try:
-                await store_candles([candle])
+                await candle_store.store_candles([candle])
             except (OSError, DBConnectionError):
                 self._pending.append(candle)
             except Exception:

@@ -31,12 +31,12 @@ The clock is injected (milliseconds since the epoch) so tests can drive time.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Collection
 from decimal import Decimal
 from typing import Final
 
 from coinlink.market.types import Tick
+from coinlink.wire import now_ms
 
 UNKNOWN_SYMBOL: Final = "unknown_symbol"
 NON_FINITE: Final = "non_finite"
@@ -68,11 +68,6 @@ REASONS: Final[tuple[str, ...]] = (
 """Every reason ``check`` can return, so metrics can be pre-registered at zero."""
 
 _ZERO: Final = Decimal(0)
-
-
-def now_ms() -> int:
-    """Wall-clock time in milliseconds since the epoch."""
-    return time.time_ns() // 1_000_000
 
 
 class TickValidator:
@@ -162,7 +157,3 @@ class TickValidator:
     def last_accepted(self, symbol: str) -> tuple[Decimal, int] | None:
         """The reference (price, ts) of ``symbol``, or ``None`` before its first accepted tick."""
         return self._last.get(symbol)
-
-    def forget(self, symbol: str) -> None:
-        """Drop the reference of ``symbol``: its next valid tick is accepted like a first one."""
-        self._last.pop(symbol, None)

@@ -1,4 +1,4 @@
-"""Rolling 24-hour ticker statistics of one symbol, and ``render_decimal``.
+"""Rolling 24-hour ticker statistics of one symbol.
 
 The window slides with ``now``: it is not a UTC day. Ticks are summarised in fixed time
 buckets (one minute by default) of open/high/low/volume/quote volume, so memory per symbol
@@ -50,6 +50,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Final, TypedDict
 
 from coinlink.market.types import Tick
+from coinlink.wire import decimal_str
 
 _ZERO: Final = Decimal(0)
 _HUNDRED: Final = Decimal(100)
@@ -57,17 +58,6 @@ _PCT_QUANTUM: Final = Decimal("0.01")
 
 # (open, high, low, volume, quote_volume) of a run of consecutive buckets, oldest first.
 _Agg = tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
-
-
-def render_decimal(d: Decimal) -> str:
-    """``d`` as a plain string: no exponent, no needless trailing zeros, no ``-0``."""
-    if not d.is_finite():
-        raise ValueError(f"cannot render {d!r}")
-    # format "f" never rounds (unlike normalize(), which obeys the context precision).
-    s = format(d, "f")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    return "0" if s == "-0" else s
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,15 +311,15 @@ class TickerState:
         s = self.stats(now_ms)
         return {
             "symbol": s.symbol,
-            "price": render_decimal(s.price),
-            "bid": None if s.bid is None else render_decimal(s.bid),
-            "ask": None if s.ask is None else render_decimal(s.ask),
-            "open_24h": render_decimal(s.open_24h),
-            "high_24h": render_decimal(s.high_24h),
-            "low_24h": render_decimal(s.low_24h),
-            "volume_24h": render_decimal(s.volume_24h),
-            "quote_volume_24h": render_decimal(s.quote_volume_24h),
-            "change_24h": render_decimal(s.change_24h),
-            "change_pct_24h": render_decimal(s.change_pct_24h),
+            "price": decimal_str(s.price),
+            "bid": None if s.bid is None else decimal_str(s.bid),
+            "ask": None if s.ask is None else decimal_str(s.ask),
+            "open_24h": decimal_str(s.open_24h),
+            "high_24h": decimal_str(s.high_24h),
+            "low_24h": decimal_str(s.low_24h),
+            "volume_24h": decimal_str(s.volume_24h),
+            "quote_volume_24h": decimal_str(s.quote_volume_24h),
+            "change_24h": decimal_str(s.change_24h),
+            "change_pct_24h": decimal_str(s.change_pct_24h),
             "ts": s.ts,
         }

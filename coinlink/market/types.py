@@ -6,9 +6,11 @@ timestamps are integer milliseconds since the epoch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
+
+from coinlink.wire import decimal_str
 
 INTERVALS: dict[str, int] = {
     "1m": 60_000,
@@ -49,3 +51,31 @@ class Candle:
     volume: Decimal
     trades: int
     closed: bool = False
+
+
+_DECIMAL_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def candle_dict(candle: Candle) -> dict[str, Any]:
+    """The contract's ``candle``, as REST, sockets and the bus carry it."""
+    return {
+        "symbol": candle.symbol,
+        "interval": candle.interval,
+        "open_time": candle.open_time,
+        "close_time": candle.close_time,
+        "open": decimal_str(candle.open),
+        "high": decimal_str(candle.high),
+        "low": decimal_str(candle.low),
+        "close": decimal_str(candle.close),
+        "volume": decimal_str(candle.volume),
+        "trades": candle.trades,
+        "closed": candle.closed,
+    }
+
+
+def candle_from_dict(data: dict[str, Any]) -> Candle:
+    """The inverse of :func:`candle_dict` (decimals arrive as strings)."""
+    values = {f.name: data[f.name] for f in fields(Candle)}
+    for name in _DECIMAL_FIELDS:
+        values[name] = Decimal(values[name])
+    return Candle(**values)

@@ -23,7 +23,7 @@ from coinlink.observability.metrics import WS_CONFLATIONS, WS_SLOW_CLOSES
 if TYPE_CHECKING:
     from asyncio import Transport
 
-    from coinlink.tokens import AccessClaims
+    from coinlink.accounts.tokens import AccessClaims
 
 # The transport buffer a socket may fill before its frames queue with us instead (uvloop's
 # own default high-water mark); it drains when below half of it.
@@ -133,16 +133,21 @@ class Connection:
         self.last_sent = time.monotonic()
         return self.send(frame)
 
-    def close(self, code: int, reason: str) -> None:
-        """Send a close frame (after anything already in the transport) and drop the queue."""
-        if self.closing:
-            return
+    def stop_sending(self) -> None:
+        """Mark the socket closing and drop what is queued for it."""
         self.closing = True
-        if code == 1013:
-            WS_SLOW_CLOSES.inc()
         self.queue.clear()
         self.conflated.clear()
         self.pending_bytes = 0
+
+    def close(self, code: int, reason: str) -> None:
+        """Send a close frame (after anything already in the transport) and drop the queue,
+        at once: no waiting for the client's answer."""
+        if self.closing:
+            return
+        if code == 1013:
+            WS_SLOW_CLOSES.inc()
+        self.stop_sending()
         self.ws.end_connection(code, reason)
 
     def allow_inbound(self, rate: float, burst: int) -> bool:

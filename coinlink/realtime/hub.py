@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 import structlog
 
-from coinlink.accounts import REVOCATIONS
+from coinlink import channels
+from coinlink.accounts.tokens import AccessClaims
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.market.types import INTERVALS
 from coinlink.market.view import MarketView
@@ -45,7 +46,7 @@ from coinlink.observability.metrics import (
 )
 from coinlink.realtime import protocol
 from coinlink.realtime.connection import Connection, Laggards
-from coinlink.tokens import AccessClaims
+from coinlink.wire import now_ms
 
 log = structlog.get_logger(logger_name="coinlink.realtime")
 
@@ -55,10 +56,6 @@ _SWEEP_S = 1.0  # how often heartbeats and token expiry are checked
 
 def _as_published(ticker: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in ticker.items() if key not in ("seq", "stale")}
-
-
-def private_channel(user_id: str) -> str:
-    return f"{protocol.NOTIFICATIONS}:{user_id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +80,9 @@ class Hub:
         self.settings = settings
         self.session_valid = session_valid
         self.market_channels = [
-            *(f"ticker:{s}" for s in view.symbols),
-            *(f"candles:{s}:{i}" for s in view.symbols for i in INTERVALS),
-            protocol.TICKERS,
+            *(channels.ticker(s) for s in view.symbols),
+            *(channels.candles(s, i) for s in view.symbols for i in INTERVALS),
+            channels.TICKERS,
         ]
         self.connections: set[Connection] = set()
         self.per_ip: Counter[str] = Counter()
@@ -97,7 +94,9 @@ class Hub:
         self._by_session: dict[str, set[Connection]] = {}
         self._private: dict[str, asyncio.Future[None]] = {}  # followed private channels
         # Control channels (revocations, alert changes...): one callback each.
-        self._handlers: dict[str, Callable[[bytes], None]] = {REVOCATIONS: self._on_revocation}
+        self._handlers: dict[str, Callable[[bytes], None]] = {
+            channels.REVOCATIONS: self._on_revocation
+        }
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._revalidating: asyncio.Task[None] | None = None
@@ -195,7 +194,7 @@ class Hub:
 
     def _accept(self, message: Message, kind: str = "update") -> None:
         channel, seq, data = message.channel, message.seq, message.data
-        if channel.startswith(protocol.NOTIFICATIONS) and channel not in self._private:
+        if channel.startswith(channels.PRIVATE_PREFIX) and channel not in self._private:
             return  # still in flight after the last local subscriber left
         self.last[channel] = seq
         self.active[channel] = time.monotonic()
@@ -207,12 +206,12 @@ class Hub:
         if handler is not None:
             handler(data)
             return
-        if not channel.startswith(protocol.NOTIFICATIONS):
+        if not channel.startswith(channels.PRIVATE_PREFIX):
             self.view.apply(channel, seq, data)
         sockets = self.subscribers.get(channel)
         if not sockets:
             return
-        name = protocol.NOTIFICATIONS if channel.startswith(protocol.NOTIFICATIONS) else channel
+        name = channels.NOTIFICATIONS if channel.startswith(channels.PRIVATE_PREFIX) else channel
         frame = protocol.update(name, seq, data, kind)
         key = channel if protocol.conflatable(channel) else None
         hopeless = [conn for conn in sockets if not conn.send(frame, key)]
@@ -250,11 +249,18 @@ class Hub:
         WS_CONNECTIONS.dec()
 
     def disconnect(self, conn: Connection, code: int, reason: str) -> None:
+        """Close at once: the close frame goes after what is already in the transport."""
+        if self.closing(conn, code):
+            conn.close(code, reason)
+
+    def closing(self, conn: Connection, code: int) -> bool:
+        """Count a close of ``conn`` and take it off the laggards; False if it was closing
+        already. The caller sends the close frame."""
         if conn.closing:
-            return
+            return False
         WS_CLOSES.labels(str(code)).inc()
-        conn.close(code, reason)
         self.laggards.discard(conn)
+        return True
 
     def authenticate(self, conn: Connection, claims: AccessClaims) -> None:
         self._forget_session(conn)
@@ -316,7 +322,7 @@ class Hub:
         Synchronous on purpose: between reading the state and joining the subscribers
         nothing else runs, so the next live update follows these frames without a gap.
         """
-        name = protocol.NOTIFICATIONS if channel.startswith(protocol.NOTIFICATIONS) else channel
+        name = channels.NOTIFICATIONS if channel.startswith(channels.PRIVATE_PREFIX) else channel
         last = self.last.get(channel, 0)
         conn.channels.add(channel)
         self.subscribers.setdefault(channel, set()).add(conn)
@@ -347,7 +353,7 @@ class Hub:
 
     def _snapshot_data(self, channel: str) -> bytes:
         """The channel's current state: its newest message, exactly as an update carries it."""
-        if channel.startswith(protocol.NOTIFICATIONS):
+        if channel.startswith(channels.PRIVATE_PREFIX):
             # The REST API holds the notifications; the snapshot gives the seq to follow.
             return b"null"
         ring = self.recent.get(channel)
@@ -355,11 +361,11 @@ class Hub:
             return ring[-1][1]
         # Before the channel's first message: what the view knows, in the shape updates
         # have (the view adds seq and stale for REST; the channel's data has neither).
-        now = protocol.now_ms()
+        now = now_ms()
         kind, _, symbol = channel.partition(":")
         if kind == "ticker":
             return orjson.dumps(_as_published(self.view.ticker(symbol, now)))
-        if channel == protocol.TICKERS:
+        if channel == channels.TICKERS:
             return orjson.dumps(
                 [_as_published(self.view.ticker(s, now)) for s in self.view.tickers]
             )

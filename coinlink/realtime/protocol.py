@@ -9,16 +9,14 @@ every socket and the hub hands one ``bytes`` object to all of them.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from coinlink.channels import NOTIFICATIONS, TICKERS
 from coinlink.market.types import INTERVALS
-
-NOTIFICATIONS = "notifications"
-TICKERS = "tickers"
+from coinlink.wire import now_ms
 
 # The largest `id` a client may pick: it must survive a round trip through JavaScript.
 _MAX_ID = 2**53 - 1
@@ -137,10 +135,6 @@ def ack(msg_id: int, op: str, **extra: Any) -> bytes:
 
 def error(code: str, text: str, msg_id: int | None = None) -> bytes:
     return message({"type": "error", "id": msg_id, "code": code, "message": text})
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def pong(msg_id: int) -> bytes:

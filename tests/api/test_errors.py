@@ -9,7 +9,7 @@ import pytest
 from sanic import HTTPResponse, Request, Sanic, json
 from sanic_testing.reusable import ReusableClient
 
-from coinlink.validation import Body, parse_body
+from coinlink.http.request import Body, parse_body
 from tests.support.services import free_port
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -98,6 +98,7 @@ def test_body_at_limit_is_accepted_for_parsing(client: ReusableClient, app: Sani
     assert response.status == 200
 
 
+@pytest.mark.expected_errors("unhandled_exception")
 def test_unhandled_exception_is_500_without_traceback(client: ReusableClient) -> None:
     _, response = client.get("/_test/boom")
     error = assert_envelope(response, 500, "internal_error")

@@ -19,17 +19,18 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from redis.commands.core import AsyncScript
 from sanic import HTTPResponse, Request, Sanic, json
 from sanic_testing.reusable import ReusableClient
 
 from blueprints import health
-from coinlink import middleware
-from coinlink.clientip import TrustedProxies
-from coinlink.errors import EnvelopeErrorHandler
-from coinlink.ratelimit import Policies, RateLimiter, enforce, install
+from coinlink.http import middleware
+from coinlink.http.client_address import TrustedProxies
+from coinlink.http.errors import EnvelopeErrorHandler
+from coinlink.http.ratelimit import enforce, install
+from coinlink.ratelimit import Policies, RateLimiter
 from config import load_settings
 from tests.support.apps import TEST_ORIGIN, TEST_SECRET, build_app
+from tests.support.script_calls import ScriptCalls
 from tests.support.services import RedisServer, free_port
 
 THINGS = "/api/v2/things"
@@ -102,25 +103,6 @@ def serve(redis_url: str, bus_prefix: str) -> Iterator[Serve]:
             return stack.enter_context(ReusableClient(app, port=free_port()))
 
         yield start
-
-
-class ScriptCalls:
-    """Calls of the limiter's script (one EVALSHA round trip each) in this process."""
-
-    count = 0
-
-
-@pytest.fixture
-def script_calls(monkeypatch: pytest.MonkeyPatch) -> ScriptCalls:
-    calls = ScriptCalls()
-    original = AsyncScript.__call__
-
-    async def counting(self: AsyncScript, *args: Any, **kwargs: Any) -> Any:
-        calls.count += 1
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(AsyncScript, "__call__", counting)
-    return calls
 
 
 def limit_headers(response: Any) -> tuple[int, int, int]:

@@ -51,6 +51,7 @@ def sentry_dsn() -> Iterator[str]:
     server.shutdown()
 
 
+@pytest.mark.expected_errors("unhandled_exception")
 def test_unhandled_error_reaches_sentry_without_pii(
     sentry_dsn: str, pg_url: str, redis_url: str
 ) -> None:

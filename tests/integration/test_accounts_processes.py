@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,18 +10,13 @@ import httpx
 import pytest
 
 from tests.support.accounts import PASSWORD, new_email
-from tests.support.apps import RATE_LIMITS, ServerProcess, server_env
+from tests.support.apps import ServerProcess, instance_env
 
 
 @pytest.fixture(scope="module")
 def instances(pg_url: str, redis_url: str) -> Iterator[list[ServerProcess]]:
     """Two instances of two workers each, as behind a load balancer."""
-    env = server_env(
-        COINLINK_DATABASE_URL=pg_url,
-        COINLINK_REDIS_URL=redis_url,
-        COINLINK_REDIS_PREFIX=f"t{uuid.uuid4().hex[:10]}:",
-        **{f"COINLINK_{name.upper()}": "100000/60" for name in RATE_LIMITS},
-    )
+    env = instance_env(pg_url, redis_url, provider="simulator")
     servers = [ServerProcess(env, workers=2), ServerProcess(env, workers=2)]
     try:
         yield [server.wait_ready() for server in servers]

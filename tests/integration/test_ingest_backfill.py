@@ -11,9 +11,10 @@ from tortoise import Tortoise
 
 from coinlink.bus import MemoryBus
 from coinlink.db import apply_migrations, tortoise_config
-from coinlink.market.ingest import Ingest, now_ms
+from coinlink.market.ingest import Ingest
 from coinlink.market.providers.base import OHLCVRow, Provider, ProviderError
 from coinlink.market.types import INTERVALS, Tick
+from coinlink.wire import now_ms
 from models.market import CandleRow
 
 MINUTE = 60_000
@@ -100,9 +101,9 @@ def test_new_leader_stores_candles_the_old_one_closed_but_never_wrote(fresh_pg_u
     """The bus history holds what the dead leader published; the database may lag it."""
     import orjson
 
-    from coinlink.market.ingest import Pipeline, candle_dict
-    from coinlink.market.types import Candle
-    from coinlink.market.validation import TickValidator
+    from coinlink.market.pipeline import Pipeline
+    from coinlink.market.tick_validator import TickValidator
+    from coinlink.market.types import Candle, candle_dict
 
     base = (now_ms() // MINUTE - 10) * MINUTE
     one = Decimal(1)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,8 +18,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.support.accounts import PASSWORD, new_email
-from tests.support.apps import RATE_LIMITS, ServerProcess, server_env
+from tests.support.accounts import admin_headers
+from tests.support.apps import ServerProcess, instance_env, leads
 from tests.support.services import wait_for
 
 LEASE_S = 2.0
@@ -31,17 +29,13 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def instances(fresh_pg_url: str, redis_url: str) -> Iterator[list[ServerProcess]]:
-    env = server_env(
-        COINLINK_DATABASE_URL=fresh_pg_url,
-        COINLINK_REDIS_URL=redis_url,
-        COINLINK_REDIS_PREFIX=f"t{uuid.uuid4().hex[:10]}:",
-        COINLINK_PROVIDER="none",
-        COINLINK_ADMIN_TICKS="true",
-        COINLINK_INGEST_LEASE_S=str(LEASE_S),
-        COINLINK_INGEST_MAX_TICK_AGE_S="3600",
-        COINLINK_SYMBOLS="BTC-USD,ETH-USD",
-        COINLINK_AUTO_MIGRATE="true",
-        **{f"COINLINK_{name.upper()}": "100000/60" for name in RATE_LIMITS},
+    env = instance_env(
+        fresh_pg_url,
+        redis_url,
+        admin_ticks="true",
+        ingest_lease_s=str(LEASE_S),
+        ingest_max_tick_age_s="3600",
+        symbols="BTC-USD,ETH-USD",
     )
     first = ServerProcess(env).wait_ready()  # migrates before the second one starts
     servers = [first, ServerProcess(env).wait_ready()]
@@ -50,33 +44,6 @@ def instances(fresh_pg_url: str, redis_url: str) -> Iterator[list[ServerProcess]
     finally:
         for server in servers:
             server.stop()
-
-
-def leads(server: ServerProcess) -> bool:
-    try:
-        metrics = httpx.get(server.base_url + "/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return False
-    match = re.search(r"^ingest_leader (\S+)$", metrics, re.M)
-    return bool(match and float(match.group(1)) >= 1)
-
-
-def admin_headers(server: ServerProcess, database_url: str) -> dict[str, str]:
-    email = new_email()
-    response = httpx.post(
-        server.base_url + "/api/v2/auth/register", json={"email": email, "password": PASSWORD}
-    )
-    assert response.status_code == 201, response.text
-
-    async def promote() -> None:
-        conn = await asyncpg.connect("postgresql://" + database_url.split("://", 1)[1])
-        try:
-            await conn.execute("UPDATE users SET is_admin = true WHERE email = $1", email)
-        finally:
-            await conn.close()
-
-    asyncio.run(promote())
-    return {"authorization": f"Bearer {response.json()['tokens']['access_token']}"}
 
 
 def inject(server: ServerProcess, headers: dict[str, str], price: str, ts: int) -> None:

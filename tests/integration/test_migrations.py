@@ -94,3 +94,27 @@ def test_schema_supports_the_models(scheme: str, tmp_path: Path, fresh_pg_url: s
     [(email, display_name, is_admin, password_hash)] = rows
     assert (email, display_name, bool(is_admin)) == ("a@b.io", "Ada", True)
     assert str(password_hash).startswith("$2b$04$")  # bcrypt, the configured test cost
+
+
+def test_concurrent_migrations_of_one_fresh_database_both_succeed(fresh_pg_url: str) -> None:
+    """Instances starting together each migrate: an advisory lock lets one apply, the other
+    then finds nothing pending (without it, both create the same tables and one fails)."""
+    env = server_env(COINLINK_DATABASE_URL=fresh_pg_url)
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "coinlink", "migrate"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0], outputs
+    assert asyncio.run(pending_migrations(fresh_pg_url)) == []
+    # Every migration was applied exactly once, by one of them.
+    applied = "".join(out for out, _ in outputs)
+    for name in ALL:
+        assert applied.count(name) == 1, applied

@@ -12,16 +12,15 @@ import math
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import redis
 import structlog
 from prometheus_client import REGISTRY
-from redis.commands.core import AsyncScript
 
-from coinlink import ratelimit
-from coinlink.ratelimit import Rate, RateLimiter
+from coinlink.ratelimit import Decision, Rate, RateLimiter
+from coinlink.ratelimit import limiter as limiter_module
+from tests.support.script_calls import ScriptCalls
 from tests.support.services import RedisServer
 
 
@@ -37,7 +36,7 @@ async def limiter(redis_url: str, bus_prefix: str) -> AsyncIterator[RateLimiter]
 def captured_log(monkeypatch: pytest.MonkeyPatch) -> structlog.testing.CapturingLogger:
     # The module's logger may already be cached by an earlier configure_logging(): replace it.
     capturing = structlog.testing.CapturingLogger()
-    monkeypatch.setattr(ratelimit, "log", capturing)
+    monkeypatch.setattr(limiter_module, "log", capturing)
     return capturing
 
 
@@ -46,25 +45,6 @@ def throwaway_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
-
-
-class ScriptCalls:
-    """Calls of the limiter's script (one EVALSHA round trip each) in this process."""
-
-    count = 0
-
-
-@pytest.fixture
-def script_calls(monkeypatch: pytest.MonkeyPatch) -> ScriptCalls:
-    calls = ScriptCalls()
-    original = AsyncScript.__call__
-
-    async def counting(self: AsyncScript, *args: Any, **kwargs: Any) -> Any:
-        calls.count += 1
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(AsyncScript, "__call__", counting)
-    return calls
 
 
 @pytest.fixture
@@ -353,7 +333,7 @@ async def test_a_refused_client_costs_no_calls_until_retry_after(
     limiter: RateLimiter, script_calls: ScriptCalls, rate: Rate
 ) -> None:
     """T = 200 ms for both: the flood below takes a few ms."""
-    decisions: list[ratelimit.Decision] = []
+    decisions: list[Decision] = []
     while not decisions or decisions[-1].allowed:
         decisions.append(await limiter.hit("p", rate, "flood"))
     assert len(decisions) == rate.limit + 1

@@ -25,8 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from coinlink import webhooks
-from coinlink.webhooks import deliver, sign
+from coinlink.alerts import webhooks
+from coinlink.alerts.webhooks import deliver, sign
 from tests.support.webhook_receiver import Received, answer, receiver
 
 SECRET = "whsec_integration"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
 
+import asyncpg
+import httpx
 import jwt
 from sanic_testing.reusable import ReusableClient
 
-from tests.support.apps import TEST_SECRET
+from tests.support.apps import TEST_SECRET, ServerProcess
 
 PASSWORD = "correct horse battery"
 ISSUER = "coinlink"
@@ -66,3 +69,22 @@ def forge(
     headers: dict[str, Any] | None = None,
 ) -> str:
     return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
+
+
+def admin_headers(server: ServerProcess, database_url: str) -> dict[str, str]:
+    """Bearer headers of a new user made admin in the database (as an operator would)."""
+    email = new_email()
+    response = httpx.post(
+        server.base_url + "/api/v2/auth/register", json={"email": email, "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+
+    async def promote() -> None:
+        conn = await asyncpg.connect("postgresql://" + database_url.split("://", 1)[1])
+        try:
+            await conn.execute("UPDATE users SET is_admin = true WHERE email = $1", email)
+        finally:
+            await conn.close()
+
+    asyncio.run(promote())
+    return {"authorization": f"Bearer {response.json()['tokens']['access_token']}"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from sanic import Sanic
 from coinlink.app import create_app
 from coinlink.db import apply_migrations
 from config import load_settings
+from tests.support import log_guard
 from tests.support.services import free_port, wait_for
 
 TEST_SECRET = "k3Yq9vR2xT7mW4pL8nZ5bC1dF6gH0jS-test-only-Qa7Wd2Re5Ty8Ui1Op4As6Df9Gh"
@@ -70,10 +72,37 @@ def server_env(**values: str) -> dict[str, str]:
     return env
 
 
+def instance_env(
+    database_url: str, redis_url: str | None = None, **settings: str
+) -> dict[str, str]:
+    """The environment of one ``coinlink serve`` instance of a test: this database, Redis
+    (when given) under a key prefix of the test's own, no market provider, migrations
+    applied at start (instances share them safely), generous rate limits. ``settings`` are
+    further ``COINLINK_*`` values by setting name: ``admin_ticks="true"``."""
+    values = {
+        "database_url": database_url,
+        "provider": "none",
+        "auto_migrate": "true",
+        **dict.fromkeys(RATE_LIMITS, "100000/60"),
+    }
+    if redis_url is not None:
+        values |= {"redis_url": redis_url, "redis_prefix": f"t{uuid.uuid4().hex[:10]}:"}
+    values |= settings
+    return server_env(**{f"COINLINK_{name.upper()}": value for name, value in values.items()})
+
+
 class ServerProcess:
     """``coinlink serve`` as a real process; its JSON log lines are kept for assertions."""
 
-    def __init__(self, env: dict[str, str], workers: int = 1, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 1,
+        log_path: Path | None = None,
+        expected_errors: tuple[str, ...] = (),
+    ) -> None:
+        self.expected_errors = expected_errors
+        log_guard.STARTED.append(self)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path or Path(f"/tmp/coinlink-serve-{self.port}.log")
@@ -128,6 +157,13 @@ class ServerProcess:
         self._log.close()
         return self.process.returncode
 
+    def stopped(self) -> bool:
+        return self.process.poll() is not None and self._log.closed
+
+    def unexpected_errors(self) -> list[str]:
+        """Error-level lines of its log that neither it nor the running test expects."""
+        return log_guard.unexpected(self.output(), self.expected_errors)
+
 
 @contextmanager
 def running_server(env: dict[str, str], workers: int = 1) -> Iterator[ServerProcess]:
@@ -137,3 +173,23 @@ def running_server(env: dict[str, str], workers: int = 1) -> Iterator[ServerProc
     finally:
         server.stop()
         time.sleep(0)
+
+
+def metric(server: ServerProcess, name: str) -> float:
+    """The value of an unlabelled metric on the instance's ``/metrics`` (0 when absent)."""
+    try:
+        text = httpx.get(server.base_url + "/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return 0.0
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def leads(server: ServerProcess) -> bool:
+    """Whether this instance runs the ingest leader (its ``ingest_leader`` gauge)."""
+    return metric(server, "ingest_leader") >= 1
+
+
+def alerts_loaded(servers: list[ServerProcess]) -> int:
+    """Active alerts in the ingest leader's engine, wherever it runs."""
+    return int(sum(metric(server, "alerts_loaded") for server in servers))

@@ -16,7 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,6 +38,17 @@ def wait_for(predicate: object, timeout: float, what: str) -> None:
         if predicate():  # type: ignore[operator]
             return
         time.sleep(0.05)
+    raise TimeoutError(f"{what} did not come up within {timeout} s")
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """:func:`wait_for` for async tests: the predicate runs in a thread and the wait yields,
+    so servers on the test's own loop (a webhook receiver) keep answering meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(predicate):
+            return
+        await asyncio.sleep(0.05)
     raise TimeoutError(f"{what} did not come up within {timeout} s")
 
 
@@ -208,3 +220,14 @@ async def drop_database(server_url: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on ``server_url``, dropped afterwards."""
+    name = f"coinlink_test_{uuid.uuid4().hex[:12]}"
+    url = asyncio.run(create_database(server_url, name))
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(server_url, name))

@@ -48,6 +48,10 @@ class Receiver:
                 await self.respond(received, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            # Only the receiver's own shutdown cancels a handler. Ending normally keeps
+            # asyncio's stream callback from logging the cancellation as an error.
+            pass
         finally:
             writer.close()
 

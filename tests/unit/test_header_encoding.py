@@ -8,7 +8,7 @@ from sanic.headers import format_http1_response
 from sanic.response import BaseHTTPResponse, HTTPResponse
 from sanic.response.types import HEADER_TRANSLATION_TABLE
 
-from coinlink import middleware
+from coinlink.http import middleware
 
 # Sanic's own code, as installed before CoinLink replaces it.
 SANIC_PROCESSED_HEADERS = BaseHTTPResponse.processed_headers

@@ -6,6 +6,7 @@ import asyncio
 import time
 
 import orjson
+import pytest
 
 from coinlink.bus import MemoryBus
 from coinlink.market.ingest import LEASE, Ingest
@@ -57,6 +58,7 @@ async def test_stopping_hands_the_lease_over_at_once() -> None:
     assert await bus.acquire_lease(LEASE, "next instance", 30) is not None
 
 
+@pytest.mark.expected_errors("ingest_reign_failed")
 async def test_a_failing_reign_is_retried_not_fatal() -> None:
     attempts = []
 
@@ -88,3 +90,37 @@ async def test_tickers_turn_stale_after_the_configured_silence() -> None:
     assert view.ticker("BTC-USD", 1_000 + 30_000)["stale"] is False
     assert view.ticker("BTC-USD", 1_000 + 30_001)["stale"] is True
     assert view.ticker("BTC-USD", 2_000)["seq"] == 7
+
+
+async def test_a_stray_message_in_candle_history_does_not_stop_a_take_over() -> None:
+    """A new leader resumes candles from the bus history; what is not a candle is skipped."""
+    bus = MemoryBus()
+    await bus.start()
+    good = {
+        "symbol": "BTC-USD",
+        "interval": "1m",
+        "open_time": 60_000,
+        "close_time": 119_999,
+        "open": "1",
+        "high": "2",
+        "low": "1",
+        "close": "2",
+        "volume": "3",
+        "trades": 2,
+        "closed": False,
+    }
+    await bus.publish("candles:BTC-USD:1m", b'{"not": "a candle"}')
+    await bus.publish("candles:BTC-USD:1m", orjson.dumps(good))
+    ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=1.0)
+    task = asyncio.create_task(ingest.run())
+    try:
+        async with asyncio.timeout(5):
+            while (
+                ingest.pipeline is None or ingest.pipeline.candles["BTC-USD"].current("1m") is None
+            ):
+                await asyncio.sleep(0.01)
+        resumed = ingest.pipeline.candles["BTC-USD"].current("1m")
+        assert resumed is not None and resumed.open_time == 60_000 and ingest.leading
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -12,6 +12,7 @@ import random
 
 import pytest
 
+from coinlink.http.ratelimit import ip_key
 from coinlink.ratelimit import (
     Decision,
     LocalGCRA,
@@ -20,7 +21,6 @@ from coinlink.ratelimit import (
     RateLimiter,
     SliceTable,
     gcra,
-    ip_key,
     slice_size,
 )
 from config import load_settings

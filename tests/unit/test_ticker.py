@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinlink.market.ticker import TickerState, TickerStats, render_decimal
+from coinlink.market.ticker import TickerState, TickerStats
 from coinlink.market.types import Tick
+from coinlink.wire import decimal_str
 
 D = Decimal
 SYMBOL = "BTC-USD"
@@ -361,20 +362,20 @@ def test_snapshot_has_the_contract_fields_rendered() -> None:
         ("12345678901234567890123456789012.10", "12345678901234567890123456789012.1"),
     ],
 )
-def test_render_decimal(value: str, text: str) -> None:
-    assert render_decimal(D(value)) == text
+def test_decimal_str(value: str, text: str) -> None:
+    assert decimal_str(D(value)) == text
 
 
 @pytest.mark.parametrize("value", ["NaN", "sNaN", "Infinity", "-Infinity"])
 def test_render_decimal_refuses_non_finite(value: str) -> None:
     with pytest.raises(ValueError):
-        render_decimal(D(value))
+        decimal_str(D(value))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.decimals(min_value=-(10**30), max_value=10**30, allow_nan=False, allow_infinity=False))
 def test_render_decimal_round_trips(d: Decimal) -> None:
-    text = render_decimal(d)
+    text = decimal_str(d)
     assert D(text) == d
     assert "E" not in text and "e" not in text
     assert text == "0" or not text.lstrip("-").startswith("0") or text.lstrip("-")[1] == "."

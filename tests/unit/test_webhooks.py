@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import httpx
 import pytest
 
-from coinlink import webhooks
-from coinlink.webhooks import (
+from coinlink.alerts import webhooks
+from coinlink.alerts.webhooks import (
     MAX_AGE_S,
     MAX_ATTEMPTS,
     DeliveryResult,

@@ -55,7 +55,6 @@ SAMPLE_PATH: Final = Path(__file__).with_name("sample_ticks.csv")
 """A few hundred ticks of BTC-USD, ETH-USD and SOL-USD shipped with the package."""
 
 REQUIRED_FIELDS: Final = ("ts", "symbol", "price", "volume")
-OPTIONAL_FIELDS: Final = ("bid", "ask")
 _JSON_SUFFIXES: Final = frozenset({".jsonl", ".ndjson", ".json"})
 _YIELD_EVERY: Final = 256
 

@@ -45,6 +45,7 @@ from typing import Final
 
 from coinlink.market.providers.base import Provider, normalize_symbols
 from coinlink.market.types import Tick
+from coinlink.wire import now_ms
 
 # Rough USD prices; stablecoins and fiat make quote currencies work (ETH-BTC, BTC-EUR).
 _USD_PRICE: Final[dict[str, float]] = {
@@ -169,7 +170,7 @@ class SimulatorProvider(Provider):
             raise ValueError("at least one symbol is needed")
         self.ticks_per_second = ticks_per_second
         self.seed = seed
-        self.start_ms = time.time_ns() // 1_000_000 if start_ms is None else start_ms
+        self.start_ms = now_ms() if start_ms is None else start_ms
         self._clock = clock
         self._now_ms = self.start_ms  # simulated time of the last tick handed out
         self._walks = [self._new_walk(symbol) for symbol in self.symbols]

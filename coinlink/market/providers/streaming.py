@@ -27,9 +27,8 @@ loop in :meth:`StreamingProvider.ticks`:
   logged; a tick never is. Frames hold only public market data, and no URL here has
   credentials.
 
-``get_json`` performs REST backfill requests with the standard library (``urllib`` in a
-worker thread): the HTTP client libraries in the environment are test extras, not runtime
-dependencies, and backfill is a handful of requests at start-up.
+``get_json`` performs the REST backfill requests with httpx (the webhooks' client library),
+reading at most ``_MAX_REST_BYTES`` of an answer.
 """
 
 from __future__ import annotations
@@ -39,12 +38,12 @@ import asyncio
 import json
 import random
 import time
-import urllib.request
 from collections.abc import AsyncGenerator
 from decimal import Decimal
 from typing import Any, Final, TypedDict
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
+import httpx
 import orjson
 import structlog
 from websockets.asyncio.client import ClientConnection, connect
@@ -248,20 +247,19 @@ class StreamingProvider(Provider):
 
     async def get_json(self, path: str, query: dict[str, str | int]) -> Any:
         """GET ``rest_url + path`` with ``query``; raise ``ProviderError`` on any failure."""
-        url = f"{self.rest_url}{path}?{urlencode(query)}"
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        body = bytearray()
         try:
-            return await asyncio.to_thread(_get_json, url, self.rest_timeout_s)
-        except (OSError, ValueError) as exc:  # URLError/HTTPError are OSErrors
+            async with (
+                httpx.AsyncClient(timeout=self.rest_timeout_s, headers=headers) as client,
+                client.stream("GET", f"{self.rest_url}{path}", params=query) as response,
+            ):
+                response.raise_for_status()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > _MAX_REST_BYTES:
+                        raise ValueError("response too large")
+            # parse_float=Decimal keeps JSON numbers (Coinbase candles) exact.
+            return json.loads(body, parse_float=Decimal)
+        except (httpx.HTTPError, ValueError) as exc:
             raise ProviderError(f"GET {path} failed: {type(exc).__name__}: {exc}") from None
-
-
-def _get_json(url: str, timeout: float) -> Any:
-    request = urllib.request.Request(  # noqa: S310 - the scheme was checked in __init__
-        url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-        body = response.read(_MAX_REST_BYTES + 1)
-    if len(body) > _MAX_REST_BYTES:
-        raise ValueError("response too large")
-    # parse_float=Decimal keeps JSON numbers (Coinbase candles) exact.
-    return json.loads(body, parse_float=Decimal)

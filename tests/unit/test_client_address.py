@@ -9,7 +9,7 @@ import pytest
 from sanic import Request
 from sanic.compat import Header
 
-from coinlink.clientip import TrustedProxies, client_ip, parse_address
+from coinlink.http.client_address import TrustedProxies, client_ip, parse_address
 
 
 def request(peer: str, *xff: str) -> Request:

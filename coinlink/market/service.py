@@ -1,0 +1,160 @@
+"""What the market API serves: assets, tickers, candles and the summary, and admin ticks.
+
+Tickers, current candles and the summary come from the worker's :class:`MarketView` (no
+I/O per request); closed candles from the database; an admin tick goes to the ingest leader
+over the bus.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from coinlink import channels
+from coinlink.bus import Bus
+from coinlink.market import admin_ticks, candle_store
+from coinlink.market.view import MarketView
+from coinlink.wire import now_ms
+
+SUMMARY_TTL_MS = 60_000  # the contract allows up to 5 minutes
+SUMMARY_SIZE = 5
+NAMES = {
+    "BTC": "Bitcoin",
+    "ETH": "Ethereum",
+    "SOL": "Solana",
+    "XRP": "XRP",
+    "ADA": "Cardano",
+    "DOGE": "Dogecoin",
+    "AVAX": "Avalanche",
+    "DOT": "Polkadot",
+    "LINK": "Chainlink",
+    "LTC": "Litecoin",
+    "USDT": "Tether",
+    "USD": "US Dollar",
+    "EUR": "Euro",
+}
+
+
+class UnknownSymbol(Exception):
+    def __init__(self, symbol: str) -> None:
+        super().__init__(f"unknown symbol {symbol}")
+        self.symbol = symbol
+
+
+class AdminTicksDisabled(Exception):
+    def __init__(self) -> None:
+        super().__init__("admin tick injection is disabled (COINLINK_ADMIN_TICKS=false)")
+
+
+class NoIngestLeader(Exception):
+    def __init__(self) -> None:
+        super().__init__("no ingest leader is running yet; retry shortly")
+
+
+class MarketService:
+    def __init__(
+        self, symbols: list[str], view: MarketView, bus: Bus, *, admin_ticks_enabled: bool
+    ) -> None:
+        self.symbols = symbols
+        self._known = frozenset(symbols)
+        self.view = view
+        self.bus = bus
+        self.admin_ticks_enabled = admin_ticks_enabled
+        self._summary: tuple[int, bytes] | None = None  # (valid until, body)
+
+    def symbol(self, raw: str) -> str:
+        """``raw`` as a served symbol (``btc-usd`` → ``BTC-USD``), else :class:`UnknownSymbol`."""
+        symbol = raw.strip().upper()
+        if symbol not in self._known:
+            raise UnknownSymbol(symbol)
+        return symbol
+
+    def assets(self) -> list[dict[str, Any]]:
+        items = []
+        for symbol in self.symbols:
+            base, quote = symbol.split("-")
+            items.append(
+                {
+                    "symbol": symbol,
+                    "base": base,
+                    "quote": quote,
+                    "name": NAMES.get(base, base),
+                    "price_precision": 8,
+                    "status": "trading",
+                }
+            )
+        return items
+
+    def tickers(self, wanted: list[str] | None) -> list[dict[str, Any]]:
+        """The tickers of ``wanted`` (raw symbols, duplicates once), or of every symbol."""
+        symbols = self.symbols if wanted is None else [self.symbol(s) for s in wanted]
+        now = now_ms()
+        return [self.view.ticker(symbol, now) for symbol in dict.fromkeys(symbols)]
+
+    def ticker_json(self, raw: str) -> bytes:
+        # The view's cached bytes: no dict copy or JSON rendering per request.
+        return self.view.ticker_json(self.symbol(raw), now_ms())
+
+    async def candles(
+        self, raw: str, interval: str, start: int | None, end: int | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """Closed candles from the database, then the current one from the view when it is
+        newer and inside ``[start, end]``; at most ``limit``, oldest first."""
+        symbol = self.symbol(raw)
+        items = await candle_store.closed_candles(symbol, interval, start, end, limit)
+        current = self.view.current_candle(symbol, interval)
+        if current is None or (items and items[-1]["open_time"] >= current["open_time"]):
+            return items
+        opened = current["open_time"]
+        if (start is not None and opened < start) or (end is not None and opened > end):
+            return items
+        items.append(current)
+        if len(items) > limit:
+            items = items[-limit:] if start is None else items[:limit]
+        return items
+
+    def summary_json(self) -> bytes:
+        """Gainers, losers and volume leaders, computed at most once per TTL per worker."""
+        now = now_ms()
+        if self._summary is not None and now < self._summary[0]:
+            return self._summary[1]
+        live = [
+            t
+            for t in (self.view.ticker(s, now) for s in self.view.symbols)
+            if t["price"] is not None
+        ]
+
+        def by(key: str) -> list[dict[str, Any]]:
+            return sorted(live, key=lambda t: float(t[key]), reverse=True)
+
+        body = orjson.dumps(
+            {
+                "gainers": by("change_pct_24h")[:SUMMARY_SIZE],
+                "losers": list(reversed(by("change_pct_24h")))[:SUMMARY_SIZE],
+                "volume_leaders": by("quote_volume_24h")[:SUMMARY_SIZE],
+                "generated_at": now,
+            }
+        )
+        self._summary = (now + SUMMARY_TTL_MS, body)
+        return body
+
+    def ensure_admin_ticks(self) -> None:
+        if not self.admin_ticks_enabled:
+            raise AdminTicksDisabled
+
+    async def inject_tick(
+        self, raw: str, price: Decimal, volume: Decimal, ts: int | None
+    ) -> dict[str, Any]:
+        """Send a tick to the ingest leader (on any instance); what was sent."""
+        self.ensure_admin_ticks()
+        message = admin_ticks.message(
+            self.symbol(raw), price, volume, now_ms() if ts is None else ts
+        )
+        # With no leader (starting up, or a take-over under way) nobody listens and the tick
+        # would be lost.
+        if await self.bus.get(channels.INGEST_HEARTBEAT_KEY) is None:
+            raise NoIngestLeader
+        await self.bus.publish(channels.ADMIN_TICKS, orjson.dumps(message))
+        return message
