@@ -72,8 +72,9 @@ async def run_once(bus: Bus, ticks: list[Tick], batch: int, max_age_ms: int) -> 
     from coinlink.channels import INGEST_HEARTBEAT_KEY
     from coinlink.market.ingest import DROPPED, FLUSH_GRACE_MS, TICKS
     from coinlink.market.pipeline import Pipeline
-    from coinlink.market.tick_validator import TickValidator, now_ms
+    from coinlink.market.tick_validator import TickValidator
     from coinlink.market.types import INTERVALS
+    from coinlink.wire import now_ms
 
     pipeline = Pipeline(SYMBOLS, TickValidator(symbols=set(SYMBOLS), max_age_ms=max_age_ms))
     apply = pipeline.apply

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, StringConstraints, field_validator
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 from sanic_ext import openapi
 
 from coinlink.accounts.profiles import ProfileService, preferences_dict
 from coinlink.accounts.service import AccountService, user_dict
+from coinlink.alerts import webhooks
 from coinlink.http.auth import BEARER, current_user, requires_auth
 from coinlink.http.ratelimit import enforce
 from coinlink.http.request import Body, DisplayName, Password, openapi_body, parse_body
@@ -27,12 +28,21 @@ class DeleteAccount(Body):
     password: Password
 
 
+def _webhook_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return webhooks.check_syntax(value)
+    except webhooks.UnsafeUrl as exc:
+        raise ValueError(exc.message) from None
+
+
 class Preferences(Body):
     base_currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3,10}$")] = "USD"
     watchlist: list[Annotated[str, StringConstraints(max_length=21)]] = Field(
         default_factory=list, max_length=MAX_WATCHLIST
     )
-    webhook_url: Annotated[str | None, Field(max_length=2048)] = None
+    webhook_url: Annotated[str | None, Field(max_length=2048), AfterValidator(_webhook_url)] = None
 
     @field_validator("base_currency")
     @classmethod

@@ -12,7 +12,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 from sanic import Sanic
@@ -30,6 +30,10 @@ MIGRATIONS_MODULE = "migrations"
 
 # pg_advisory_lock key of migrations (any constant every CoinLink agrees on: "coinlink").
 MIGRATION_LOCK_KEY = int.from_bytes(b"coinlink", "big") >> 1
+_CONNECTION_PARAMETERS = frozenset(
+    {"host", "port", "ssl", "sslmode", "sslrootcert", "sslcert", "sslkey", "sslpassword",
+     "passfile", "target_session_attrs", "application_name"}
+)  # fmt: skip
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
@@ -85,8 +89,11 @@ async def _migration_lock(database_url: str) -> AsyncIterator[None]:
     if parts.scheme not in ("postgres", "postgresql", "asyncpg", "psycopg"):
         yield  # SQLite: one process on one file
         return
-    dsn = parts._replace(scheme="postgresql", query="", fragment="").geturl()
-    conn = await asyncpg.connect(dsn)
+    # Tortoise's own parameters (minsize, ...) mean nothing to asyncpg; TLS and host do.
+    kept = [(k, v) for k, v in parse_qsl(parts.query) if k in _CONNECTION_PARAMETERS]
+    dsn = parts._replace(scheme="postgresql", query=urlencode(kept), fragment="").geturl()
+    # A migrator that hangs holding the lock must not block every other start for ever.
+    conn = await asyncpg.connect(dsn, server_settings={"lock_timeout": "300s"})
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
         yield

@@ -7,8 +7,8 @@
   returns the result of a command that finished in the same loop turn as a cancellation,
   dropping the ``CancelledError`` (fixed in Python 3.12). The task's cancel request is still
   counted, so after every Redis call we raise it ourselves: without this a worker's ingest
-  task ignored its shutdown and held the leader lease (``tests/unit/test_redis_calls.py``
-  shows both the library's behaviour and the cure).
+  task ignored its shutdown and held the leader lease
+  (``tests/integration/test_redis_cancellation.py`` shows the library's behaviour and the cure).
 """
 
 from __future__ import annotations

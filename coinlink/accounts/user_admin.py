@@ -7,9 +7,9 @@ from uuid import UUID
 from tortoise import Tortoise
 from tortoise.exceptions import IntegrityError
 
+from coinlink.accounts.emails import normalise_email
 from coinlink.accounts.passwords import hash_password, password_problem
 from coinlink.db import pending_migrations, tortoise_config
-from coinlink.http.request import normalise_email
 from config import Settings
 from models.accounts import User
 

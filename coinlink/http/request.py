@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -25,6 +24,7 @@ from pydantic import (
 )
 from sanic import Request
 
+from coinlink.accounts.emails import normalise_email
 from coinlink.accounts.passwords import password_problem
 from coinlink.http.errors import InvalidJson, RequestValidationError
 
@@ -32,14 +32,6 @@ M = TypeVar("M", bound=BaseModel)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def normalise_email(value: str) -> str:
-    """The one email rule: syntax (not deliverability), then lower case."""
-    try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise ValueError(str(exc)) from None
 
 
 def _password(value: str) -> str:

@@ -234,7 +234,7 @@ class Ingest:
         resumed, closed = 0, list[Candle]()
         for symbol, builder in pipeline.candles.items():
             for interval in INTERVALS:
-                channel = f"candles:{symbol}:{interval}"
+                channel = channels.candles(symbol, interval)
                 try:
                     last = await self.bus.last_seq(channel)
                     messages = await self.bus.history(channel, max(0, last - self.resume_depth))
@@ -363,7 +363,7 @@ class Ingest:
             LAG.set(max(0.0, (at - newest) / 1000))
         self._store_soon()
         with contextlib.suppress(BusError):
-            await self.bus.publish("tickers", orjson.dumps(snapshots))
+            await self.bus.publish(channels.TICKERS, orjson.dumps(snapshots))
         heartbeat = {
             "holder": self.holder,
             "fencing_token": self.token,

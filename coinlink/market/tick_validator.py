@@ -20,8 +20,7 @@ Design choices:
   A move of exactly ``max_jump_pct`` is accepted.
 * A sticky reference has a cost: after a long feed outage during which the real price moved
   by more than ``max_jump_pct``, every new tick would be rejected. ``reanchor_after_ms``
-  (off by default) accepts a jump when the reference is older than that, and ``forget()``
-  lets an operator clear one symbol by hand.
+  (off by default) accepts a jump when the reference is older than that.
 * Equal timestamps are in order (several trades in one millisecond are normal).
 * Bid and ask are optional; each present one must be finite, and when both are present
   ``bid <= ask`` (a locked book, ``bid == ask``, is accepted).

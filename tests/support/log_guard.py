@@ -7,6 +7,7 @@ reads the test's captured output, every server process checks its own log when i
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from typing import Protocol
 
@@ -25,7 +26,9 @@ STARTED: list[Checked] = []
 EXPECTED: set[str] = set()
 """The events the running test expects at error level (set by the autouse fixture)."""
 
-SANIC_WEBSOCKET_TASKS: tuple[str, ...] = ("Task was destroyed but it is pending!",)
+SANIC_WEBSOCKET_TASKS: tuple[str, ...] = (
+    "Task was destroyed but it is pending!*coro=<WebsocketImplProtocol.*",
+)
 """Sanic's WebSocket protocol starts tasks nobody keeps (one per received chunk, the
 keepalive ping): those still waiting when the process stops (the chunks of a client that
 flooded, a ping to a client that went silent) are destroyed pending, and asyncio logs each
@@ -34,6 +37,8 @@ at error level. A server whose test provokes that names this."""
 _LEVELS = frozenset({"error", "critical", "exception"})
 # structlog's console renderer: "<time> [error    ] event key=value".
 _CONSOLE = re.compile(r"\[(error|critical|exception)\s*\]\s+(\S+)")
+# pytest's captured stdlib records: "ERROR    logger:file.py:12 message".
+_PYTEST_RECORD = re.compile(r"^(ERROR|CRITICAL)\s+\S+:\d+ (.*)$")
 
 
 def error_events(output: str) -> list[tuple[str, str]]:
@@ -51,6 +56,10 @@ def error_events(output: str) -> list[tuple[str, str]]:
         match = _CONSOLE.search(line)
         if match:
             found.append((match[2], line))
+            continue
+        record = _PYTEST_RECORD.match(line)
+        if record:
+            found.append((record[2], line))
     return found
 
 
@@ -64,6 +73,10 @@ def check_stopped() -> list[str]:
 
 
 def unexpected(output: str, also_expected: tuple[str, ...] = ()) -> list[str]:
-    """Error lines whose event is not expected (an expected event matches as a prefix)."""
-    allowed = tuple(EXPECTED | set(also_expected))
-    return [line for event, line in error_events(output) if not event.startswith(allowed)]
+    """Error lines whose event matches no expected one (an event name, or a glob with *)."""
+    allowed = EXPECTED | set(also_expected)
+    return [
+        line
+        for event, line in error_events(output)
+        if not any(fnmatch.fnmatchcase(event, pattern) for pattern in allowed)
+    ]

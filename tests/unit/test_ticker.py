@@ -1,4 +1,4 @@
-"""TickerState: rolling-window statistics against a brute-force reference, and render_decimal.
+"""TickerState: rolling-window statistics against a brute-force reference, and decimal_str.
 
 The reference uses the module's documented window definition on raw ticks: a tick counts at
 ``now`` when ``ts - ts % bucket_ms > now - window_ms``. So the comparison is exact, and the
@@ -367,14 +367,14 @@ def test_decimal_str(value: str, text: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["NaN", "sNaN", "Infinity", "-Infinity"])
-def test_render_decimal_refuses_non_finite(value: str) -> None:
+def test_decimal_str_refuses_non_finite(value: str) -> None:
     with pytest.raises(ValueError):
         decimal_str(D(value))
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.decimals(min_value=-(10**30), max_value=10**30, allow_nan=False, allow_infinity=False))
-def test_render_decimal_round_trips(d: Decimal) -> None:
+def test_decimal_str_round_trips(d: Decimal) -> None:
     text = decimal_str(d)
     assert D(text) == d
     assert "E" not in text and "e" not in text

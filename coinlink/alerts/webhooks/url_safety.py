@@ -162,6 +162,13 @@ def unsafe_reason(ip: IPAddress) -> str | None:
     return next((reason for hit, reason in checks if hit), None)
 
 
+def check_syntax(url: str) -> str:
+    """The syntactic rules alone (no resolution): the URL, or :class:`UnsafeUrl` saying why.
+    Request models use it, so a malformed URL is refused with the request's other errors."""
+    _parse(url)
+    return url
+
+
 def _parse(url: str) -> httpx.URL:
     """The syntactic rules; the normalised URL."""
     if len(url) > MAX_URL_LENGTH:
