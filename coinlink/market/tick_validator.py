@@ -1,4 +1,4 @@
-"""Drop bad upstream ticks before they reach candles, tickers and alerts (SECURITY.md item 22).
+"""Drop bad upstream ticks before they reach candles, tickers and alerts.
 
 ``TickValidator.check(tick)`` returns ``None`` for a tick to keep, or a short, stable reason
 string for one to drop. The reasons are used as a Prometheus label, so they are a closed set

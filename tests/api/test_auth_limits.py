@@ -1,4 +1,4 @@
-"""Brute-force protection on the auth routes (SECURITY 16, 24, 26)."""
+"""Brute-force protection on the auth routes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An unknown email costs a login the same bcrypt work as a wrong password (SECURITY 14)."""
+"""An unknown email costs a login the same bcrypt work as a wrong password."""
 
 from __future__ import annotations
 

@@ -320,7 +320,7 @@ async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
 async def test_a_firing_caught_by_a_redis_restart_is_delivered_from_the_outbox(
     fresh_pg_url: str,
 ) -> None:
-    """SECURITY 36: Redis dies after the commit, before the publish; the socket and the
+    """Redis dies after the commit, before the publish; the socket and the
     notification both survive it."""
     redis = RedisServer().start()
     env = env_for(fresh_pg_url, redis.url, test_alert_pause_s="3")

@@ -314,7 +314,7 @@ def test_errors() -> None:
 
 # --- snapshot and rendering ---------------------------------------------------------------
 
-# API.md, "Market data": the ticker shape.
+# The ticker's wire shape (docs/api.md, the OpenAPI document).
 CONTRACT_FIELDS = {
     *("symbol", "price", "bid", "ask", "open_24h", "high_24h", "low_24h", "volume_24h"),
     *("quote_volume_24h", "change_24h", "change_pct_24h", "ts", "seq", "stale"),

@@ -1,6 +1,6 @@
 """Webhook URL safety: only publicly routable receivers (SSRF), checked where we connect.
 
-URL safety (SECURITY 21). A user's webhook URL is a request *we* make from inside our
+URL safety. A user's webhook URL is a request *we* make from inside our
 network, so it must not reach loopback, private, link-local, CGNAT, metadata or other
 non-public addresses (SSRF). :func:`check_url` parses the URL with httpx's own parser (the
 one that later sends the request, so no parser differential), applies the syntactic rules,
