@@ -22,6 +22,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.support import log_guard
 from tests.support.accounts import PASSWORD, admin_headers, new_email
 from tests.support.apps import ServerProcess, alerts_loaded, instance_env, leads
 from tests.support.services import RedisServer, eventually, wait_for
@@ -317,6 +318,7 @@ async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
         server.stop()
 
 
+@pytest.mark.expected_errors(*log_guard.REDIS_GONE)
 async def test_a_firing_caught_by_a_redis_restart_is_delivered_from_the_outbox(
     fresh_pg_url: str,
 ) -> None:

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from coinlink.db import apply_migrations
+from tests.support import log_guard
 from tests.support.apps import ServerProcess, server_env
 from tests.support.services import RedisServer, free_port
 
@@ -173,6 +174,7 @@ def check_live(url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.expected_errors(*log_guard.REDIS_GONE)
 def test_post_deploy_check_passes_on_a_healthy_server_and_names_what_fails(
     live_server: tuple[ServerProcess, RedisServer],
 ) -> None:

@@ -170,6 +170,7 @@ async def test_connections_per_address_are_capped_at_the_handshake(
         server.stop()
 
 
+@pytest.mark.expected_errors(*log_guard.REDIS_GONE)
 async def test_redis_restarted_mid_stream_sockets_stay_open_and_updates_resume(
     module_pg_url: str, prefix: str
 ) -> None:

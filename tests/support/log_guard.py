@@ -34,6 +34,11 @@ keepalive ping): those still waiting when the process stops (the chunks of a cli
 flooded, a ping to a client that went silent) are destroyed pending, and asyncio logs each
 at error level. A server whose test provokes that names this."""
 
+REDIS_GONE: tuple[str, ...] = ("Unclosed Pipeline client*",)
+"""redis-py leaves a pipeline unclosed when Redis vanishes under it and reports it at error
+level from the garbage collector (not our code's log). A test that stops Redis under a
+server names this."""
+
 _LEVELS = frozenset({"error", "critical", "exception"})
 # structlog's console renderer: "<time> [error    ] event key=value".
 _CONSOLE = re.compile(r"\[(error|critical|exception)\s*\]\s+(\S+)")
