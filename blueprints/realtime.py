@@ -29,7 +29,7 @@ async def _admit(request: Request) -> None:
     if origin is not None and origin not in settings.cors_origins:
         raise Forbidden("this Origin may not open a WebSocket")
     hub: Hub = request.app.ctx.hub
-    if hub.per_ip[client_ip(request)] >= settings.ws_max_connections_per_ip:
+    if hub.per_ip[client_ip(request)] >= settings.ws.max_connections_per_ip:
         raise TooManyConnections("too many WebSockets from this address")
 
 

@@ -52,7 +52,11 @@ def _dumps(obj: object) -> str:
     return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
-def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> Sanic[Any, Any]:
+def create_app(
+    settings: Settings | None = None, *, name: str = "coinlink", alert_pause_s: float = 0.0
+) -> Sanic[Any, Any]:
+    """The application; ``alert_pause_s`` is fault injection for tests (a pause between an
+    alert firing's commit and its publish)."""
     settings = settings or load_settings()
     app = Sanic(name, configure_logging=False, dumps=_dumps, error_handler=EnvelopeErrorHandler())
     app.config.update(
@@ -61,8 +65,8 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         # Below the 10 s a container runtime waits between SIGTERM and SIGKILL.
         GRACEFUL_SHUTDOWN_TIMEOUT=8.0,
         WEBSOCKET_MAX_SIZE=64 * 1024,
-        WEBSOCKET_PING_INTERVAL=settings.ws_ping_interval_s,
-        WEBSOCKET_PING_TIMEOUT=settings.ws_ping_timeout_s,
+        WEBSOCKET_PING_INTERVAL=settings.ws.ping_interval_s,
+        WEBSOCKET_PING_TIMEOUT=settings.ws.ping_timeout_s,
         # sanic-ext: CORS with an exact allowlist, OpenAPI under /docs, nothing else.
         CORS_ORIGINS=",".join(settings.cors_origins),
         CORS_ALLOW_HEADERS="authorization,content-type,x-request-id",
@@ -88,14 +92,13 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
     )
     tokens = TokenService(settings)
     limiter = RateLimiter(
-        settings.redis_url,
-        prefix=f"{settings.redis_prefix}rl:",
-        timeout_s=min(0.25, settings.redis_timeout_s),
+        settings.redis.url,
+        prefix=f"{settings.redis.prefix}rl:",
+        timeout_s=min(0.25, settings.redis.timeout_s),
     )
     app.ctx.trusted = TrustedProxies(settings.trusted_proxies)
-    install_rate_limits(
-        app, limiter, Policies.from_settings(settings), app.ctx.trusted, user_of=tokens.subject_of
-    )
+    policies = Policies.from_settings(settings.rate_limit)
+    install_rate_limits(app, limiter, policies, app.ctx.trusted, user_of=tokens.subject_of)
     db.register(app, settings.effective_database_url)
     app.blueprint(health.bp)
     app.blueprint(auth.bp)
@@ -111,10 +114,10 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
         if settings.sentry_dsn is not None:
             init_sentry(settings.sentry_dsn.get_secret_value(), settings.env)
         app.ctx.bus = create_bus(
-            settings.redis_url,
-            prefix=settings.redis_prefix,
+            settings.redis.url,
+            prefix=settings.redis.prefix,
             history_size=settings.bus_history_size,
-            timeout_s=settings.redis_timeout_s,
+            timeout_s=settings.redis.timeout_s,
         )
         await app.ctx.bus.start()
         await limiter.start()
@@ -125,7 +128,7 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             settings.symbols, view, app.ctx.bus, admin_ticks_enabled=settings.admin_ticks
         )
         app.ctx.profiles = ProfileService(
-            settings.symbols, webhook_allow_private=settings.webhook_allow_private
+            settings.symbols, webhook_allow_private=settings.webhook.allow_private
         )
         app.ctx.alerts = AlertService(app.ctx.bus, settings.symbols, settings.alerts_max_per_user)
         app.ctx.hub = Hub(
@@ -133,21 +136,21 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             view,
             HubSettings(
                 history_size=settings.bus_history_size,
-                heartbeat_s=settings.ws_heartbeat_s,
-                revalidate_s=settings.ws_revalidate_s,
-                slow_close_s=settings.ws_slow_close_s,
-                buffer_bytes=settings.ws_buffer_bytes,
+                heartbeat_s=settings.ws.heartbeat_s,
+                revalidate_s=settings.ws.revalidate_s,
+                slow_close_s=settings.ws.slow_close_s,
+                buffer_bytes=settings.ws.buffer_bytes,
             ),
             app.ctx.accounts.access_allowed,
         )
-        app.ctx.evaluator = Evaluator(app.ctx.bus, pause_after_commit_s=settings.test_alert_pause_s)
+        app.ctx.evaluator = Evaluator(app.ctx.bus, pause_after_commit_s=alert_pause_s)
         app.ctx.hub.on(channels.ALERT_CHANGES, _spawning(app.ctx.evaluator.on_change))
         app.ctx.webhooks = Dispatcher(
             app.ctx.bus,
-            allow_private=settings.webhook_allow_private,
-            timeout_s=settings.webhook_timeout_s,
-            retry_base_s=settings.webhook_retry_base_s,
-            lease_ttl_s=settings.ingest_lease_s,
+            allow_private=settings.webhook.allow_private,
+            timeout_s=settings.webhook.timeout_s,
+            retry_base_s=settings.webhook.retry_base_s,
+            lease_ttl_s=settings.ingest.lease_s,
         )
         app.ctx.hub.on(channels.WEBHOOKS_DUE, app.ctx.webhooks.wake)
         await app.ctx.hub.start()
@@ -155,14 +158,14 @@ def create_app(settings: Settings | None = None, *, name: str = "coinlink") -> S
             app.ctx.bus,
             settings.symbols,
             lambda: provider_from_settings(settings),
-            lease_ttl_s=settings.ingest_lease_s,
+            lease_ttl_s=settings.ingest.lease_s,
             backfill_hours=settings.backfill_hours,
             history_size=settings.bus_history_size,
             alerts=app.ctx.evaluator,
             validator_factory=lambda: TickValidator(
                 symbols=set(settings.symbols),
-                max_age_ms=int(settings.ingest_max_tick_age_s * 1000),
-                max_jump_pct=Decimal(str(settings.ingest_max_jump_pct)),
+                max_age_ms=int(settings.ingest.max_tick_age_s * 1000),
+                max_jump_pct=Decimal(str(settings.ingest.max_jump_pct)),
             ),
         )
         app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")

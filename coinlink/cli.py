@@ -16,14 +16,17 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Coroutine, Sequence
-from typing import Any
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import SecretStr
 
 from config import ConfigError, Settings, ephemeral_secret, load_settings
 from config.settings import mask_url_password
+
+if TYPE_CHECKING:
+    from sanic import Sanic
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -57,7 +60,7 @@ def _prepare_metrics_dir() -> str | None:
 
 
 def _ensure_jwt_secret(settings: Settings) -> Settings:
-    if settings.jwt_secret is not None:
+    if settings.jwt.secret is not None:
         return settings
     # Exported so that every worker signs with the same secret; gone when the server stops.
     secret = os.environ["COINLINK_JWT_SECRET"] = ephemeral_secret()
@@ -66,7 +69,8 @@ def _ensure_jwt_secret(settings: Settings) -> Settings:
         message="COINLINK_JWT_SECRET is not set: using a random secret for this run only; "
         "every token becomes invalid when the server restarts. Never do this in production.",
     )
-    return settings.model_copy(update={"jwt_secret": SecretStr(secret)})
+    jwt = settings.jwt.model_copy(update={"secret": SecretStr(secret)})
+    return settings.model_copy(update={"jwt": jwt})
 
 
 async def _migrate_or_refuse(settings: Settings) -> int:
@@ -116,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from coinlink.app import create_app
 
-    loader = AppLoader(factory=create_app)
+    loader = AppLoader(factory=args.app_factory or create_app)
     app = loader.load()
     app.prepare(
         host=settings.host,
@@ -242,8 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(
+    argv: Sequence[str] | None = None, *, app_factory: Callable[[], Sanic[Any, Any]] | None = None
+) -> int:
+    """Run a command; ``app_factory`` replaces ``create_app`` for ``serve`` (tests inject
+    faults this way, nothing in the settings does)."""
     args = build_parser().parse_args(argv)
+    args.app_factory = app_factory
     try:
         status: int = args.func(args)
     except ConfigError as exc:

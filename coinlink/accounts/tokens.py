@@ -49,22 +49,22 @@ class IssuedAccess:
 
 class TokenService:
     def __init__(self, settings: Settings) -> None:
-        self.algorithm = settings.jwt_algorithm
-        self.issuer = settings.jwt_issuer
-        self.audience = settings.jwt_audience
+        self.algorithm = settings.jwt.algorithm
+        self.issuer = settings.jwt.issuer
+        self.audience = settings.jwt.audience
         self.ttl_s = settings.access_token_ttl_s
         self._signing_key: Any
         self._verifying_key: Any
         self._verified: dict[str, AccessClaims] = {}
         if self.algorithm == "HS256":
-            secret = settings.jwt_secret
+            secret = settings.jwt.secret
             # Tests and direct create_app() calls without a secret get a per-process one.
             key = secret.get_secret_value() if secret else ephemeral_secret()
             self._signing_key = self._verifying_key = key
         else:
-            assert settings.jwt_private_key_file and settings.jwt_public_key_file
-            self._signing_key = settings.jwt_private_key_file.read_text()
-            self._verifying_key = settings.jwt_public_key_file.read_text()
+            assert settings.jwt.private_key_file and settings.jwt.public_key_file
+            self._signing_key = settings.jwt.private_key_file.read_text()
+            self._verifying_key = settings.jwt.public_key_file.read_text()
 
     def issue_access(self, user_id: str, session_id: str) -> IssuedAccess:
         now = int(time.time())

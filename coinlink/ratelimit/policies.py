@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Final
 
 from coinlink.ratelimit.rates import Rate
-from config import Settings
+from config.settings import RateLimitSettings
 
 POLICY_NAMES: Final = ("anonymous", "user", "login_account", "login_ip", "register")
 
@@ -21,16 +21,8 @@ class Policies(Mapping[str, Rate]):
         self._rates = dict(rates)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Policies:
-        return cls(
-            {
-                "anonymous": Rate.parse(settings.rate_limit_anonymous),
-                "user": Rate.parse(settings.rate_limit_user),
-                "login_account": Rate.parse(settings.rate_limit_login_account),
-                "login_ip": Rate.parse(settings.rate_limit_login_ip),
-                "register": Rate.parse(settings.rate_limit_register),
-            }
-        )
+    def from_settings(cls, rates: RateLimitSettings) -> Policies:
+        return cls({name: Rate(*rate) for name, rate in rates.by_policy().items()})
 
     def __getitem__(self, name: str) -> Rate:
         return self._rates[name]

@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
 
-from config.settings import parse_rate
-
 US: Final = 1_000_000  # microseconds per second
 
 # Slices: n = min(_SLICE_MAX, limit // _SLICE_DIVISOR), at least 1 (coinlink.ratelimit.slices).
@@ -48,11 +46,6 @@ class Rate:
         object.__setattr__(self, "capacity_us", interval * self.limit)
         object.__setattr__(self, "expiry_ms", -(-interval * self.limit // 1000))
         object.__setattr__(self, "slice_units", slice_size(self.limit))
-
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        """``"5/60"`` → five per minute."""
-        return cls(*parse_rate(text))
 
 
 class Decision(NamedTuple):

@@ -44,7 +44,7 @@ class Session:
             raw = await conn.ws.recv()
             if raw is None or conn.closing:
                 continue
-            if not conn.allow_inbound(settings.ws_inbound_rate, settings.ws_inbound_burst):
+            if not conn.allow_inbound(settings.ws.inbound_rate, settings.ws.inbound_burst):
                 conn.reply(protocol.error("rate_limited", "too many messages; closing"))
                 await self._close_reading(1008, "too many messages")
                 return
@@ -122,10 +122,10 @@ class Session:
                 message.id,
             )
         targets = self._bus_channels(names, message.id)
-        if len(conn.channels | set(targets)) > self.settings.ws_max_subscriptions:
+        if len(conn.channels | set(targets)) > self.settings.ws.max_subscriptions:
             raise ProtocolError(
                 "too_many_subscriptions",
-                f"at most {self.settings.ws_max_subscriptions} subscriptions per connection",
+                f"at most {self.settings.ws.max_subscriptions} subscriptions per connection",
                 message.id,
             )
         since = {

@@ -74,7 +74,7 @@ def make_app(redis_url: str | None, prefix: str, **overrides: Any) -> Sanic[Any,
     install(
         app,
         limiter,
-        Policies.from_settings(settings),
+        Policies.from_settings(settings.rate_limit),
         TrustedProxies(settings.trusted_proxies),
         user_of,
     )

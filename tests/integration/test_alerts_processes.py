@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support import log_guard
+from tests.support import log_guard, paused_alerts
 from tests.support.accounts import PASSWORD, admin_headers, new_email
 from tests.support.apps import ServerProcess, alerts_loaded, instance_env, leads
 from tests.support.services import RedisServer, eventually, wait_for
@@ -45,9 +45,10 @@ def env_for(pg_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     )
 
 
-def start_pair(env: dict[str, str]) -> list[ServerProcess]:
-    first = ServerProcess(env, workers=2).wait_ready()  # migrates before the second starts
-    servers = [first, ServerProcess(env, workers=2).wait_ready()]
+def start_pair(env: dict[str, str], module: str = "coinlink") -> list[ServerProcess]:
+    # The first migrates before the second starts.
+    first = ServerProcess(env, workers=2, module=module).wait_ready()
+    servers = [first, ServerProcess(env, workers=2, module=module).wait_ready()]
     wait_for(lambda: sum(leads(s) for s in servers) == 1, 20, "one ingest leader")
     for server in servers:
         wait_ready(server)
@@ -216,7 +217,8 @@ def assert_signed(request: Received, secret: str) -> None:
 async def test_kill_9_between_commit_and_publish_delivers_once_after_take_over(
     fresh_pg_url: str, redis_url: str
 ) -> None:
-    servers = start_pair(env_for(fresh_pg_url, redis_url, test_alert_pause_s="30"))
+    env = env_for(fresh_pg_url, redis_url) | {paused_alerts.PAUSE_ENV: "30"}
+    servers = start_pair(env, module=paused_alerts.MODULE)
     try:
         leader = next(s for s in servers if leads(s))
         follower = next(s for s in servers if s is not leader)
@@ -325,8 +327,8 @@ async def test_a_firing_caught_by_a_redis_restart_is_delivered_from_the_outbox(
     """Redis dies after the commit, before the publish; the socket and the
     notification both survive it."""
     redis = RedisServer().start()
-    env = env_for(fresh_pg_url, redis.url, test_alert_pause_s="3")
-    server = ServerProcess(env).wait_ready()
+    env = env_for(fresh_pg_url, redis.url) | {paused_alerts.PAUSE_ENV: "3"}
+    server = ServerProcess(env, module=paused_alerts.MODULE).wait_ready()
     try:
         await eventually(lambda: leads(server), 10, "a leader")
         admin = await asyncio.to_thread(admin_headers, server, fresh_pg_url)

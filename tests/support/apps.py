@@ -100,7 +100,9 @@ class ServerProcess:
         workers: int = 1,
         log_path: Path | None = None,
         expected_errors: tuple[str, ...] = (),
+        module: str = "coinlink",
     ) -> None:
+        """``module``: what ``python -m`` runs (a test's own entry point can inject faults)."""
         self.expected_errors = expected_errors
         log_guard.STARTED.append(self)
         self.port = free_port()
@@ -111,7 +113,7 @@ class ServerProcess:
             [
                 sys.executable,
                 "-m",
-                "coinlink",
+                module,
                 "serve",
                 "--port",
                 str(self.port),

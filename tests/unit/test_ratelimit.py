@@ -59,11 +59,8 @@ def test_rate_derives_whole_microseconds() -> None:
     odd = Rate(7, 60)
     assert odd.interval_us == 8_571_428
     assert odd.capacity_us == 7 * 8_571_428 <= 60_000_000
-    assert Rate.parse("5/60") == Rate(5, 60.0)
     with pytest.raises(ValueError):
         Rate(0, 60)
-    with pytest.raises(ValueError):
-        Rate.parse("five per minute")
 
 
 def test_burst_up_to_the_limit_then_refused(gcra_local: LocalGCRA) -> None:
@@ -215,7 +212,7 @@ def test_policies_from_settings() -> None:
     settings = load_settings(
         env="test", rate_limit_anonymous="3/60", rate_limit_login_account="5/300"
     )
-    policies = Policies.from_settings(settings)
+    policies = Policies.from_settings(settings.rate_limit)
     assert set(policies) == {"anonymous", "user", "login_account", "login_ip", "register"}
     assert policies["anonymous"] == Rate(3, 60)
     assert policies["login_account"] == Rate(5, 300)

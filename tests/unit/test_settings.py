@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from config import ConfigError, load_settings
-from config.settings import DEV_DATABASE_URL
+from config.settings import DEV_DATABASE_URL, variables
 
 GOOD_PRODUCTION = {
     "env": "production",
@@ -36,8 +39,8 @@ def test_development_defaults_need_no_servers() -> None:
     settings = load_settings()
     assert settings.env == "development"
     assert settings.effective_database_url == DEV_DATABASE_URL
-    assert settings.redis_url is None
-    assert settings.jwt_secret is None
+    assert settings.redis.url is None
+    assert settings.jwt.secret is None
     assert settings.cors_origins == ["http://localhost:8000", "http://127.0.0.1:8000"]
     assert settings.effective_workers == 1
     assert settings.effective_log_format == "console"
@@ -126,7 +129,7 @@ def test_secret_length_counts_bytes_not_characters() -> None:
     # 31 ASCII bytes is too short; 16 two-byte characters plus distinct ASCII is long enough.
     with pytest.raises(ConfigError):
         load_settings(jwt_secret="Zq8vN3tR6yB1mK4pX7cW2eH5jL9sD0f")
-    assert load_settings(jwt_secret="ÄÖÜäöüßéèêàâçñõø" + "Zq8vN3tR").jwt_secret is not None
+    assert load_settings(jwt_secret="ÄÖÜäöüßéèêàâçñõø" + "Zq8vN3tR").jwt.secret is not None
 
 
 def test_test_environment_allows_cheap_bcrypt() -> None:
@@ -154,10 +157,48 @@ def test_key_files_replace_the_secret_with_eddsa(tmp_path) -> None:
         jwt_private_key_file=str(private),
         jwt_public_key_file=str(public),
     )
-    assert settings.jwt_secret is None
+    assert settings.jwt.secret is None
     with pytest.raises(ConfigError) as caught:
         load_settings(**values, jwt_algorithm="EdDSA", jwt_private_key_file=str(private))
     assert [p.split(":")[0] for p in caught.value.problems] == ["COINLINK_JWT_PUBLIC_KEY_FILE"]
+
+
+def test_rates_are_parsed_once_into_numbers() -> None:
+    rates = load_settings(rate_limit_user="5/60", rate_limit_register="1/0.5").rate_limit
+    assert rates.by_policy()["user"] == (5, 60.0)
+    assert rates.by_policy()["register"] == (1, 0.5)
+    assert load_settings(rate_limit_user="5/60").masked()["COINLINK_RATE_LIMIT_USER"] == "5/60"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(rate_limit_user="0/60", rate_limit_login_ip="5/90000")
+    assert [p.split(":")[0] for p in caught.value.problems] == [
+        "COINLINK_RATE_LIMIT_USER",
+        "COINLINK_RATE_LIMIT_LOGIN_IP",
+    ]
+
+
+def test_grouped_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COINLINK_WS_HEARTBEAT_S", "3")
+    monkeypatch.setenv("COINLINK_RATE_LIMIT_REGISTER", "4/60")
+    monkeypatch.setenv("COINLINK_BINANCE_QUOTE_ALIASES", "usd=usdt, eur=eurt")
+    monkeypatch.setenv("COINLINK_RATE_LIMITS_ENABLED", "false")
+    settings = load_settings(ws_inbound_burst=7)
+    assert (settings.ws.heartbeat_s, settings.ws.inbound_burst) == (3.0, 7)
+    assert settings.rate_limit.by_policy()["register"] == (4, 60.0)
+    assert settings.binance.quote_aliases == ["USD=USDT", "EUR=EURT"]
+    assert settings.rate_limits_enabled is False
+
+
+def test_rules_across_variables_and_on_one_value_are_all_named() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env="production", jwt_algorithm="RS256", bcrypt_rounds=10)
+    assert sorted(p.split(":")[0] for p in caught.value.problems) == [
+        "COINLINK_BCRYPT_ROUNDS",
+        "COINLINK_CORS_ORIGINS",
+        "COINLINK_DATABASE_URL",
+        "COINLINK_JWT_PRIVATE_KEY_FILE",
+        "COINLINK_JWT_PUBLIC_KEY_FILE",
+        "COINLINK_REDIS_URL",
+    ]
 
 
 def test_symbols_are_normalised_and_deduplicated() -> None:
@@ -169,3 +210,10 @@ def test_empty_variables_count_as_unset(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("COINLINK_SENTRY_DSN", "")
     settings = load_settings()
     assert settings.workers is None and settings.sentry_dsn is None
+
+
+def test_operations_guide_documents_every_variable() -> None:
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    documented = set(re.findall(r"`(COINLINK_[A-Z0-9_]+)`", guide))
+    assert sorted(set(variables()) - documented) == []
+    assert sorted(documented - set(variables())) == []

@@ -56,22 +56,22 @@ def provider_from_settings(settings: Settings) -> Provider | None:
     """The provider the settings name, with its options from the settings."""
     options: dict[str, Any] = {}
     if settings.provider == "simulator":
-        options = {"ticks_per_second": settings.simulator_rate, "seed": settings.simulator_seed}
+        options = {"ticks_per_second": settings.simulator.rate, "seed": settings.simulator.seed}
     elif settings.provider == "replay":
         options = {
-            "path": settings.replay_path or Path(__file__).with_name("sample_ticks.csv"),
-            "speed": settings.replay_speed,
-            "loop": settings.replay_loop,
+            "path": settings.replay.path or Path(__file__).with_name("sample_ticks.csv"),
+            "speed": settings.replay.speed,
+            "loop": settings.replay.loop,
         }
     elif settings.provider == "binance":
-        aliases = dict(item.split("=", 1) for item in settings.binance_quote_aliases)
+        aliases = dict(item.split("=", 1) for item in settings.binance.quote_aliases)
         options = {
-            "ws_url": settings.binance_ws_url,
-            "rest_url": settings.binance_rest_url,
+            "ws_url": settings.binance.ws_url,
+            "rest_url": settings.binance.rest_url,
             "quote_aliases": aliases,
         }
     elif settings.provider == "coinbase":
-        options = {"ws_url": settings.coinbase_ws_url, "rest_url": settings.coinbase_rest_url}
+        options = {"ws_url": settings.coinbase.ws_url, "rest_url": settings.coinbase.rest_url}
     return create_provider(settings.provider, settings.symbols, **options)
 
 
