@@ -19,16 +19,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    values,
 )
+
+from coinlink.observability import multiprocess_values
 
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 if os.environ.get(MULTIPROC_DIR_ENV):
-    # prometheus-client asks os.getpid() on every sample to notice forks; Sanic's workers
-    # are spawned, not forked, and import this module afresh: the pid is fixed per process.
-    _PID = os.getpid()
-    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: _PID)  # type: ignore[no-untyped-call]
+    multiprocess_values.install()  # before the first metric below
 
 HTTP_REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered.", ["method", "route", "status"]
