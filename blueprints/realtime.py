@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sanic import Blueprint, Request
+from sanic import Blueprint, Request, Websocket
 from websockets.exceptions import ConnectionClosed
 
 from coinlink.http.auth import Forbidden, client_ip
@@ -33,7 +31,7 @@ async def _admit(request: Request) -> None:
         raise TooManyConnections("too many WebSockets from this address")
 
 
-async def websocket(request: Request, ws: Any) -> None:
+async def websocket(request: Request, ws: Websocket) -> None:
     hub: Hub = request.app.ctx.hub
     conn = hub.connect(ws, client_ip(request))
     try:

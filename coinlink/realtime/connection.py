@@ -1,7 +1,8 @@
 """One client WebSocket as the hub sees it: who it is, what it follows, what it still owes.
 
-Sending is synchronous: a frame goes straight into the socket's transport while the
-transport's own buffer is below :data:`HIGH_WATER`. Past that the client is *lagging*:
+Sending is synchronous: a frame goes straight into the socket's transport
+(:mod:`coinlink.realtime.transport`) while the transport's own buffer is below
+:data:`HIGH_WATER`. Past that the client is *lagging*:
 frames wait in the connection's own queue instead, ticker channels conflated (one pending
 frame per channel, the newest), everything else in order. The hub's maintenance loop
 flushes laggards once their transport has drained, and closes with 1013 a socket whose
@@ -14,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from websockets.protocol import State
+from sanic import Websocket
 
 from coinlink.observability.metrics import WS_CONFLATIONS, WS_SLOW_CLOSES
+from coinlink.realtime.transport import close_now, transport_of
 
 if TYPE_CHECKING:
     from asyncio import Transport
@@ -62,9 +64,9 @@ class Connection:
         "ws",
     )
 
-    def __init__(self, ws: Any, ip: str, budget: int, laggards: Laggards) -> None:
+    def __init__(self, ws: Websocket, ip: str, budget: int, laggards: Laggards) -> None:
         self.ws = ws
-        self.transport: Transport = ws.io_proto.transport
+        self.transport: Transport = transport_of(ws)
         self.ip = ip
         self.claims: AccessClaims | None = None  # set by the ``auth`` op
         self.channels: set[str] = set()  # bus channel names
@@ -78,10 +80,6 @@ class Connection:
         self.last_sent = time.monotonic()
         self.allowance = 0.0
         self.allowance_at = 0.0
-
-    @property
-    def open(self) -> bool:
-        return not self.closing and self.ws.ws_proto.state is State.OPEN
 
     def send(self, frame: bytes, key: str | None = None) -> bool:
         """Write ``frame`` now, or queue it (conflated under ``key`` when given).
@@ -148,7 +146,7 @@ class Connection:
         if code == 1013:
             WS_SLOW_CLOSES.inc()
         self.stop_sending()
-        self.ws.end_connection(code, reason)
+        close_now(self.ws, code, reason)
 
     def allow_inbound(self, rate: float, burst: int) -> bool:
         """A token bucket over client messages: ``burst`` at once, ``rate`` per second."""

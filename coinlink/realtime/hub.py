@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 import structlog
+from sanic import Websocket
 
 from coinlink import channels
 from coinlink.accounts.tokens import AccessClaims
@@ -227,7 +228,7 @@ class Hub:
 
     # -- connections -----------------------------------------------------------------
 
-    def connect(self, ws: Any, ip: str) -> Connection:
+    def connect(self, ws: Websocket, ip: str) -> Connection:
         """Register a freshly upgraded socket."""
         conn = Connection(ws, ip, self.settings.buffer_bytes, self.laggards)
         self.connections.add(conn)

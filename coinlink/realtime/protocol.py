@@ -2,9 +2,9 @@
 
 Inbound messages are parsed strictly (a pydantic union on ``op``); every problem becomes a
 :class:`ProtocolError` carrying the contract's error code and the message's ``id`` when it
-had one. Outbound messages are built as bytes and framed here, once: the server never
-negotiates compression, so a server-to-client text frame (unmasked) is the same bytes for
-every socket and the hub hands one ``bytes`` object to all of them.
+had one. Outbound messages are built as bytes and framed once
+(:func:`coinlink.realtime.transport.text_frame`): the same bytes serve every socket and the
+hub hands one ``bytes`` object to all of them.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from coinlink.channels import NOTIFICATIONS, TICKERS
 from coinlink.market.types import INTERVALS
+from coinlink.realtime.transport import text_frame
 from coinlink.wire import now_ms
 
 # The largest `id` a client may pick: it must survive a round trip through JavaScript.
@@ -103,18 +104,6 @@ def conflatable(channel: str) -> bool:
 
 
 # -- outbound -----------------------------------------------------------------------------
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unfragmented, unmasked text frame (RFC 6455 section 5.2) holding ``payload``."""
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x81, size))
-    elif size < 65536:
-        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
-    return header + payload
 
 
 def update(channel: str, seq: int, data: bytes, kind: str = "update") -> bytes:

@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame
+from websockets.streams import StreamReader
 
 from coinlink.bus import RedisBus
 
@@ -119,6 +121,13 @@ def ticker_data(n: int, size: int = 0) -> bytes:
     )
 
 
+# A client's upgrade request to /ws, offering no extension.
+UPGRADE = (
+    b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
 def raw_handshake(port: int, rcvbuf: int = 4096) -> socket.socket:
     """A client that upgrades to WebSocket and then does nothing at all (reads nothing).
 
@@ -127,10 +136,7 @@ def raw_handshake(port: int, rcvbuf: int = 4096) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
+    sock.sendall(UPGRADE)
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = sock.recv(1)
@@ -168,3 +174,27 @@ def read_frames(data: bytes) -> list[tuple[int, bytes]]:
         frames.append((opcode, data[at : at + size]))
         at += size
     return frames
+
+
+async def raw_upgrade(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """:func:`raw_handshake` for async tests: (reader, writer, the 101 response's head)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(UPGRADE)
+    async with asyncio.timeout(5):
+        head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer, head
+
+
+def parse_frame(data: bytes) -> Frame:
+    """The one server frame in ``data`` as the ``websockets`` library parses it."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame: Frame = done.value
+        return frame
+    raise AssertionError("incomplete frame")

@@ -1,39 +1,18 @@
-"""The /ws wire format: frames the websockets library reads back, strict message parsing."""
+"""The /ws wire format: update frames the websockets library reads back, strict parsing."""
 
 from __future__ import annotations
 
 import pytest
-from websockets.frames import Frame, Opcode
-from websockets.streams import StreamReader
 
 from coinlink.realtime import protocol
 from coinlink.realtime.protocol import Auth, Ping, ProtocolError, Subscribe, Unsubscribe
+from tests.support.ws import parse_frame
 
 SYMBOLS = frozenset({"BTC-USD", "ETH-USD"})
 
 
-def read_back(data: bytes) -> Frame:
-    reader = StreamReader()
-    reader.feed_data(data)
-    reader.feed_eof()
-    parser = Frame.parse(reader.read_exact, mask=False)
-    try:
-        next(parser)
-    except StopIteration as done:
-        frame: Frame = done.value
-        return frame
-    raise AssertionError("incomplete frame")
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 200_000])
-def test_text_frames_are_what_the_websockets_parser_reads(size: int) -> None:
-    payload = b"x" * size
-    frame = read_back(protocol.text_frame(payload))
-    assert frame.opcode is Opcode.TEXT and frame.fin and frame.data == payload
-
-
 def test_an_update_wraps_the_data_bytes_untouched() -> None:
-    frame = read_back(protocol.update("ticker:BTC-USD", 42, b'{"price":"1.50"}'))
+    frame = parse_frame(protocol.update("ticker:BTC-USD", 42, b'{"price":"1.50"}'))
     assert frame.data == (
         b'{"type":"update","channel":"ticker:BTC-USD","seq":42,"data":{"price":"1.50"}}'
     )
