@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -127,7 +128,12 @@ class ServerProcess:
             start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 30) -> ServerProcess:
+    def wait_ready(self, timeout: float = 60) -> ServerProcess:
+        """Until ``/health`` answers; a server that does not is stopped, never left running.
+
+        The deadline is generous: a loaded 2-core machine takes tens of seconds to start
+        two workers, and a healthy start returns as soon as it answers."""
+
         def up() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -138,7 +144,14 @@ class ServerProcess:
             except httpx.HTTPError:
                 return False
 
-        wait_for(up, timeout, "coinlink serve")
+        try:
+            wait_for(up, timeout, "coinlink serve")
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # its workers too
+            self.process.wait(5)
+            self._log.close()
+            raise
         return self
 
     def output(self) -> str:
