@@ -4,11 +4,11 @@ Every worker competes for the ``webhooks`` lease; the holder polls the outbox fo
 ``webhook`` rows and POSTs each notification (see :mod:`coinlink.alerts.webhooks` for the URL
 checks, signing and what an answer means), a few at a time. Each attempt is logged for the
 user (``GET /api/v2/notifications/deliveries``). Success marks the row done; a retryable
-failure schedules the next attempt with exponential backoff and jitter; a permanent failure,
-or too many attempts, or too old a row, marks it failed. The row's id is the delivery id the
-receiver sees on every attempt. A dispatcher that loses its lease mid-delivery may race its
-successor on one row: the receiver then sees the same delivery id twice, which is what the
-id is for.
+failure schedules the next attempt with :func:`coinlink.backoff.delay` and the webhook
+constants; a permanent failure, or too many attempts, or too old a row, marks it failed. The
+row's id is the delivery id the receiver sees on every attempt. A dispatcher that loses its
+lease mid-delivery may race its successor on one row: the receiver then sees the same
+delivery id twice, which is what the id is for.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import orjson
 import structlog
 from prometheus_client import Counter
 
+from coinlink import backoff
 from coinlink.alerts import webhooks
 from coinlink.alerts.notifications import notification_dict
 from coinlink.bus import Bus, BusError
@@ -67,24 +68,34 @@ class Dispatcher:
         self.due.set()
 
     async def run(self) -> None:
-        """Forever: wait for the lease, deliver while holding it, repeat."""
+        """Forever: wait for the lease, deliver while holding it, repeat.
+
+        The pauses are the ingest leader's (:meth:`coinlink.market.ingest.Ingest.run`): poll
+        every lease/5 while another worker delivers, back off after a failure.
+        """
+        poll_s = self.lease_ttl_s / 5
+        retry = backoff.Backoff(poll_s, self.lease_ttl_s)
         while True:
             try:
                 token = await self.bus.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
             except BusError:
-                token = None
-            if token is None:
-                await asyncio.sleep(self.lease_ttl_s / 5)
+                await asyncio.sleep(retry.next())
                 continue
-            expires_at = time.monotonic() + self.lease_ttl_s
+            if token is None:
+                retry.reset()
+                await asyncio.sleep(poll_s)
+                continue
+            started = time.monotonic()
             try:
-                await self._reign(token, expires_at)
+                await self._reign(token, started + self.lease_ttl_s)
             except Exception:
                 log.exception("webhook_reign_failed")
             finally:
                 with contextlib.suppress(BusError):
                     await self.bus.release_lease(LEASE, self.holder, token)
-            await asyncio.sleep(self.lease_ttl_s / 5)
+            if time.monotonic() - started >= self.lease_ttl_s:
+                retry.reset()
+            await asyncio.sleep(retry.next())
 
     async def _reign(self, token: int, expires_at: float) -> None:
         async with webhooks.new_client() as client:
@@ -201,7 +212,7 @@ class Dispatcher:
             outcome = "failed"
             log.info("webhook_given_up", delivery_id=str(item.id), attempts=number, error=error)
         else:
-            delay = webhooks.next_attempt_delay(number, base_s=self.retry_base_s)
+            delay = backoff.delay(number, base_s=self.retry_base_s, cap_s=webhooks.MAX_DELAY_S)
             item.due_at = now + timedelta(seconds=delay)
             outcome = "retry"
         ATTEMPTS.labels(outcome).inc()

@@ -34,6 +34,7 @@ from tortoise.transactions import in_transaction
 from coinlink import channels
 from coinlink.alerts.engine import AlertEngine, AlertSpec, Firing
 from coinlink.alerts.notifications import notification_dict
+from coinlink.backoff import Backoff
 from coinlink.bus import Bus, BusError
 from coinlink.market.types import Tick
 from coinlink.wire import decimal_str
@@ -51,6 +52,9 @@ LOADED = Gauge(
 )
 
 SWEEP_S = 5.0
+# While the database is away (coinlink.backoff): 0.5 s doubling to 10 s.
+_RETRY_BASE_S = 0.5
+_RETRY_CAP_S = 10.0
 LOAD_PAGE = 10_000
 _SPEC_FIELDS = (
     "id",
@@ -150,7 +154,7 @@ class Evaluator:
         ]
 
     async def _load(self) -> None:
-        pause = 0.5
+        retry = Backoff(_RETRY_BASE_S, _RETRY_CAP_S)
         while True:
             engine = AlertEngine()
             try:
@@ -158,8 +162,7 @@ class Evaluator:
                 break
             except Exception as exc:  # the database is away: keep trying, ticks still flow
                 log.warning("alerts_not_loaded", error=str(exc))
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 10.0)
+                await asyncio.sleep(retry.next())
         self.engine = engine
         changed, self._changed = self._changed or set(), None
         for alert_id in changed:
@@ -228,14 +231,13 @@ class Evaluator:
     async def _commit_until_done(self, firing: Firing) -> Notification | None:
         """The engine has let the alert go: keep trying until the database takes it (a
         one-shot alert would otherwise wait for the next leader to be evaluated again)."""
-        pause = 0.5
+        retry = Backoff(_RETRY_BASE_S, _RETRY_CAP_S)
         while True:
             try:
                 return await self.commit(firing)
             except Exception as exc:
                 log.warning("alert_firing_not_committed", alert_id=firing.alert_id, error=str(exc))
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 10.0)
+                await asyncio.sleep(retry.next())
 
     async def commit(self, firing: Firing) -> Notification | None:
         now = datetime.now(UTC)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 from redis.asyncio.client import PubSub
 
+from coinlink import backoff
 from coinlink.bus.base import RESUBSCRIBED, BusError, Message, Subscription
 from coinlink.redis_calls import describe, raise_swallowed_cancel
 
@@ -37,7 +37,8 @@ log = structlog.get_logger(logger_name="coinlink.bus")
 # at 0.1 s the subscriptions were half of an idle server's CPU (18 -> 11 ms/s at 1 s).
 # A SUBSCRIBE's confirmation never waits for it: the reader returns as soon as it arrives.
 _POLL_S: Final = 1.0
-# Reconnect backoff of a subscription: 0.1 s doubling to 2 s, each drawn from [d/2, d].
+# Reconnect backoff of a subscription (coinlink.backoff): 0.1 s doubling to 2 s. Short: a
+# worker's sockets get nothing while it waits, and a reconnect costs Redis one connection.
 _RECONNECT_MIN_S: Final = 0.1
 _RECONNECT_MAX_S: Final = 2.0
 # A pub/sub connection silent for this long is PINGed; no answer within timeout_s means it
@@ -314,9 +315,7 @@ class RedisSubscription(Subscription):
 
     async def _reconnect(self) -> None:
         if self._failures:
-            # Equal jitter: spread the herd of workers, but keep a floor so none spins.
-            delay = min(_RECONNECT_MAX_S, _RECONNECT_MIN_S * 2 ** (self._failures - 1))
-            delay = delay / 2 + random.uniform(0, delay / 2)  # noqa: S311 (not crypto)
+            delay = backoff.delay(self._failures, base_s=_RECONNECT_MIN_S, cap_s=_RECONNECT_MAX_S)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._closed_event.wait()

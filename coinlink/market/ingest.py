@@ -38,6 +38,7 @@ from tortoise.exceptions import DBConnectionError
 
 from coinlink import channels
 from coinlink.alerts.evaluator import Evaluator
+from coinlink.backoff import Backoff
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.bus.leases import keep_lease
 from coinlink.market import admin_ticks, candle_store
@@ -127,19 +128,25 @@ class Ingest:
         """Forever: wait for the lease, lead until it is lost, repeat.
 
         Nothing but cancellation ends this loop: a failed reign (database down, a provider
-        that cannot start) is logged and retried after a pause, never in a tight loop.
+        that cannot start) is logged and retried after a growing pause, never in a tight loop.
         """
-        pause = self.lease_ttl_s / 5
+        poll_s = self.lease_ttl_s / 5  # a dead leader is replaced within its lease plus this
+        # After a failure, lease/5 doubling to a whole lease: no churn while a dependency is
+        # down, and the first try after it is back still comes within one lease period.
+        retry = Backoff(poll_s, self.lease_ttl_s)
         while True:
             try:
                 token = await self.bus.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
             except BusError as exc:
                 log.warning("ingest_lease_unavailable", error=str(exc))
-                token = None
-            if token is None:
-                await asyncio.sleep(pause)
+                await asyncio.sleep(retry.next())
+                continue
+            if token is None:  # another worker leads: not a failure of ours
+                retry.reset()
+                await asyncio.sleep(poll_s)
                 continue
             self.token = token
+            started = time.monotonic()
             log.info("ingest_leading", holder=self.holder, fencing_token=token)
             try:
                 await self._lead(token)
@@ -154,7 +161,9 @@ class Ingest:
                 await self._store_now()
                 with contextlib.suppress(BusError):
                     await self.bus.release_lease(LEASE, self.holder, token)
-            await asyncio.sleep(pause)  # before competing again: no churn on failure
+            if time.monotonic() - started >= self.lease_ttl_s:
+                retry.reset()  # it led for a while: whatever ended it, start short again
+            await asyncio.sleep(retry.next())  # before competing again: no churn on failure
 
     async def _lead(self, token: int) -> None:
         """One reign: ends when the lease can no longer be proven or processing fails."""

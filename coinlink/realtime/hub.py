@@ -36,6 +36,7 @@ from sanic import Websocket
 
 from coinlink import channels
 from coinlink.accounts.tokens import AccessClaims
+from coinlink.backoff import Backoff
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.market.types import INTERVALS
 from coinlink.market.view import MarketView
@@ -53,6 +54,10 @@ log = structlog.get_logger(logger_name="coinlink.realtime")
 
 _TICK_S = 0.05  # how often laggards are flushed
 _SWEEP_S = 1.0  # how often heartbeats and token expiry are checked
+# While the bus is away: 0.5 s doubling to 10 s, jittered (coinlink.backoff) so the hubs of
+# every worker do not come back to a restarted Redis in lockstep.
+_RETRY_BASE_S = 0.5
+_RETRY_CAP_S = 10.0
 
 
 def _as_published(ticker: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +130,7 @@ class Hub:
                     await task
 
     async def _follow(self) -> None:
-        pause = 0.5
+        retry = Backoff(_RETRY_BASE_S, _RETRY_CAP_S)
         while True:
             try:
                 if self._subscription is None:
@@ -137,7 +142,7 @@ class Hub:
                     # Subscribed first, then the newest state: nothing published in
                     # between is missed (what arrives twice is dropped by its seq).
                     await self._load([*self._private])
-                    pause = 0.5
+                    retry.reset()
                 async for message in self._subscription:
                     if message.channel == RESUBSCRIBED:
                         await self._catch_up()
@@ -150,8 +155,7 @@ class Hub:
                     with contextlib.suppress(BusError):
                         await self._subscription.close()
                     self._subscription = None
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 10.0)
+                await asyncio.sleep(retry.next())
 
     async def _catch_up(self) -> None:
         """After a lost connection: take from history what every followed channel missed."""

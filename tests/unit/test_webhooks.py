@@ -1,4 +1,4 @@
-"""Webhook building blocks: URL rules (SSRF), signing, backoff, and deliver's decisions.
+"""Webhook building blocks: URL rules (SSRF), signing, the give-up rule, and deliver's decisions.
 
 Delivery against a real receiver is in tests/integration/test_webhook_delivery.py; here
 deliver runs on httpx.MockTransport to see exactly which request it builds.
@@ -9,23 +9,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import itertools
 from collections.abc import Sequence
 
 import httpx
 import pytest
 
+from coinlink import backoff
 from coinlink.alerts import webhooks
 from coinlink.alerts.webhooks import (
+    BASE_DELAY_S,
     MAX_AGE_S,
     MAX_ATTEMPTS,
+    MAX_DELAY_S,
     DeliveryResult,
     UnresolvableUrl,
     UnsafeUrl,
     check_url,
     deliver,
     gives_up,
-    next_attempt_delay,
     sign,
 )
 
@@ -242,31 +243,7 @@ def test_headers() -> None:
     }
 
 
-# --- backoff -----------------------------------------------------------------------------
-
-
-def test_backoff_bounds_and_growth() -> None:
-    low = [next_attempt_delay(n, rng=lambda: 0.0) for n in range(1, 16)]
-    high = [next_attempt_delay(n, rng=lambda: 0.999999) for n in range(1, 16)]
-    assert low[:4] == [2.5, 5.0, 10.0, 20.0]  # half of 5 s doubling is guaranteed
-    assert [round(h) for h in high[:4]] == [5, 10, 20, 40]
-    assert all(b == 2 * a for a, b in itertools.pairwise(low[:10]))
-    assert low[-1] == 1800.0 and round(high[-1]) == 3600  # the cap
-    assert all(lo < hi for lo, hi in zip(low, high, strict=True))
-    assert next_attempt_delay(10_000, rng=lambda: 1.0) == 3600.0  # no overflow
-    assert next_attempt_delay(3, base_s=1, cap_s=3, rng=lambda: 0.5) == 2.25
-
-
-def test_backoff_jitter_stays_in_bounds() -> None:
-    for attempt in range(1, MAX_ATTEMPTS):
-        for _ in range(200):
-            exponential = min(3600.0, 5.0 * 2 ** (attempt - 1))
-            assert exponential / 2 <= next_attempt_delay(attempt) <= exponential
-
-
-def test_backoff_rejects_attempt_zero() -> None:
-    with pytest.raises(ValueError, match="from 1"):
-        next_attempt_delay(0)
+# --- giving up (the waits themselves: tests/unit/test_backoff.py) -------------------------
 
 
 def test_give_up_after_max_attempts_or_max_age() -> None:
@@ -274,7 +251,10 @@ def test_give_up_after_max_attempts_or_max_age() -> None:
     assert gives_up(MAX_ATTEMPTS, 60)
     assert gives_up(1, MAX_AGE_S)
     # The whole schedule fits in the age limit: attempts, not age, normally end a delivery.
-    worst = sum(next_attempt_delay(n, rng=lambda: 1.0) for n in range(1, MAX_ATTEMPTS))
+    worst = sum(
+        backoff.delay(n, base_s=BASE_DELAY_S, cap_s=MAX_DELAY_S, rng=lambda: 1.0)
+        for n in range(1, MAX_ATTEMPTS)
+    )
     assert 2 * 3600 < worst < MAX_AGE_S
 
 

@@ -16,7 +16,6 @@ from coinlink.alerts.webhooks.delivery import (
     deliver,
     gives_up,
     new_client,
-    next_attempt_delay,
 )
 from coinlink.alerts.webhooks.signing import USER_AGENT, headers, sign
 from coinlink.alerts.webhooks.url_safety import (
@@ -49,7 +48,6 @@ __all__ = [
     "gives_up",
     "headers",
     "new_client",
-    "next_attempt_delay",
     "resolve_host",
     "sign",
     "unsafe_reason",

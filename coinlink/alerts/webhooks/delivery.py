@@ -7,8 +7,9 @@ URL. 408, 429 and 5xx, timeouts, connection and TLS errors, and a name that does
 (at delivery time that is usually a transient DNS failure) are retryable. Other 4xx and a URL
 that is unsafe are permanent. :func:`deliver` never raises for network trouble.
 
-Retries: :func:`next_attempt_delay` is exponential backoff with equal jitter; a delivery is
-abandoned after :data:`MAX_ATTEMPTS` attempts or :data:`MAX_AGE_S` (see :func:`gives_up`).
+Retries: the dispatcher waits :func:`coinlink.backoff.delay` after each failed attempt
+(:data:`BASE_DELAY_S` doubling to :data:`MAX_DELAY_S`, equal jitter); a delivery is abandoned
+after :data:`MAX_ATTEMPTS` attempts or :data:`MAX_AGE_S` (see :func:`gives_up`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.cookiejar
-import random
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Final, cast
 
@@ -56,26 +56,6 @@ class DeliveryResult:
     error: str | None
     duration_ms: int
     retryable: bool
-
-
-def next_attempt_delay(
-    attempt: int,
-    *,
-    base_s: float = BASE_DELAY_S,
-    cap_s: float = MAX_DELAY_S,
-    rng: Callable[[], float] = random.random,
-) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1 = the first) before the next.
-
-    Equal jitter: half of ``min(cap, base * 2**(attempt-1))`` is guaranteed, the other half is
-    random. The guaranteed half keeps a struggling receiver from being hit again almost at
-    once (full jitter can draw ~0); the random half spreads the retries of many deliveries
-    that failed together (a receiver's outage) instead of sending them back in lockstep.
-    """
-    if attempt < 1:
-        raise ValueError("attempt counts from 1")
-    exponential = min(cap_s, base_s * 2.0 ** min(attempt - 1, 64))  # no float overflow
-    return exponential / 2 + rng() * exponential / 2
 
 
 def gives_up(attempts: int, age_s: float) -> bool:

@@ -12,12 +12,11 @@ loop in :meth:`StreamingProvider.ticks`:
   timeout wraps only the wait for the next frame, never the consumer's time between ticks,
   so a slow consumer cannot trigger it.
 * **Reconnect** after any failure (refused, handshake error, reset, close, stall, an
-  exchange ``error`` message) with exponential backoff and *full jitter*: sleep a uniform
-  random time in ``[0, min(backoff_max_s, backoff_initial_s * 2**attempt)]``, so a fleet of
-  workers that lost the exchange together does not reconnect in lockstep. The attempt count
-  resets once a connection has stayed up ``healthy_after_s``: a connection that dies right
-  after the handshake (a rejected subscription, a rate limit) keeps backing off instead of
-  hammering the exchange every half second.
+  exchange ``error`` message) with :mod:`coinlink.backoff`: ``backoff_initial_s`` doubling
+  to ``backoff_max_s``, each wait drawn from the upper half. The failure count resets once a
+  connection has stayed up ``healthy_after_s``: a connection that dies right after the
+  handshake (a rejected subscription, a rate limit) keeps backing off instead of hammering
+  the exchange every half second.
 * **Malformed frames** (invalid JSON, a missing or non-numeric field, NaN/Infinity, a wrong
   type) raise :class:`~coinlink.market.providers.base.MalformedError` in ``_handle``: they
   are counted and skipped, and the connection carries on. Any other exception inside a
@@ -36,7 +35,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import json
-import random
 import time
 from collections.abc import AsyncGenerator
 from decimal import Decimal
@@ -49,6 +47,7 @@ import structlog
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from coinlink.backoff import Backoff
 from coinlink.market.providers.base import (
     MalformedError,
     Provider,
@@ -78,7 +77,6 @@ class StreamOptions(TypedDict, total=False):
     backoff_max_s: float
     healthy_after_s: float
     rest_timeout_s: float
-    rng: random.Random | None
 
 
 class StreamingProvider(Provider):
@@ -99,7 +97,6 @@ class StreamingProvider(Provider):
         backoff_max_s: float = 30.0,
         healthy_after_s: float = 30.0,
         rest_timeout_s: float = 10.0,
-        rng: random.Random | None = None,
     ) -> None:
         super().__init__()
         self.symbols = normalize_symbols(symbols)
@@ -121,8 +118,6 @@ class StreamingProvider(Provider):
         self.healthy_after_s = healthy_after_s
         self.rest_timeout_s = rest_timeout_s
         self.connected = False
-        # Jitter needs no reproducibility; tests may pass a seeded generator.
-        self._rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.log = structlog.get_logger(logger_name=f"coinlink.market.{self.name}")
 
     # -- what an adapter provides -------------------------------------------------------
@@ -185,12 +180,8 @@ class StreamingProvider(Provider):
             self.log.exception("market.handler_failed")
         return None
 
-    def _backoff(self, attempt: int) -> float:
-        ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** min(attempt, 30))
-        return self._rng.uniform(0.0, ceiling)
-
     async def ticks(self) -> AsyncGenerator[Tick, None]:
-        attempt = 0
+        retry = Backoff(self.backoff_initial_s, self.backoff_max_s)
         first = True
         while True:
             if not first:
@@ -237,11 +228,13 @@ class StreamingProvider(Provider):
             finally:
                 self.connected = False
             if connected_at is not None and time.monotonic() - connected_at >= self.healthy_after_s:
-                attempt = 0
-            delay = self._backoff(attempt)
-            attempt += 1
+                retry.reset()
+            delay = retry.next()
             self.log.warning(
-                "market.disconnected", reason=reason, retry_in_s=round(delay, 3), attempt=attempt
+                "market.disconnected",
+                reason=reason,
+                retry_in_s=round(delay, 3),
+                attempt=retry.failures,
             )
             await asyncio.sleep(delay)
 
