@@ -8,7 +8,6 @@ imported lazily so that choosing the simulator never imports the WebSocket clien
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from coinlink.market.providers.base import (
@@ -58,8 +57,10 @@ def provider_from_settings(settings: Settings) -> Provider | None:
     if settings.provider == "simulator":
         options = {"ticks_per_second": settings.simulator.rate, "seed": settings.simulator.seed}
     elif settings.provider == "replay":
+        from coinlink.market.providers.replay import SAMPLE_PATH
+
         options = {
-            "path": settings.replay.path or Path(__file__).with_name("sample_ticks.csv"),
+            "path": settings.replay.path or SAMPLE_PATH,
             "speed": settings.replay.speed,
             "loop": settings.replay.loop,
         }

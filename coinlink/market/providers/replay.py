@@ -96,7 +96,9 @@ def _is_json(path: Path) -> bool:
 
 def _check_header(path: Path) -> None:
     """Raise ``ValueError`` if a CSV file's header lacks a required column."""
-    with path.open(encoding="utf-8", newline="") as handle:
+    # errors="replace" as in iter_records: text is decoded a buffer at a time, so a bad byte
+    # anywhere in the first few kilobytes would otherwise refuse the whole file here.
+    with path.open(encoding="utf-8", errors="replace", newline="") as handle:
         header = next(csv.reader(handle), [])
     names = [name.strip().lower() for name in header]
     missing = [name for name in REQUIRED_FIELDS if name not in names]
@@ -141,18 +143,6 @@ def iter_records(path: Path, source: str = "replay") -> Iterator[tuple[int, Tick
                 yield reader.line_num, _to_tick(dict(zip(header, row, strict=True)), source)
             except MalformedError:
                 yield reader.line_num, None
-
-
-def read_ticks(path: str | Path) -> tuple[list[Tick], int]:
-    """Every good tick of a file, in file order, and the number of malformed lines."""
-    ticks: list[Tick] = []
-    malformed = 0
-    for _, tick in iter_records(Path(path)):
-        if tick is None:
-            malformed += 1
-        else:
-            ticks.append(tick)
-    return ticks, malformed
 
 
 class ReplayProvider(Provider):
