@@ -36,7 +36,6 @@ from models.alerts import OutboxItem, WebhookAttempt
 log = structlog.get_logger(logger_name="coinlink.alerts.webhooks")
 
 LEASE = "webhooks"
-"""Bus channel: a webhook row was just written (the holder wakes instead of waiting a poll)."""
 BATCH = 50
 CONCURRENCY = 10
 

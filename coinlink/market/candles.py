@@ -1,4 +1,4 @@
-"""OHLCV candles built tick by tick, for every interval at once, plus ``aggregate()``.
+"""OHLCV candles built tick by tick, for every interval at once.
 
 Design choices:
 
@@ -11,7 +11,7 @@ Design choices:
   candle closes and a new one opens at the tick's period; the periods in between have no
   candle at all. Inventing flat zero-volume candles would fabricate data (they would look
   like observed prices), cost O(gap) work after an outage, and the API can render a missing
-  period just as well. ``aggregate()`` follows the same rule.
+  period just as well.
 * ``volume`` is the ticks' base-currency volume. ``trades`` counts ticks whose volume is
   greater than zero: a pure quote update (volume 0) moves open/high/low/close, because it is
   a price observation, but it is not a trade.
@@ -20,9 +20,9 @@ Design choices:
   (quiet symbols). Within one call, closed candles come in interval order (shortest first).
 * Ticks must arrive in timestamp order (the validator guarantees it). A tick that is older
   than the previous one, or falls inside a period already closed (typically after a
-  ``flush`` that ran ahead of a lagging exchange clock), is ignored by every interval and
-  counted in ``late_ticks``: re-opening a candle that was already published as closed would
-  publish it twice, and updating only some intervals would break ``5m == aggregate(1m)``.
+  ``flush`` that ran ahead of a lagging exchange clock), is ignored by every interval:
+  re-opening a candle that was already published as closed would publish it twice, and
+  updating only some intervals would make a 5m candle disagree with its 1m candles.
   Callers that flush by wall clock should pass ``now_ms`` minus a grace period.
 * The hot path keeps one mutable ``Candle`` per interval and updates it in place; the only
   allocation is a new ``Candle`` when a period starts. ``current()`` returns a copy, and a
@@ -62,7 +62,6 @@ class CandleBuilder:
         "_last_ts",
         "_lengths",
         "_watermark",
-        "late_ticks",
         "symbol",
     )
 
@@ -82,7 +81,6 @@ class CandleBuilder:
         # The latest close_time of any candle handed out as closed: ticks at or before it
         # belong to a period that is already published.
         self._watermark = -1
-        self.late_ticks = 0
 
     @property
     def intervals(self) -> tuple[str, ...]:
@@ -112,7 +110,6 @@ class CandleBuilder:
         ts = tick.ts
         last_ts = self._last_ts
         if ts <= self._watermark or (last_ts is not None and ts < last_ts):
-            self.late_ticks += 1
             return []
         self._last_ts = ts
 
@@ -174,63 +171,3 @@ class CandleBuilder:
             raise ValueError(f"interval {interval!r} is not built here") from None
         c = self._current[i]
         return None if c is None else _copy(c)
-
-
-def aggregate(
-    candles: Iterable[Candle], interval: str, *, now_ms: int | None = None
-) -> list[Candle]:
-    """Merge finer candles of one symbol into ``interval`` candles, ascending ``open_time``.
-
-    open = first open, close = last close, high = max, low = min, volume and trades = sums.
-    Periods without input candles produce no output (no gap filling, like the builder).
-    An output candle is closed when all its inputs are closed and, if ``now_ms`` is given,
-    its own ``close_time < now_ms`` (the same rule as ``CandleBuilder.flush``).
-    """
-    length = _length(interval)
-    ordered = sorted(candles, key=lambda c: c.open_time)
-    if not ordered:
-        return []
-    symbol = ordered[0].symbol
-    source = ordered[0].interval
-    source_length = _length(source)
-    if source_length > length or length % source_length:
-        raise ValueError(f"cannot aggregate {source} candles into {interval}")
-    out: list[Candle] = []
-    acc: Candle | None = None
-    acc_last_open = 0
-    for c in ordered:
-        if c.symbol != symbol or c.interval != source:
-            raise ValueError("input candles must share one symbol and one interval")
-        open_time = c.open_time - c.open_time % length
-        if acc is not None and acc.open_time == open_time:
-            if c.open_time <= acc_last_open:
-                raise ValueError("overlapping input candles")
-            acc_last_open = c.open_time
-            if c.high > acc.high:
-                acc.high = c.high
-            if c.low < acc.low:
-                acc.low = c.low
-            acc.close = c.close
-            acc.volume += c.volume
-            acc.trades += c.trades
-            acc.closed = acc.closed and c.closed
-            continue
-        acc = Candle(
-            symbol,
-            interval,
-            open_time,
-            open_time + length - 1,
-            c.open,
-            c.high,
-            c.low,
-            c.close,
-            c.volume,
-            c.trades,
-            c.closed,
-        )
-        acc_last_open = c.open_time
-        out.append(acc)
-    if now_ms is not None:
-        for a in out:
-            a.closed = a.closed and a.close_time < now_ms
-    return out

@@ -152,7 +152,3 @@ class TickValidator:
 
         self._last[symbol] = (price, ts)
         return None
-
-    def last_accepted(self, symbol: str) -> tuple[Decimal, int] | None:
-        """The reference (price, ts) of ``symbol``, or ``None`` before its first accepted tick."""
-        return self._last.get(symbol)

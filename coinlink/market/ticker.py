@@ -37,7 +37,7 @@ bucket_ms``; ``snapshot`` itself does not drop anything, so a slightly earlier `
 
 Sums are exact as long as they fit in the current decimal context's precision (28
 significant digits by default), far beyond realistic volumes. Ticks older than the previous
-one are ignored (``late_ticks``); the validator already drops them.
+one are ignored; the validator already drops them.
 """
 
 from __future__ import annotations
@@ -146,7 +146,6 @@ class TickerState:
         "_newest",
         "_price",
         "_ts",
-        "late_ticks",
         "symbol",
         "window_ms",
     )
@@ -174,7 +173,6 @@ class TickerState:
         self._back_starts: list[int] = []
         self._back: list[_Agg] = []
         self._back_agg: _Agg | None = None
-        self.late_ticks = 0
 
     @property
     def bucket_ms(self) -> int:
@@ -190,7 +188,6 @@ class TickerState:
             raise ValueError(f"tick for {tick.symbol!r} given to the {self.symbol!r} ticker")
         ts = tick.ts
         if self._ts is not None and ts < self._ts:
-            self.late_ticks += 1
             return
         price = tick.price
         volume = tick.volume

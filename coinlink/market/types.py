@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any
 
 from coinlink.wire import decimal_str
 
@@ -21,8 +21,6 @@ INTERVALS: dict[str, int] = {
     "1d": 24 * 60 * 60_000,
 }
 """Candle intervals and their length in milliseconds."""
-
-Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""CandleBuilder and aggregate(): properties over random tick streams, and the edge cases."""
+"""CandleBuilder: properties over random tick streams, and the edge cases."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coinlink.market.candles import CandleBuilder, aggregate
+from coinlink.market.candles import CandleBuilder
 from coinlink.market.types import INTERVALS, Candle, Tick
 
 D = Decimal
@@ -107,7 +107,6 @@ def test_builder_matches_the_brute_force_reference(ticks: list[Tick]) -> None:
         expected = reference(ticks, interval)
         expected[-1].closed = False  # the last period is still open: no later tick
         assert all_candles(b, closed, interval) == expected
-    assert b.late_ticks == 0
 
 
 @settings(max_examples=150, deadline=None)
@@ -134,19 +133,6 @@ def test_volumes_and_trades_add_up(ticks: list[Tick]) -> None:
         candles = all_candles(b, closed, interval)
         assert sum((c.volume for c in candles), D(0)) == total
         assert sum(c.trades for c in candles) == trades
-
-
-@settings(max_examples=150, deadline=None)
-@given(ticks=tick_streams())
-def test_coarser_candles_are_the_aggregate_of_1m(ticks: list[Tick]) -> None:
-    b, batches = run(ticks)
-    closed = [c for batch in batches for c in batch]
-    minutes = all_candles(b, closed, "1m")
-    for interval in ("5m", "15m", "1h", "4h", "1d"):
-        assert all_candles(b, closed, interval) == aggregate(minutes, interval)
-    # And 1h from 5m, 1d from 1h: aggregation composes.
-    assert aggregate(all_candles(b, closed, "5m"), "1h") == all_candles(b, closed, "1h")
-    assert aggregate(all_candles(b, closed, "1h"), "1d") == all_candles(b, closed, "1d")
 
 
 @settings(max_examples=150, deadline=None)
@@ -209,7 +195,6 @@ def test_flush_closes_quiet_candles_exactly_once(
             for interval in INTERVALS:
                 cur = b.current(interval)
                 assert cur is None or cur.close_time >= now
-    assert b.late_ticks == 0
     for interval in INTERVALS:
         mine = [c for c in emitted if c.interval == interval]
         assert [c.open_time for c in mine] == sorted({c.open_time for c in mine})
@@ -317,13 +302,11 @@ def test_late_tick_after_a_flush_is_ignored_everywhere() -> None:
     assert [c.open_time for c in b.flush(T0 + 4 * MINUTE)] == [T0 + 3 * MINUTE]
     # Belongs to the 1m candle already published as closed: dropped, also from 5m.
     assert b.add(tick(T0 + 3 * MINUTE + 5, "200", "9")) == []
-    assert b.late_ticks == 1
     five = b.current("5m")
     assert five is not None and (five.high, five.volume) == (D(100), D(2))
     # Older than the previous tick: dropped too.
     b.add(tick(T0 + 4 * MINUTE + 1, "100"))
     assert b.add(tick(T0 + 4 * MINUTE, "100")) == []
-    assert b.late_ticks == 2
     # A later tick in a period nothing has closed yet is fine.
     assert b.add(tick(T0 + 4 * MINUTE + 2, "101")) == []
     one = b.current("1m")
@@ -358,64 +341,6 @@ def test_interval_selection_and_errors() -> None:
     assert [c.interval for c in b.add(tick(T0)) + b.add(tick(T0 + DAY))] == ["1m", "1h"]
 
 
-def c1m(
-    open_time: int, o: str, h: str, lo: str, c: str, v: str, n: int, closed: bool = True
-) -> Candle:
-    return Candle(
-        SYMBOL, "1m", open_time, open_time + MINUTE - 1, D(o), D(h), D(lo), D(c), D(v), n, closed
-    )
-
-
-def test_aggregate_explicit() -> None:
-    minutes = [
-        c1m(T0 + 4 * MINUTE, "10", "12", "9", "11", "1", 1),  # last minute of period 0
-        c1m(T0, "8", "9", "7", "8.5", "2", 3),  # unsorted input is fine
-        c1m(T0 + 5 * MINUTE, "11", "11", "5", "6", "0", 0),
-        c1m(T0 + 9 * MINUTE, "6", "20", "6", "19", "4.5", 2, closed=False),
-    ]
-    out = aggregate(minutes, "5m")
-    assert out == [
-        Candle(SYMBOL, "5m", T0, T0 + 5 * MINUTE - 1, D(8), D(12), D(7), D(11), D(3), 4, True),
-        Candle(
-            SYMBOL,
-            "5m",
-            T0 + 5 * MINUTE,
-            T0 + 10 * MINUTE - 1,
-            D(11),
-            D(20),
-            D(5),
-            D(19),
-            D("4.5"),
-            2,
-            False,
-        ),
-    ]
-    assert aggregate([], "1h") == []
-    # The inputs are not modified.
-    assert minutes[1] == c1m(T0, "8", "9", "7", "8.5", "2", 3)
-    # now_ms: a period is closed only once it is over.
-    early = [c1m(T0, "1", "1", "1", "1", "1", 1)]
-    assert [c.closed for c in aggregate(early, "5m", now_ms=T0 + 5 * MINUTE - 1)] == [False]
-    assert [c.closed for c in aggregate(early, "5m", now_ms=T0 + 5 * MINUTE)] == [True]
-
-
-def test_aggregate_refuses_bad_input() -> None:
-    m = c1m(T0, "1", "1", "1", "1", "1", 1)
-    with pytest.raises(ValueError):
-        aggregate([replace(m, interval="1h", close_time=T0 + 3_600_000 - 1)], "5m")  # finer
-    with pytest.raises(ValueError):
-        aggregate([m], "7m")
-    with pytest.raises(ValueError):
-        aggregate([m, replace(m, symbol="ETH-USD", open_time=T0 + MINUTE)], "5m")
-    with pytest.raises(ValueError):
-        aggregate([m, replace(m)], "5m")  # the same minute twice
-    five = replace(m, interval="5m", close_time=T0 + 5 * MINUTE - 1)
-    with pytest.raises(ValueError):
-        aggregate([m, replace(five, open_time=T0 + 5 * MINUTE)], "1h")  # mixed intervals
-    with pytest.raises(ValueError):
-        aggregate([replace(five, interval="15m")], "5m")  # coarser into finer
-
-
 def test_restore_resumes_an_open_candle_and_respects_a_closed_one() -> None:
     """A new leader continues from the previous one's last published candles."""
     D = Decimal
@@ -427,7 +352,6 @@ def test_restore_resumes_an_open_candle_and_respects_a_closed_one() -> None:
     )
     # A tick of the closed minute is late; one inside the open minute extends it.
     assert builder.add(Tick("BTC-USD", D(5), D(1), minute - 10)) == []
-    assert builder.late_ticks == 1
     builder.add(Tick("BTC-USD", D(25), D(2), minute + 500))
     [closed] = builder.add(Tick("BTC-USD", D(22), D(1), 2 * minute))
     assert (closed.open, closed.high, closed.low, closed.close) == (D(20), D(25), D(19), D(25))

@@ -1,4 +1,8 @@
-"""TickValidator: each drop rule on both sides of its edge, and the per-symbol reference state."""
+"""TickValidator: each drop rule on both sides of its edge, and the per-symbol reference.
+
+The reference (last accepted price and time) is private; tests see it as a caller does,
+through what ``check`` answers next.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +46,26 @@ def tick(
     )
 
 
+def assert_reference(v: TickValidator, price: str, ts: int, symbol: str = "BTC-USD") -> None:
+    """The reference of ``symbol`` is exactly (``price``, ``ts``). Moves it: call it last.
+
+    A tick 1 ms older is out of order, so the reference is at least ``ts`` old; a jump of
+    just over 20 % at ``ts`` is refused as a jump (not as out of order), so it is no newer;
+    exactly +20 % is accepted and a hair more is not, so its price is ``price``.
+    """
+    p = Decimal(price)
+    assert v.check(tick(p, symbol=symbol, ts=ts - 1)) == "out_of_order"
+    assert v.check(tick(p * Decimal("1.2") + Decimal("1e-8"), symbol=symbol, ts=ts)) == (
+        "absurd_jump"
+    )
+    assert v.check(tick(p * Decimal("1.2"), symbol=symbol, ts=ts)) is None
+
+
+def assert_no_reference(v: TickValidator, symbol: str = "BTC-USD") -> None:
+    """Nothing accepted yet: any price at the oldest allowed time is taken. Moves it."""
+    assert v.check(tick("1000000", symbol=symbol, ts=NOW - 60_000)) is None
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -53,9 +77,13 @@ def v(clock: FakeClock) -> TickValidator:
 
 
 def test_a_plain_tick_is_accepted_and_becomes_the_reference(v: TickValidator) -> None:
-    assert v.last_accepted("BTC-USD") is None
     assert v.check(tick("100", ts=NOW - 10)) is None
-    assert v.last_accepted("BTC-USD") == (D(100), NOW - 10)
+    assert_reference(v, "100", NOW - 10)
+
+
+def test_before_its_first_tick_a_symbol_has_no_reference(v: TickValidator) -> None:
+    assert v.check(tick("100", symbol="ETH-USD")) is None
+    assert_no_reference(v, "BTC-USD")
 
 
 @pytest.mark.parametrize("field", ["price", "volume", "bid", "ask"], ids=lambda f: f"{f}")
@@ -74,7 +102,7 @@ def test_non_finite_values_are_dropped_without_raising(
         ask=D(values["ask"]),
     )
     assert v.check(t) == "non_finite"
-    assert v.last_accepted("BTC-USD") is None
+    assert_no_reference(v)
 
 
 @pytest.mark.parametrize("price", ["0", "-0", "0E-8", "-1", "-0.00000001"])
@@ -103,7 +131,7 @@ def test_future_edge(v: TickValidator) -> None:
     assert v.check(tick(ts=NOW + 5_000)) is None
     w = TickValidator(clock=FakeClock())
     assert w.check(tick(ts=NOW + 5_001)) == "future"
-    assert w.last_accepted("BTC-USD") is None
+    assert w.check(tick(ts=NOW)) is None  # the refused future time is no reference
 
 
 def test_stale_edge(v: TickValidator) -> None:
@@ -156,10 +184,9 @@ def test_custom_jump_limit(clock: FakeClock) -> None:
 def test_a_rejected_jump_does_not_poison_the_reference(v: TickValidator) -> None:
     assert v.check(tick("100", ts=NOW - 3)) is None
     assert v.check(tick("100000", ts=NOW - 2)) == "absurd_jump"
-    assert v.last_accepted("BTC-USD") == (D(100), NOW - 3)
     # Had the bad print become the reference, this good tick would be a -99.9 % "jump".
     assert v.check(tick("101", ts=NOW - 1)) is None
-    assert v.last_accepted("BTC-USD") == (D(101), NOW - 1)
+    assert_reference(v, "101", NOW - 1)
 
 
 @pytest.mark.parametrize(
@@ -176,8 +203,7 @@ def test_a_rejected_jump_does_not_poison_the_reference(v: TickValidator) -> None
 def test_no_rejected_tick_moves_the_reference(v: TickValidator, bad: Tick) -> None:
     assert v.check(tick("100", ts=NOW - 5)) is None
     assert v.check(bad) is not None
-    assert v.last_accepted("BTC-USD") == (D(100), NOW - 5)
-    assert v.check(tick("100", ts=NOW - 4)) is None  # a far-future ts did not become "last"
+    assert_reference(v, "100", NOW - 5)  # a far-future ts did not become "last" either
 
 
 def test_symbols_are_independent(v: TickValidator) -> None:
@@ -188,7 +214,7 @@ def test_symbols_are_independent(v: TickValidator) -> None:
     assert v.check(tick("100", symbol="BTC-USD", ts=NOW - 1)) == "out_of_order"
     assert v.check(tick("5000", symbol="ETH-USD", ts=NOW)) == "absurd_jump"
     assert v.check(tick("110", symbol="BTC-USD", ts=NOW)) is None
-    assert v.last_accepted("ETH-USD") == (D(2010), NOW - 40_000)
+    assert_reference(v, "2010", NOW - 40_000, symbol="ETH-USD")
 
 
 def test_unknown_symbol(clock: FakeClock) -> None:
@@ -196,7 +222,6 @@ def test_unknown_symbol(clock: FakeClock) -> None:
     assert v.check(tick(symbol="DOGE-USD")) == "unknown_symbol"
     assert v.check(tick("NaN", symbol="DOGE-USD")) == "unknown_symbol"  # no per-symbol work
     assert v.check(tick(symbol="BTC-USD")) is None
-    assert v.last_accepted("DOGE-USD") is None
     # Without a symbol set, any symbol is allowed.
     assert TickValidator(clock=clock).check(tick(symbol="DOGE-USD")) is None
 
@@ -253,7 +278,8 @@ prices = st.decimals(min_value=D("0.00000001"), max_value=D("1000000"), places=8
     )
 )
 def test_matches_a_straightforward_model(steps: list[tuple[str, Decimal, int]]) -> None:
-    """Any stream: the reason is always in REASONS, and acceptance matches a plain model."""
+    """Any stream: the reason is always in REASONS, and acceptance matches a plain model
+    (whose reference each answer depends on, so a wrong reference shows as a wrong answer)."""
     v = TickValidator(clock=FakeClock())
     model: dict[str, tuple[Decimal, int]] = {}
     for symbol, price, offset in steps:
@@ -277,7 +303,6 @@ def test_matches_a_straightforward_model(steps: list[tuple[str, Decimal, int]]) 
             expected = None
             model[symbol] = (price, ts)
         assert reason == expected
-        assert v.last_accepted(symbol) == model.get(symbol)
 
 
 def test_values_beyond_what_the_candles_table_stores_are_out_of_range() -> None:

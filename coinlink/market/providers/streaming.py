@@ -1,7 +1,7 @@
 """What the exchange adapters share: the WebSocket session loop and REST GETs.
 
 :class:`StreamingProvider` owns the connection; an adapter only says which URL to open,
-what to send once connected, and how one decoded frame becomes a tick (``_handle``). The
+what to send once connected, and how one decoded frame becomes a tick (``handle``). The
 loop in :meth:`StreamingProvider.ticks`:
 
 * **Connect** with ``websockets.asyncio.client.connect`` and an ``open_timeout``; the
@@ -18,7 +18,7 @@ loop in :meth:`StreamingProvider.ticks`:
   handshake (a rejected subscription, a rate limit) keeps backing off instead of hammering
   the exchange every half second.
 * **Malformed frames** (invalid JSON, a missing or non-numeric field, NaN/Infinity, a wrong
-  type) raise :class:`~coinlink.market.providers.base.MalformedError` in ``_handle``: they
+  type) raise :class:`~coinlink.market.providers.base.MalformedError` in ``handle``: they
   are counted and skipped, and the connection carries on. Any other exception inside a
   handler is counted the same way and logged with its traceback, so a parser bug costs a
   frame, not the feed.
@@ -117,7 +117,6 @@ class StreamingProvider(Provider):
         self.backoff_max_s = backoff_max_s
         self.healthy_after_s = healthy_after_s
         self.rest_timeout_s = rest_timeout_s
-        self.connected = False
         self.log = structlog.get_logger(logger_name=f"coinlink.market.{self.name}")
 
     # -- what an adapter provides -------------------------------------------------------
@@ -197,7 +196,6 @@ class StreamingProvider(Provider):
                     user_agent_header=USER_AGENT,
                 ) as ws:
                     connected_at = time.monotonic()
-                    self.connected = True
                     self.on_connected()
                     self.log.info("market.connected", url=self.stream_url())
                     async with asyncio.timeout(self.open_timeout_s):
@@ -225,8 +223,6 @@ class StreamingProvider(Provider):
             except Exception as exc:
                 reason = f"unexpected {type(exc).__name__}"
                 self.log.exception("market.session_failed")
-            finally:
-                self.connected = False
             if connected_at is not None and time.monotonic() - connected_at >= self.healthy_after_s:
                 retry.reset()
             delay = retry.next()
