@@ -44,7 +44,7 @@ from coinlink.bus.leases import keep_lease
 from coinlink.market import admin_ticks, candle_store
 from coinlink.market.pipeline import Pipeline
 from coinlink.market.providers.base import Provider
-from coinlink.market.tick_validator import TickValidator
+from coinlink.market.tick_validator import REASONS, TickValidator
 from coinlink.market.types import INTERVALS, Candle, Tick, candle_from_dict
 from coinlink.wire import now_ms
 
@@ -61,6 +61,10 @@ MAX_PENDING = 100_000  # closed candles kept while the database is away (about a
 
 TICKS = Counter("ingest_ticks_total", "Ticks accepted by the pipeline.")
 DROPPED = Counter("ingest_ticks_dropped_total", "Ticks dropped by validation.", ["reason"])
+# Every reason exported from the start, at 0: a series that appears only with its first drop
+# leaves rate() and alerts on it blind until then.
+for _reason in (*REASONS, "malformed"):
+    DROPPED.labels(_reason)
 LAG = Gauge(
     "ingest_lag_seconds",
     "Seconds between now and the newest accepted tick (leader only).",

@@ -7,6 +7,7 @@ import re
 from sanic_testing.reusable import ReusableClient
 
 from coinlink import __version__
+from coinlink.market.tick_validator import REASONS
 
 
 def test_health(client: ReusableClient) -> None:
@@ -43,6 +44,14 @@ def test_metrics_count_requests_by_route_template(client: ReusableClient) -> Non
     assert "http_request_duration_seconds_bucket" in text
     assert 'le="0.15"' in text
     assert "http_requests_in_flight" in text
+
+
+def test_every_tick_drop_reason_is_exported_from_the_start(client: ReusableClient) -> None:
+    """At 0 before any drop: a series that only appears with its first drop leaves an alert
+    on its rate blind until then."""
+    text = client.get("/metrics")[1].text
+    for reason in (*REASONS, "malformed"):
+        assert f'ingest_ticks_dropped_total{{reason="{reason}"}}' in text
 
 
 def test_openapi_document_lists_operations(client: ReusableClient) -> None:
