@@ -37,8 +37,8 @@ log = structlog.get_logger(logger_name="coinlink.bus")
 # at 0.1 s the subscriptions were half of an idle server's CPU (18 -> 11 ms/s at 1 s).
 # A SUBSCRIBE's confirmation never waits for it: the reader returns as soon as it arrives.
 _POLL_S: Final = 1.0
-# Reconnect backoff of a subscription (coinlink.backoff): 0.1 s doubling to 2 s. Short: a
-# worker's sockets get nothing while it waits, and a reconnect costs Redis one connection.
+# Reconnect backoff of a subscription (coinlink.backoff): 0.1 s doubling to 2 s. Short,
+# because while it waits the worker's sockets get no updates.
 _RECONNECT_MIN_S: Final = 0.1
 _RECONNECT_MAX_S: Final = 2.0
 # A pub/sub connection silent for this long is PINGed; no answer within timeout_s means it
