@@ -20,6 +20,7 @@ import socket
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import NoReturn
 
 import httpx
 import orjson
@@ -29,8 +30,8 @@ from prometheus_client import Counter
 from coinlink import backoff
 from coinlink.alerts import webhooks
 from coinlink.alerts.notifications import notification_dict
-from coinlink.bus import Bus, BusError
-from coinlink.bus.leases import keep_lease
+from coinlink.bus import Bus
+from coinlink.bus.leases import keep_lease, take_turns
 from models.alerts import OutboxItem, WebhookAttempt
 
 log = structlog.get_logger(logger_name="coinlink.alerts.webhooks")
@@ -66,37 +67,17 @@ class Dispatcher:
         """A hub callback for :data:`DUE`."""
         self.due.set()
 
-    async def run(self) -> None:
-        """Forever: wait for the lease, deliver while holding it, repeat.
-
-        The pauses are the ingest leader's (:meth:`coinlink.market.ingest.Ingest.run`): poll
-        every lease/5 while another worker delivers, back off after a failure.
-        """
-        poll_s = self.lease_ttl_s / 5
-        retry = backoff.Backoff(poll_s, self.lease_ttl_s)
-        while True:
-            try:
-                token = await self.bus.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
-            except BusError:
-                await asyncio.sleep(retry.next())
-                continue
-            if token is None:
-                retry.reset()
-                await asyncio.sleep(poll_s)
-                continue
-            started = time.monotonic()
-            try:
-                await self._reign(token, started + self.lease_ttl_s)
-            except Exception:
-                log.exception("webhook_reign_failed")
-            finally:
-                with contextlib.suppress(BusError):
-                    await self.bus.release_lease(LEASE, self.holder, token)
-            if time.monotonic() - started >= self.lease_ttl_s:
-                retry.reset()
-            await asyncio.sleep(retry.next())
+    async def run(self) -> NoReturn:
+        """Forever: take turns at the lease with the other workers; deliver while holding it."""
+        await take_turns(self.bus, LEASE, self.holder, self.lease_ttl_s, self._reign)
 
     async def _reign(self, token: int, expires_at: float) -> None:
+        try:
+            await self._deliver(token, expires_at)
+        except Exception:
+            log.exception("webhook_reign_failed")
+
+    async def _deliver(self, token: int, expires_at: float) -> None:
         async with webhooks.new_client() as client:
             lease = asyncio.create_task(
                 keep_lease(self.bus, LEASE, self.holder, token, self.lease_ttl_s, expires_at)

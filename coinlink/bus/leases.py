@@ -1,15 +1,55 @@
-"""Holding a bus lease for a singleton job (ingest, webhook delivery) safely."""
+"""Taking turns at a bus lease for a singleton job (ingest, webhook delivery), safely."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import NoReturn
 
 import structlog
 
+from coinlink.backoff import Backoff
 from coinlink.bus import Bus, BusError
 
 log = structlog.get_logger(logger_name="coinlink.bus.leases")
+
+
+async def take_turns(
+    bus: Bus, name: str, holder: str, ttl_s: float, reign: Callable[[int, float], Awaitable[None]]
+) -> NoReturn:
+    """Forever: wait for lease ``name``, run ``reign(token, expires_at)`` while holding it,
+    release it, repeat. ``reign`` should end (see :func:`keep_lease`) once holding the lease
+    can no longer be proven; it logs its own failures.
+
+    While another holds the lease, poll every ttl/5: a dead holder is replaced within its
+    lease plus that. After a failure, back off from ttl/5 to a whole lease: no churn while
+    a dependency is down, and the first try after it is back still comes within one lease
+    period. A reign that lasted a whole lease starts the pauses short again.
+    """
+    poll_s = ttl_s / 5
+    retry = Backoff(poll_s, ttl_s)
+    while True:
+        sent = time.monotonic()  # the lease runs out ttl_s after this, by our clock
+        try:
+            token = await bus.acquire_lease(name, holder, ttl_s)
+        except BusError as exc:
+            log.warning("lease_unavailable", lease=name, error=str(exc))
+            await asyncio.sleep(retry.next())
+            continue
+        if token is None:  # another holds it: not a failure of ours
+            retry.reset()
+            await asyncio.sleep(poll_s)
+            continue
+        try:
+            await reign(token, sent + ttl_s)
+        finally:
+            with contextlib.suppress(BusError):
+                await bus.release_lease(name, holder, token)
+        if time.monotonic() - sent >= ttl_s:
+            retry.reset()
+        await asyncio.sleep(retry.next())
 
 
 async def keep_lease(

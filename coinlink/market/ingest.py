@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
+from typing import NoReturn
 
 import orjson
 import structlog
@@ -38,9 +39,8 @@ from tortoise.exceptions import DBConnectionError
 
 from coinlink import channels
 from coinlink.alerts.evaluator import Evaluator
-from coinlink.backoff import Backoff
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
-from coinlink.bus.leases import keep_lease
+from coinlink.bus.leases import keep_lease, take_turns
 from coinlink.market import admin_ticks, candle_store
 from coinlink.market.pipeline import Pipeline
 from coinlink.market.providers.base import Provider
@@ -128,50 +128,31 @@ class Ingest:
     def leading(self) -> bool:
         return self.token is not None
 
-    async def run(self) -> None:
-        """Forever: wait for the lease, lead until it is lost, repeat.
+    async def run(self) -> NoReturn:
+        """Forever: take turns at the lease with the other workers; lead while holding it.
 
         Nothing but cancellation ends this loop: a failed reign (database down, a provider
         that cannot start) is logged and retried after a growing pause, never in a tight loop.
         """
-        poll_s = self.lease_ttl_s / 5  # a dead leader is replaced within its lease plus this
-        # After a failure, lease/5 doubling to a whole lease: no churn while a dependency is
-        # down, and the first try after it is back still comes within one lease period.
-        retry = Backoff(poll_s, self.lease_ttl_s)
-        while True:
-            try:
-                token = await self.bus.acquire_lease(LEASE, self.holder, self.lease_ttl_s)
-            except BusError as exc:
-                log.warning("ingest_lease_unavailable", error=str(exc))
-                await asyncio.sleep(retry.next())
-                continue
-            if token is None:  # another worker leads: not a failure of ours
-                retry.reset()
-                await asyncio.sleep(poll_s)
-                continue
-            self.token = token
-            started = time.monotonic()
-            log.info("ingest_leading", holder=self.holder, fencing_token=token)
-            try:
-                await self._lead(token)
-            except BusError as exc:  # Redis went away: a dependency, not a bug
-                log.warning("ingest_reign_lost_bus", fencing_token=token, error=str(exc))
-            except Exception:
-                log.exception("ingest_reign_failed", fencing_token=token)
-            finally:
-                LEADER.set(0)
-                LAG.set(0)
-                self.token = None
-                await self._store_now()
-                with contextlib.suppress(BusError):
-                    await self.bus.release_lease(LEASE, self.holder, token)
-            if time.monotonic() - started >= self.lease_ttl_s:
-                retry.reset()  # it led for a while: whatever ended it, start short again
-            await asyncio.sleep(retry.next())  # before competing again: no churn on failure
+        await take_turns(self.bus, LEASE, self.holder, self.lease_ttl_s, self._reign)
 
-    async def _lead(self, token: int) -> None:
+    async def _reign(self, token: int, expires_at: float) -> None:
+        self.token = token
+        log.info("ingest_leading", holder=self.holder, fencing_token=token)
+        try:
+            await self._lead(token, expires_at)
+        except BusError as exc:  # Redis went away: a dependency, not a bug
+            log.warning("ingest_reign_lost_bus", fencing_token=token, error=str(exc))
+        except Exception:
+            log.exception("ingest_reign_failed", fencing_token=token)
+        finally:
+            LEADER.set(0)
+            LAG.set(0)
+            self.token = None
+            await self._store_now()
+
+    async def _lead(self, token: int, expires_at: float) -> None:
         """One reign: ends when the lease can no longer be proven or processing fails."""
-        expires_at = time.monotonic() + self.lease_ttl_s
         provider = self.provider_factory()
         self.pipeline = Pipeline(self.symbols, self.validator_factory())
         await self._resume_candles(self.pipeline)
