@@ -13,6 +13,7 @@ slow socket can never hold up the fan-out to the others.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -78,8 +79,11 @@ class Connection:
         self.budget = budget
         self.closing = False
         self.last_sent = time.monotonic()
-        self.allowance = 0.0
-        self.allowance_at = 0.0
+        # A new socket starts with its full burst (the first message clamps this to it):
+        # counting from the monotonic clock's origin, an arbitrary point such as the
+        # machine's boot, a freshly booted host with a low rate refused first messages.
+        self.allowance = math.inf
+        self.allowance_at = self.last_sent
 
     def send(self, frame: bytes, key: str | None = None) -> bool:
         """Write ``frame`` now, or queue it (conflated under ``key`` when given).
