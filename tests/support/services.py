@@ -231,3 +231,13 @@ def fresh_database(server_url: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(drop_database(server_url, name))
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5, what: str = "") -> None:
+    """Wait for ``predicate`` about objects of the test's own loop (a hub, a connection):
+    checked in the loop itself, between its other work, until ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what or predicate} did not happen within {timeout} s")
+        await asyncio.sleep(0.01)
