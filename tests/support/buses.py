@@ -57,9 +57,10 @@ class FaultyBus(MemoryBus):
             subscription._queue.put_nowait(Message(RESUBSCRIBED, 0, b""))
 
     def lose_everything(self) -> None:
-        """Redis restarted empty: numbering and history start again."""
+        """Redis restarted empty: numbering and history start again, every key is gone."""
         self._seq.clear()
         self._history.clear()
+        self._kv.clear()
 
     def followed(self) -> set[str]:
         """The channels some subscription follows (what a worker asked Redis for)."""
