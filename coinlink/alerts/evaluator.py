@@ -134,6 +134,8 @@ class Evaluator:
         self._changed: set[str] | None = None  # ids changed while loading
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[uuid.UUID] = set()  # being published by the writer right now
+        # Per running sweep: what the writer published since that sweep read the outbox.
+        self._published_during: list[set[uuid.UUID]] = []
         self._webhook_due = False
 
     # -- the reign ---------------------------------------------------------------------
@@ -222,7 +224,9 @@ class Evaluator:
                         await asyncio.sleep(self.pause_after_commit_s)
                     self._in_flight.add(notification.id)
                     try:
-                        await self.publish(notification)
+                        if await self.publish(notification):
+                            for published in self._published_during:
+                                published.add(notification.id)
                     finally:
                         self._in_flight.discard(notification.id)
                 except Exception:  # never let one firing stop the writer for the reign
@@ -324,21 +328,31 @@ class Evaluator:
     async def publish_pending(self) -> int:
         """Publish what a crash or a Redis outage left in the outbox; how many went out."""
         horizon = datetime.now(UTC) - PUBLISH_HORIZON
-        pending = (
-            await OutboxItem.filter(kind="publish", done_at__isnull=True, failed_at__isnull=True)
-            .filter(created_at__gte=horizon)
-            .order_by("created_at")
-            .limit(500)
-            .prefetch_related("notification")
-        )
-        sent = 0
-        for item in pending:
-            if item.notification_id in self._in_flight:  # type: ignore[attr-defined]
-                continue  # the writer is publishing it now
-            if not await self.publish(item.notification):
-                break
-            sent += 1
-        return sent
+        # A row read as pending may be published by the writer before this loop reaches it
+        # (it was in flight during the read and is done by then): the writer says so here.
+        published = set[uuid.UUID]()
+        self._published_during.append(published)
+        try:
+            pending = (
+                await OutboxItem.filter(
+                    kind="publish", done_at__isnull=True, failed_at__isnull=True
+                )
+                .filter(created_at__gte=horizon)
+                .order_by("created_at")
+                .limit(500)
+                .prefetch_related("notification")
+            )
+            sent = 0
+            for item in pending:
+                notification_id = item.notification_id  # type: ignore[attr-defined]
+                if notification_id in self._in_flight or notification_id in published:
+                    continue  # the writer is publishing it now, or has since the read
+                if not await self.publish(item.notification):
+                    break
+                sent += 1
+            return sent
+        finally:
+            self._published_during.remove(published)
 
     async def _sweep(self) -> None:
         while True:
