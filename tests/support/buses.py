@@ -8,6 +8,9 @@ that can be timed in a unit test against a real server, so :class:`FaultyBus` (t
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
+
 from coinlink.bus import RESUBSCRIBED, BusError, MemoryBus, Message
 
 
@@ -15,13 +18,32 @@ class FaultyBus(MemoryBus):
     down = False
     """While True every call raises :class:`BusError`, as RedisBus does once Redis is away."""
 
+    def __init__(self, *, history_size: int = 100) -> None:
+        super().__init__(history_size=history_size)
+        self._held: dict[str, asyncio.Event] = {}
+        self.waiting: Counter[str] = Counter()  # publishes held, by channel
+
     def _check(self) -> None:
         if self.down:
             raise BusError("the bus is down (a test's outage)")
 
     async def publish(self, channel: str, data: bytes) -> int:
         self._check()
+        gate = self._held.get(channel)
+        if gate is not None:
+            self.waiting[channel] += 1
+            try:
+                await gate.wait()
+            finally:
+                self.waiting[channel] -= 1
         return await super().publish(channel, data)
+
+    def hold(self, channel: str) -> None:
+        """Publishes on ``channel`` wait until :meth:`release` (a slow round trip)."""
+        self._held[channel] = asyncio.Event()
+
+    def release(self, channel: str) -> None:
+        self._held.pop(channel).set()
 
     async def last_seq(self, channel: str) -> int:
         self._check()
