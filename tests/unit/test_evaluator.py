@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +32,7 @@ from coinlink.market.types import Tick
 from coinlink.wire import now_ms
 from models.accounts import User
 from models.alerts import Alert, Notification, OutboxItem
-from tests.support.accounts import new_email
+from tests.support.alert_rows import new_user, owed
 from tests.support.buses import FaultyBus
 from tests.support.metrics import sample
 from tests.support.services import until
@@ -66,10 +65,6 @@ async def reign(bus: FaultyBus) -> AsyncIterator[Evaluator]:
                 await asyncio.sleep(0.02)
     finally:
         await evaluator.stop()
-
-
-async def new_user(webhook_url: str | None = None) -> User:
-    return await User.create(email=new_email(), password_hash="-", webhook_url=webhook_url)
 
 
 async def new_alert(bus: FaultyBus, user: User, threshold: str, **values: Any) -> Alert:
@@ -340,19 +335,6 @@ async def test_a_notification_held_back_by_a_bus_outage_goes_out_once_when_it_re
         assert alert_id(await delivered(received)) == str(later.id)  # no second copy before
 
 
-async def owed_push(user: User, age: timedelta, title: str = "-") -> Notification:
-    """A notification whose push is still owed (a crash or an outage held it back)."""
-    created = datetime.now(UTC) - age
-    notification = await Notification.create(
-        id=uuid.uuid4(), user=user, kind="price_alert", title=title, body="-", created_at=created
-    )
-    await OutboxItem.create(
-        id=uuid.uuid4(), kind="publish", notification=notification, user=user,
-        created_at=created, due_at=created,
-    )  # fmt: skip
-    return notification
-
-
 @pytest.mark.parametrize("writer_first", [True, False], ids=["writer-first", "sweep-first"])
 async def test_a_push_the_writer_makes_while_a_sweep_runs_is_made_once(
     bus: FaultyBus, monkeypatch: pytest.MonkeyPatch, writer_first: bool
@@ -361,7 +343,7 @@ async def test_a_push_the_writer_makes_while_a_sweep_runs_is_made_once(
     them gets to that row first, the firing is pushed once."""
     monkeypatch.setattr(evaluator_module, "SWEEP_S", 3600.0)  # only the sweeps made here
     other, user = await new_user(), await new_user()
-    await owed_push(other, timedelta(minutes=1))
+    await owed(other, "publish", age=timedelta(minutes=1))
     alert = await new_alert(bus, user, "100")
     received = await inbox(bus, user)
     theirs, mine = channels.notifications(str(other.id)), channels.notifications(str(user.id))
@@ -395,7 +377,7 @@ async def test_pushes_older_than_a_day_are_not_sent_late(bus: FaultyBus) -> None
     received = await inbox(bus, user)
     evaluator = Evaluator(bus)
     for age in (timedelta(days=2), timedelta(minutes=5)):
-        await owed_push(user, age, title=str(age))
+        await owed(user, "publish", age=age, title=str(age))
     assert await evaluator.publish_pending() == 1
     assert (await delivered(received))["title"] == str(timedelta(minutes=5))
     assert await evaluator.publish_pending() == 0  # done: not again
