@@ -13,7 +13,7 @@ from coinlink.db import tortoise_config
 @contextlib.asynccontextmanager
 async def orm(database_url: str) -> AsyncIterator[None]:
     """Tortoise open on a migrated PostgreSQL database whose tables are emptied first, so a
-    test sees only the rows it wrote whatever ran before it on the same database."""
+    test sees only the rows it wrote, whatever ran before it on the same database."""
     await Tortoise.init(config=tortoise_config(database_url))
     try:
         # Every other table hangs off users (ON DELETE CASCADE); candles stand alone.

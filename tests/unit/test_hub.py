@@ -283,6 +283,25 @@ async def test_a_gap_older_than_the_bus_history_continues_with_a_snapshot(
         ]
 
 
+async def test_after_losing_the_bus_the_hub_follows_again_and_catches_up(
+    endpoint: WsEndpoint,
+) -> None:
+    bus = FaultyBus()
+    async with running(bus) as hub:
+        peer = await ticker_subscriber(hub, endpoint)
+        await published(hub, TICKER, tick(1))
+        bus.down = True
+        bus.redeliver(Message(TICKER, 1, tick(1)))  # checking it needs the bus: it fails
+        await until(lambda: not bus.followed(), what="the hub letting its subscription go")
+        bus.down = False
+        await bus.publish(TICKER, tick(2))  # while the hub waits to subscribe again
+        await bus.publish(TICKER, tick(3))
+        assert seen(await peer.messages(4)) == [
+            ("snapshot", 0, None),
+            *[("update", n, str(n)) for n in range(1, 4)],
+        ]
+
+
 async def test_after_the_bus_lost_its_data_the_channel_restarts_with_a_snapshot(
     endpoint: WsEndpoint,
 ) -> None:
