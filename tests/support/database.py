@@ -16,8 +16,9 @@ async def orm(database_url: str) -> AsyncIterator[None]:
     test sees only the rows it wrote, whatever ran before it on the same database."""
     await Tortoise.init(config=tortoise_config(database_url))
     try:
-        # Every other table hangs off users (ON DELETE CASCADE); candles stand alone.
-        await connections.get("default").execute_script("TRUNCATE users, candles CASCADE")
+        # Every other table hangs off users (ON DELETE CASCADE); candles stand alone. DELETE,
+        # not TRUNCATE: on a few rows it takes well under a millisecond, TRUNCATE ~70 ms.
+        await connections.get("default").execute_script("DELETE FROM users; DELETE FROM candles")
         yield
     finally:
         await Tortoise.close_connections()

@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -233,11 +233,17 @@ def fresh_database(server_url: str) -> Iterator[str]:
         asyncio.run(drop_database(server_url, name))
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5, what: str = "") -> None:
-    """Wait for ``predicate`` about objects of the test's own loop (a hub, a connection):
-    checked in the loop itself, between its other work, until ``timeout`` seconds."""
+async def until(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5, what: str = ""
+) -> None:
+    """Wait for ``predicate`` about objects of the test's own loop (a hub, a connection, a
+    query through the test's ORM): checked in the loop itself, between its other work,
+    until ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        outcome = predicate()
+        if outcome if isinstance(outcome, bool) else await outcome:
+            return
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{what or predicate} did not happen within {timeout} s")
         await asyncio.sleep(0.01)

@@ -26,7 +26,7 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from tests.support.services import free_port
+from tests.support.services import free_port, until
 
 KERNEL_BUFFER = 4096
 """SO_SNDBUF of the server end and SO_RCVBUF of the client end."""
@@ -161,8 +161,6 @@ async def ws_endpoint() -> AsyncIterator[WsEndpoint]:
         for peer in endpoint._peers:
             peer.close()
         endpoint._release.set()
-        async with asyncio.timeout(READ_TIMEOUT_S):
-            while endpoint.app.websocket_tasks:
-                await asyncio.sleep(0.01)
+        await until(lambda: not endpoint.app.websocket_tasks, what="the handlers returning")
         server.close()
         await server.wait_closed()

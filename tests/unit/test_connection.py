@@ -15,6 +15,7 @@ import pytest
 from coinlink.realtime import protocol
 from coinlink.realtime.connection import HIGH_WATER, LOW_WATER, Connection, Laggards
 from tests.support.metrics import sample
+from tests.support.services import until
 from tests.support.ws_pairs import Peer, WsEndpoint
 
 BUDGET = 256 * 1024
@@ -182,9 +183,7 @@ async def test_a_socket_whose_client_is_gone_cannot_be_flushed(endpoint: WsEndpo
     conn, peer = await lagging(endpoint)
     assert conn.send(frame("queued"))
     peer.close()  # with data unread: the kernel resets the connection
-    async with asyncio.timeout(5):
-        while not conn.transport.is_closing():
-            await asyncio.sleep(0.01)
+    await until(conn.transport.is_closing, what="the server noticing")
     assert not conn.flush()  # still owed: the hub closes it once that has lasted too long
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 import pytest
+from tortoise.expressions import Q
 
 from coinlink.alerts import webhooks
 from coinlink.alerts.dispatcher import LEASE, Dispatcher
@@ -30,6 +31,7 @@ from models.accounts import User
 from models.alerts import OutboxItem, WebhookAttempt
 from tests.support.alert_rows import new_user, owed
 from tests.support.metrics import sample
+from tests.support.services import until
 from tests.support.webhook_receiver import Received, Receiver, answer, receiver
 
 SECRET = "whsec_dispatcher_test"
@@ -79,13 +81,15 @@ async def running(dispatcher: Dispatcher) -> AsyncIterator[asyncio.Task[None]]:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def until_done(item: OutboxItem, timeout: float = 5) -> OutboxItem:
-    async with asyncio.timeout(timeout):
-        while True:
-            row = await OutboxItem.get(id=item.id)
-            if row.done_at is not None or row.failed_at is not None:
-                return row
-            await asyncio.sleep(0.02)
+async def until_done(item: OutboxItem) -> OutboxItem:
+    """The row once delivered or given up."""
+
+    async def finished() -> bool:
+        ended = Q(done_at__isnull=False) | Q(failed_at__isnull=False)
+        return await OutboxItem.exists(ended, id=item.id)
+
+    await until(finished, what=f"delivery {item.id} finished")
+    return await OutboxItem.get(id=item.id)
 
 
 # -- one drain ---------------------------------------------------------------------------------

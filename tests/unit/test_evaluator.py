@@ -50,6 +50,12 @@ def bus(db: None) -> FaultyBus:
     return FaultyBus()
 
 
+async def nothing_owed(user: User | None = None) -> bool:
+    """No socket push is outstanding (to ``user``, or to anyone)."""
+    owed = OutboxItem.filter(kind="publish", done_at__isnull=True)
+    return not await (owed if user is None else owed.filter(user_id=user.id)).exists()
+
+
 @contextlib.asynccontextmanager
 async def reign(bus: FaultyBus) -> AsyncIterator[Evaluator]:
     """An ingest leader's evaluator, its active alerts loaded."""
@@ -60,9 +66,7 @@ async def reign(bus: FaultyBus) -> AsyncIterator[Evaluator]:
         yield evaluator
         # Stepping down in the middle of a push leaves it to the next leader to push again
         # (at least once): a test that counts pushes lets them finish.
-        async with asyncio.timeout(5):
-            while await OutboxItem.filter(kind="publish", done_at__isnull=True).exists():
-                await asyncio.sleep(0.02)
+        await until(nothing_owed, what="every push marked done")
     finally:
         await evaluator.stop()
 
@@ -359,9 +363,7 @@ async def test_a_push_the_writer_makes_while_a_sweep_runs_is_made_once(
         bus.release(first)
         if writer_first:
             assert alert_id(await delivered(received)) == str(alert.id)
-            async with asyncio.timeout(5):
-                while await OutboxItem.filter(user_id=user.id, done_at__isnull=True).exists():
-                    await asyncio.sleep(0.02)
+            await until(lambda: nothing_owed(user), what="the writer's push marked done")
         else:
             assert await asyncio.wait_for(sweep, 5) == 1  # the leftover; the firing is in flight
         bus.release(then)
