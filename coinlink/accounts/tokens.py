@@ -58,7 +58,8 @@ class TokenService:
         self._verified: dict[str, AccessClaims] = {}
         if self.algorithm == "HS256":
             secret = settings.jwt.secret
-            # Tests and direct create_app() calls without a secret get a per-process one.
+            # Tests and direct create_app() calls without a secret get one of this service's
+            # own (`coinlink serve` exports one for all its workers first).
             key = secret.get_secret_value() if secret else ephemeral_secret()
             self._signing_key = self._verifying_key = key
         else:
