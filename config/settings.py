@@ -73,6 +73,7 @@ _SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "asyncpg")
 _MASK = "********"
+_ACROSS = "config"  # the error type of a rule across variables
 
 
 class ConfigError(Exception):
@@ -526,7 +527,7 @@ class Settings(BaseSettings):
                 type(self).__name__,
                 [
                     InitErrorDetails(
-                        type=PydanticCustomError("config", "{message}", {"message": message}),
+                        type=PydanticCustomError(_ACROSS, "{message}", {"message": message}),
                         loc=loc,
                         input=None,
                     )
@@ -674,15 +675,49 @@ def load_settings(**overrides: Any) -> Settings:
     ``overrides`` are named like the variables without their prefix (``ws_heartbeat_s=3``)
     and win over the environment.
     """
+    values = _grouped(overrides)
     try:
-        return Settings(**_grouped(overrides))
+        return Settings(**values)
     except ValidationError as exc:
-        env = str(overrides.get("env") or os.environ.get("COINLINK_ENV", "development"))
-        problems = [
-            f"{_env(*error['loc'])}: {str(error['msg']).removeprefix('Value error, ')}"
-            for error in exc.errors()
-        ]
-        raise ConfigError(env, problems) from None
+        errors = exc.errors()
+    # A value that does not parse keeps the rules across variables from running: run them
+    # again with each such value at its default, so that one message still names everything.
+    if not any(error["type"] == _ACROSS for error in errors):
+        named = {_env(*error["loc"]) for error in errors}
+        try:
+            Settings(**_with_defaults(values, [error["loc"] for error in errors]))
+        except ValidationError as again:
+            errors += [
+                error
+                for error in again.errors()
+                if error["type"] == _ACROSS and _env(*error["loc"]) not in named
+            ]
+    env = str(overrides.get("env") or os.environ.get("COINLINK_ENV", "development"))
+    problems = [
+        f"{_env(*error['loc'])}: {str(error['msg']).removeprefix('Value error, ')}"
+        for error in errors
+    ]
+    raise ConfigError(env, problems) from None
+
+
+def _with_defaults(values: dict[str, Any], locations: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """``values`` with the setting at each location set to its default (over the env)."""
+    values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
+    for loc in locations:
+        name, *inner = [part for part in loc if isinstance(part, str)]
+        field = Settings.model_fields.get(name)
+        if field is None:
+            continue
+        if name in _GROUPS and inner:
+            group = field.annotation
+            assert isinstance(group, type) and issubclass(group, _Group)
+            found = [f for n, f in group.model_fields.items() if inner[0] in (n, f.alias)]
+            if found:
+                default = found[0].get_default(call_default_factory=True)
+                values.setdefault(name, {})[inner[0]] = default
+        else:
+            values[name] = field.get_default(call_default_factory=True)
+    return values
 
 
 def ephemeral_secret() -> str:

@@ -15,9 +15,9 @@ from uuid import UUID, uuid4
 
 import orjson
 import pytest
-import structlog
 
 from coinlink import channels
+from coinlink.accounts import service as service_module
 from coinlink.accounts.passwords import verify_password
 from coinlink.accounts.service import AccountService, AuthError, EmailTaken, Tokens, user_dict
 from coinlink.accounts.tokens import AccessClaims, TokenService, hash_refresh_token
@@ -26,6 +26,7 @@ from models.accounts import RefreshToken, Session, User
 from tests.support.accounts import PASSWORD, new_email
 from tests.support.apps import TEST_SECRET
 from tests.support.buses import FaultyBus
+from tests.support.logs import logged_by
 from tests.support.metrics import sample
 
 AGENT = "agent/1.0"
@@ -153,7 +154,7 @@ async def test_a_spent_refresh_token_seen_again_revokes_its_session(
     events = await revocation_events(accounts)
     reuse_before = sample("auth_refresh_token_reuse_total")
 
-    with structlog.testing.capture_logs() as logs, pytest.raises(AuthError) as caught:
+    with logged_by(service_module, "security_log") as logs, pytest.raises(AuthError) as caught:
         await accounts.refresh(first.refresh_token)
     assert caught.value.code == "token_reused"
     assert sample("auth_refresh_token_reuse_total") == reuse_before + 1
@@ -233,7 +234,7 @@ async def test_with_the_bus_down_revocation_still_holds_through_the_database(
     _, other = await accounts.login(user.email, PASSWORD, AGENT, IP)
     fallbacks_before = sample("auth_revocation_bus_fallbacks_total")
     bus_of(accounts).down = True
-    with structlog.testing.capture_logs() as logs:
+    with logged_by(service_module) as logs:
         await accounts.logout(claims_of(accounts, tokens))
     assert "revocation_not_marked_in_bus" in [e["event"] for e in logs]
     assert not await accounts.access_allowed(claims_of(accounts, tokens))

@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 import pytest
-import structlog
 
 from coinlink import channels
 from coinlink.alerts import evaluator as evaluator_module
@@ -34,6 +33,7 @@ from models.accounts import User
 from models.alerts import Alert, Notification, OutboxItem
 from tests.support.alert_rows import new_user, owed
 from tests.support.buses import FaultyBus
+from tests.support.logs import logged_by
 from tests.support.metrics import sample
 from tests.support.services import until
 
@@ -282,7 +282,7 @@ async def test_a_row_the_engine_cannot_evaluate_does_not_stop_the_others(
     )
     fine = await new_alert(bus, user, "100")
     received = await inbox(bus, user)
-    with structlog.testing.capture_logs() as logs:
+    with logged_by(evaluator_module) as logs:
         async with reign(bus) as evaluator:
             evaluator.on_tick(tick("100"))
             assert alert_id(await delivered(received)) == str(fine.id)
@@ -325,7 +325,7 @@ async def test_a_notification_held_back_by_a_bus_outage_goes_out_once_when_it_re
     later = await new_alert(bus, user, "200")
     received = await inbox(bus, user)
     async with reign(bus) as evaluator:
-        with structlog.testing.capture_logs() as logs:
+        with logged_by(evaluator_module) as logs:
             bus.down = True
             evaluator.on_tick(tick("100"))
             await until(

@@ -217,3 +217,15 @@ def test_operations_guide_documents_every_variable() -> None:
     documented = set(re.findall(r"`(COINLINK_[A-Z0-9_]+)`", guide))
     assert sorted(set(variables()) - documented) == []
     assert sorted(documented - set(variables())) == []
+
+
+def test_a_value_that_does_not_parse_hides_no_other_problem() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(env="production", jwt_secret="change-me-" * 4, symbols="BTCUSD")
+    assert sorted(p.split(":")[0] for p in caught.value.problems) == [
+        "COINLINK_CORS_ORIGINS",
+        "COINLINK_DATABASE_URL",
+        "COINLINK_JWT_SECRET",
+        "COINLINK_REDIS_URL",
+        "COINLINK_SYMBOLS",
+    ]
