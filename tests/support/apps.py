@@ -10,13 +10,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sanic import Sanic
+from sanic_testing.reusable import ReusableClient
 
 from coinlink.app import create_app
 from coinlink.db import apply_migrations
@@ -34,6 +35,7 @@ RATE_LIMITS = (
     "rate_limit_register",
 )
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def build_app(
@@ -125,7 +127,7 @@ class ServerProcess:
             start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 30) -> ServerProcess:
+    def wait_ready(self, timeout: float = 60) -> ServerProcess:
         def up() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -136,8 +138,16 @@ class ServerProcess:
             except httpx.HTTPError:
                 return False
 
-        wait_for(up, timeout, "coinlink serve")
+        try:
+            wait_for(up, timeout, "coinlink serve")
+        except BaseException:
+            self.stop()  # one that never came up must not keep running (and loading the CI)
+            raise
         return self
+
+    def logged(self, event: str) -> bool:
+        """Whether any of its processes has logged ``event`` (JSON log lines)."""
+        return f'"event":"{event}"' in self.output()
 
     def output(self) -> str:
         if not self._log.closed:
@@ -172,7 +182,20 @@ def running_server(env: dict[str, str], workers: int = 1) -> Iterator[ServerProc
         yield server.wait_ready()
     finally:
         server.stop()
-        time.sleep(0)
+
+
+def serve_until(client: ReusableClient, check: Callable[[], T], timeout: float, what: str) -> T:
+    """:func:`wait_for` for an in-process app: its loop runs only inside the client's calls,
+    so between checks it is run, not frozen by a ``time.sleep`` (ingest, the bus, batches
+    written once a second all live on it). Returns the check's truthy result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        client._run(asyncio.sleep(0.05))
 
 
 def metric(server: ServerProcess, name: str) -> float:

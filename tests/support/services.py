@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import inspect
 import os
 import shutil
 import socket
@@ -17,13 +18,16 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import asyncpg
 import redis
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -50,6 +54,22 @@ async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -
             return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{what} did not come up within {timeout} s")
+
+
+async def until(check: Callable[[], T | Awaitable[T]], timeout: float, what: str) -> T:
+    """:func:`eventually` for checks that run on the test's own loop (a bus, a limiter, what
+    a WebSocket client received): polled until it returns something truthy, which is
+    returned. A check may be a plain function or return an awaitable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return cast(T, result)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(0.02)
 
 
 def redis_answers(url: str) -> bool:
