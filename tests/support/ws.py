@@ -55,9 +55,11 @@ class WsClient:
         return await self.next(lambda m: m.get("id") == msg_id and m["type"] != "update")
 
     async def next(
-        self, match: Callable[[Json], bool] = lambda m: True, timeout: float = 5
+        self, match: Callable[[Json], bool] = lambda m: True, timeout: float = 15
     ) -> Json:
-        """The first message (heartbeats aside) that ``match`` accepts; it is taken out."""
+        """The first message (heartbeats aside) that ``match`` accepts; it is taken out.
+        What arrived before it stays in ``received``. (The deadlines here are for a loaded
+        machine: each returns as soon as what it waits for is there.)"""
         deadline = time.monotonic() + timeout
         while True:
             for index, message in enumerate(self.received):
@@ -71,13 +73,13 @@ class WsClient:
             if message["type"] != "heartbeat":
                 self.received.append(message)
 
-    async def updates(self, channel: str, count: int, timeout: float = 10) -> list[Json]:
+    async def updates(self, channel: str, count: int, timeout: float = 20) -> list[Json]:
         return [
             await self.next(lambda m: m["type"] == "update" and m["channel"] == channel, timeout)
             for _ in range(count)
         ]
 
-    async def close_code(self, timeout: float = 5) -> int | None:
+    async def close_code(self, timeout: float = 15) -> int | None:
         """Read until the server closes; the close code it sent."""
         try:
             async with asyncio.timeout(timeout):
