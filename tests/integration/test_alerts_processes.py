@@ -341,6 +341,7 @@ async def test_a_firing_caught_by_a_redis_restart_is_delivered_from_the_outbox(
         await create_alert(server, user, "above", "50")
         client = await listening(server, user)
         await eventually(lambda: alerts_loaded([server]) == 1, 30, "the alert in the engine")
+        await asyncio.to_thread(wait_ready, server)  # admin ticks are taken from here on
         await tick(server, admin, "51")
         await until(lambda: notifications(server, user), 30, "the commit")
 
