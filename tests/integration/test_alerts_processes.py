@@ -24,7 +24,13 @@ import pytest
 
 from tests.support import log_guard
 from tests.support.accounts import admin_headers, signed_up
-from tests.support.apps import ServerProcess, alerts_loaded, instance_env, leads
+from tests.support.apps import (
+    ServerProcess,
+    alerts_loaded,
+    ingest_heartbeat,
+    instance_env,
+    leads,
+)
 from tests.support.services import RedisServer, eventually, until, wait_for
 from tests.support.webhook_receiver import Received, Receiver, answer, receiver
 from tests.support.ws import WsClient
@@ -49,19 +55,8 @@ def start_pair(env: dict[str, str]) -> list[ServerProcess]:
     first = ServerProcess(env, workers=2).wait_ready()  # migrates before the second starts
     servers = [first, ServerProcess(env, workers=2).wait_ready()]
     wait_for(lambda: sum(leads(s) for s in servers) == 1, 30, "one ingest leader")
-    for server in servers:
-        wait_ready(server)
+    wait_for(lambda: all(ingest_heartbeat(s) for s in servers), 30, "the leader's heartbeat")
     return servers
-
-
-def wait_ready(server: ServerProcess) -> None:
-    """Until /readyz sees the leader's heartbeat: from then on admin ticks are taken."""
-
-    def ingest_ok() -> bool:
-        checks = httpx.get(server.base_url + "/readyz").json()["checks"]
-        return bool(checks["ingest"]["status"] == "ok")
-
-    wait_for(ingest_ok, 30, "the ingest leader's heartbeat")
 
 
 @pytest.fixture
@@ -277,7 +272,7 @@ async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
             user = await signed_up(server.base_url)
             secret = await webhook_for(server, user, hook.port)
             await eventually(lambda: leads(server), 30, "a leader")
-            await asyncio.to_thread(wait_ready, server)
+            await eventually(lambda: ingest_heartbeat(server), 30, "the leader's heartbeat")
             await create_alert(server, user, "above", "10", symbol="ETH-USD")
             await eventually(lambda: alerts_loaded([server]) == 1, 30, "the alert in the engine")
             await tick(server, admin, "11", symbol="ETH-USD")
@@ -341,7 +336,7 @@ async def test_a_firing_caught_by_a_redis_restart_is_delivered_from_the_outbox(
         await create_alert(server, user, "above", "50")
         client = await listening(server, user)
         await eventually(lambda: alerts_loaded([server]) == 1, 30, "the alert in the engine")
-        await asyncio.to_thread(wait_ready, server)  # admin ticks are taken from here on
+        await eventually(lambda: ingest_heartbeat(server), 30, "the leader's heartbeat")
         await tick(server, admin, "51")
         await until(lambda: notifications(server, user), 30, "the commit")
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from tests.support.accounts import admin_headers
-from tests.support.apps import ServerProcess, instance_env, leads
+from tests.support.apps import ServerProcess, ingest_heartbeat, instance_env, leads
 from tests.support.services import wait_for
 
 LEASE_S = 2.0
@@ -107,6 +107,7 @@ def test_only_one_instance_ingests_and_the_other_takes_over_after_kill_9(
     wait_for(renewed_past_the_first_grant, 30, "the leader to renew past its first grant")
     leader = next(s for s in instances if leads(s))
     follower = next(s for s in instances if s is not leader)
+    wait_for(lambda: ingest_heartbeat(follower), 30, "the leader's heartbeat")
     # The follower's API accepts ticks too: they travel over the bus to the leader.
     headers = admin_headers(follower, fresh_pg_url)
 
@@ -138,6 +139,8 @@ def test_only_one_instance_ingests_and_the_other_takes_over_after_kill_9(
     leader.process.wait(10)
     # Within two lease periods on an idle machine; the deadline allows for a loaded one.
     wait_for(lambda: leads(follower), 30, "take-over")
+    # The dead leader's heartbeat may have run out before the new one's first.
+    wait_for(lambda: ingest_heartbeat(follower), 30, "the new leader's heartbeat")
     new_lease, _, _ = lease(redis_url, env)
     assert old_lease is not None and new_lease is not None
     # A new grant (the old one ran out), not the old one carried on: a larger fencing token.

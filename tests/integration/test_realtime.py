@@ -24,8 +24,10 @@ from tests.support.apps import (
     TEST_ORIGIN,
     TEST_SECRET,
     ServerProcess,
+    ingest_heartbeat,
     instance_env,
 )
+from tests.support.services import eventually
 from tests.support.ws import Publisher, WsClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -262,6 +264,9 @@ async def test_an_admin_tick_reaches_sockets_on_both_instances(
     from tests.support.accounts import admin_headers
 
     headers = await asyncio.to_thread(admin_headers, instances[0], module_pg_url)
+    # Admin ticks are taken once the ingest leader's heartbeat is there (run alone, this
+    # test may come right after the servers started).
+    await eventually(lambda: ingest_heartbeat(instances[1]), 30, "the leader's heartbeat")
     clients = [await WsClient.open(server.base_url) for server in instances]
     try:
         for client in clients:

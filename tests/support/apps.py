@@ -208,6 +208,16 @@ def metric(server: ServerProcess, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def ingest_heartbeat(server: ServerProcess) -> bool:
+    """Whether the instance's /readyz sees an ingest leader's heartbeat: from then on its
+    admin tick API takes ticks (before, it answers 503)."""
+    try:
+        checks = httpx.get(server.base_url + "/readyz", timeout=2).json()["checks"]
+    except httpx.HTTPError:
+        return False
+    return bool(checks["ingest"]["status"] == "ok")
+
+
 def leads(server: ServerProcess) -> bool:
     """Whether this instance runs the ingest leader (its ``ingest_leader`` gauge)."""
     return metric(server, "ingest_leader") >= 1
