@@ -19,8 +19,8 @@ from tests.support.services import RedisServer, eventually
 from tests.support.ws import (
     PING,
     TEXT,
-    Frame,
     Publisher,
+    RawFrame,
     RawReader,
     WsClient,
     close_code,
@@ -47,7 +47,7 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}:"
 
 
-def replied(op: str) -> Callable[[list[Frame]], bool]:
+def replied(op: str) -> Callable[[list[RawFrame]], bool]:
     """Whether the server's reply of type ``op`` (ack, pong) is among the frames."""
     return lambda frames: any(
         opcode == TEXT and orjson.loads(payload)["type"] == op for opcode, payload in frames

@@ -108,6 +108,68 @@ class Publisher:
         return await self.bus.publish_many(items)
 
 
+RawFrame = tuple[int, bytes]  # (opcode, payload) of a frame a raw client read
+TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+
+
+def masked(opcode: int, payload: bytes) -> bytes:
+    """A client-to-server frame of any opcode (masked, with a zero mask)."""
+    return bytes((0x80 | opcode,)) + masked_text(payload)[1:]
+
+
+def split_frames(data: bytes) -> tuple[list[RawFrame], bytes]:
+    """Each complete server frame at the start of ``data``, and the incomplete rest."""
+    frames = read_frames(data)
+    # Servers encode lengths minimally (RFC 6455): 7 bits, then 16, then 64.
+    used = sum(2 + (0 if len(p) < 126 else 2 if len(p) < 65536 else 8) + len(p) for _, p in frames)
+    return frames, data[used:]
+
+
+def close_code(frames: list[RawFrame]) -> int | None:
+    """The code of the server's close frame among ``frames``; None when there is none."""
+    closes = [payload for opcode, payload in frames if opcode == CLOSE]
+    return int.from_bytes(closes[0][:2], "big") if closes else None
+
+
+class RawReader:
+    """Reads what the server sends to a :func:`raw_handshake` client, frame by frame, only
+    when told to (blocking socket reads: run them in a thread). It answers pings with
+    pongs, as every client must, unless ``answer_pings`` is False."""
+
+    def __init__(self, sock: socket.socket, *, answer_pings: bool = True) -> None:
+        self.sock = sock
+        self.answer_pings = answer_pings
+        self.frames: list[RawFrame] = []
+        self._rest = b""
+
+    def read_until(self, done: Callable[[list[RawFrame]], bool], within_s: float) -> list[RawFrame]:
+        """Read until ``done`` holds for the frames read so far, or the server has closed
+        the connection; every frame read. TimeoutError after ``within_s``."""
+        deadline = time.monotonic() + within_s
+        while not done(self.frames):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"not done within {within_s} s; last: {self.frames[-3:]}")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                break
+            if not chunk:
+                break
+            frames, self._rest = split_frames(self._rest + chunk)
+            for opcode, payload in frames:
+                if opcode == PING and self.answer_pings:
+                    self.sock.sendall(masked(PONG, payload))
+            self.frames += frames
+        return self.frames
+
+    def until_closed(self, within_s: float) -> list[RawFrame]:
+        return self.read_until(lambda frames: close_code(frames) is not None, within_s)
+
+
 def ticker_data(n: int, size: int = 0) -> bytes:
     """A ticker-like payload; ``sent_ns`` lets a reader measure latency, ``pad`` adds bulk."""
     return orjson.dumps(
@@ -143,31 +205,22 @@ def raw_handshake(port: int, rcvbuf: int = 4096) -> socket.socket:
     return sock
 
 
-Frame = tuple[int, bytes]  # (opcode, payload)
-TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
-
-
-def masked(opcode: int, payload: bytes) -> bytes:
-    """A client-to-server frame (clients must mask; the mask here is zero)."""
+def masked_text(payload: bytes) -> bytes:
+    """A client-to-server text frame (clients must mask; the mask here is zero)."""
     size = len(payload)
     if size < 126:
-        header = bytes((0x80 | opcode, 0x80 | size))
+        header = bytes((0x81, 0x80 | size))
     elif size < 65536:
-        header = bytes((0x80 | opcode, 0x80 | 126)) + size.to_bytes(2, "big")
+        header = bytes((0x81, 0x80 | 126)) + size.to_bytes(2, "big")
     else:
-        header = bytes((0x80 | opcode, 0x80 | 127)) + size.to_bytes(8, "big")
+        header = bytes((0x81, 0x80 | 127)) + size.to_bytes(8, "big")
     return header + b"\x00\x00\x00\x00" + payload
 
 
-def masked_text(payload: bytes) -> bytes:
-    return masked(TEXT, payload)
-
-
-def split_frames(data: bytes) -> tuple[list[Frame], bytes]:
-    """Each complete server frame at the start of ``data``, and the incomplete rest."""
+def read_frames(data: bytes) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each complete server frame in ``data``."""
     frames, at = [], 0
     while at + 2 <= len(data):
-        start = at
         opcode, size = data[at] & 0x0F, data[at + 1] & 0x7F
         at += 2
         if size == 126:
@@ -175,52 +228,7 @@ def split_frames(data: bytes) -> tuple[list[Frame], bytes]:
         elif size == 127:
             size, at = int.from_bytes(data[at : at + 8], "big"), at + 8
         if at + size > len(data):
-            return frames, data[start:]
+            break
         frames.append((opcode, data[at : at + size]))
         at += size
-    return frames, data[at:]
-
-
-def close_code(frames: list[Frame]) -> int | None:
-    """The code of the server's close frame among ``frames``; None when there is none."""
-    closes = [payload for opcode, payload in frames if opcode == CLOSE]
-    return int.from_bytes(closes[0][:2], "big") if closes else None
-
-
-class RawReader:
-    """Reads what the server sends to a :func:`raw_handshake` client, frame by frame, only
-    when told to (blocking socket reads: run them in a thread). It answers pings with
-    pongs, as every client must, unless ``answer_pings`` is False."""
-
-    def __init__(self, sock: socket.socket, *, answer_pings: bool = True) -> None:
-        self.sock = sock
-        self.answer_pings = answer_pings
-        self.frames: list[Frame] = []
-        self._rest = b""
-
-    def read_until(self, done: Callable[[list[Frame]], bool], within_s: float) -> list[Frame]:
-        """Read until ``done`` holds for the frames read so far, or the server has closed
-        the connection; every frame read. TimeoutError after ``within_s``."""
-        deadline = time.monotonic() + within_s
-        while not done(self.frames):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"not done within {within_s} s; last: {self.frames[-3:]}")
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except TimeoutError:
-                continue
-            except ConnectionError:
-                break
-            if not chunk:
-                break
-            frames, self._rest = split_frames(self._rest + chunk)
-            for opcode, payload in frames:
-                if opcode == PING and self.answer_pings:
-                    self.sock.sendall(masked(PONG, payload))
-            self.frames += frames
-        return self.frames
-
-    def until_closed(self, within_s: float) -> list[Frame]:
-        return self.read_until(lambda frames: close_code(frames) is not None, within_s)
+    return frames
