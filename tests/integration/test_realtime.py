@@ -108,9 +108,11 @@ async def test_subscribe_acks_then_snapshot_then_contiguous_updates_with_exact_d
         assert snapshot["data"]["n"] == 2  # the latest state, as its update carried it
 
         seqs = await publisher.ticks(channel, 30)
-        updates = await client.updates(channel, 30)
-        assert [u["seq"] for u in updates] == seqs == list(range(before[-1] + 1, seqs[-1] + 1))
-        assert [u["data"]["n"] for u in updates] == list(range(30))
+        [marker] = await publisher.ticks(channel, 1)  # read through it: nothing twice
+        updates = await client.through(channel, marker)
+        assert seqs == list(range(before[-1] + 1, seqs[-1] + 1))
+        assert [u["seq"] for u in updates] == [*seqs, marker]
+        assert [u["data"]["n"] for u in updates[:-1]] == list(range(30))
 
 
 async def test_unsubscribe_stops_the_updates(url: str, publisher: Publisher) -> None:
@@ -199,10 +201,9 @@ async def test_since_within_history_replays_exactly_the_missed_updates(
         assert [m["data"]["n"] for m in replayed] == list(range(7))
         live = await publisher.ticks(channel, 2)
         [marker] = await publisher.ticks(channel, 1)
-        await client.next(lambda m: m["type"] == "update" and m["seq"] == marker)
         # Between the replay and the marker: the two live updates, each once, nothing else.
-        between = [m for m in client.received if m["type"] in ("update", "snapshot")]
-        assert [m["seq"] for m in between] == live
+        assert [m["seq"] for m in await client.through(channel, marker)] == [*live, marker]
+        assert not [m for m in client.received if m["type"] == "snapshot"]
 
 
 async def test_since_older_than_history_gets_a_snapshot(url: str, publisher: Publisher) -> None:
@@ -249,10 +250,11 @@ async def test_clients_on_every_worker_of_both_instances_get_the_same_stream(
         for client in clients:
             await client.request("subscribe", channels=[channel])
         seqs = await publisher.ticks(channel, 50)
-        streams = await asyncio.gather(*(client.updates(channel, 50) for client in clients))
+        [marker] = await publisher.ticks(channel, 1)  # read through it: nothing twice
+        streams = await asyncio.gather(*(client.through(channel, marker) for client in clients))
         for stream in streams:
-            assert [m["seq"] for m in stream] == seqs
-            assert [m["data"]["n"] for m in stream] == list(range(50))
+            assert [m["seq"] for m in stream] == [*seqs, marker]
+            assert [m["data"]["n"] for m in stream[:-1]] == list(range(50))
     finally:
         for client in clients:
             await client.close()

@@ -79,6 +79,17 @@ class WsClient:
             for _ in range(count)
         ]
 
+    async def through(self, channel: str, seq: int) -> list[Json]:
+        """The updates of ``channel`` up to and including the one numbered ``seq``, taken
+        out. With ``seq`` a marker published after what a test expects, a duplicate or a
+        stray update cannot hide after the last expected one."""
+        last = await self.next(
+            lambda m: m["type"] == "update" and m["channel"] == channel and m["seq"] == seq
+        )
+        earlier = [m for m in self.received if m["type"] == "update" and m["channel"] == channel]
+        self.received = [m for m in self.received if m not in earlier]
+        return [*earlier, last]
+
     async def close_code(self, timeout: float = 15) -> int | None:
         """Read until the server closes; the close code it sent."""
         try:
