@@ -205,8 +205,9 @@ def metric(server: ServerProcess, name: str) -> float:
 
 
 def ingest_heartbeat(server: ServerProcess) -> bool:
-    """Whether the instance's /readyz sees an ingest leader's heartbeat: from then on its
-    admin tick API takes ticks (before, it answers 503)."""
+    """Whether the instance's /readyz ingest check passes: a leader's heartbeat is there
+    (from then on the admin tick API takes ticks; before, it answers 503) and its newest
+    tick is recent (a test that injects old ticks must look at the heartbeat itself)."""
     try:
         checks = httpx.get(server.base_url + "/readyz", timeout=2).json()["checks"]
     except httpx.HTTPError:
