@@ -111,13 +111,21 @@ async def test_two_instances_share_one_budget(redis_url: str, bus_prefix: str) -
         await second.close()
 
 
+async def just_before_a_window_edge(period_s: float = 0.5, ahead_s: float = 0.03) -> float:
+    """Sleep until ``ahead_s`` before the next instant a fixed window of ``period_s``
+    (aligned on the clock) would roll over, and return that instant. The clock is the
+    subject of these tests: the sleep places the bursts around that instant."""
+    edge = (math.floor(time.time() / period_s) + 1) * period_s
+    if edge - ahead_s - time.time() < 0.02:  # too close to get there in time: the next one
+        edge += period_s
+    await asyncio.sleep(edge - ahead_s - time.time())
+    return edge
+
+
 async def test_no_double_burst_at_a_window_edge(limiter: RateLimiter) -> None:
     rate = Rate(10, 0.5)  # one per 50 ms, bursts of 10
     interval = rate.interval_us / 1_000_000
-    # Straddle the instant a fixed 0.5 s window (aligned on the clock) would roll over:
-    # the clock is the subject here, so these sleeps place the bursts around that instant.
-    edge = (math.floor(time.time() / 0.5) + 2) * 0.5
-    await asyncio.sleep(edge - 0.03 - time.time())
+    edge = await just_before_a_window_edge()
     started = time.monotonic()
     first = [await limiter.hit("p", rate, "edge") for _ in range(10)]
     await asyncio.sleep(max(0.0, edge + 0.01 - time.time()))
@@ -416,9 +424,7 @@ async def test_no_double_burst_at_a_window_edge_with_slices(limiter: RateLimiter
     rate = Rate(100, 0.5)  # one per 5 ms, bursts of 100, slices of up to 5
     n = rate.slice_units
     interval = rate.interval_us / 1_000_000
-    # The clock is the subject: the bursts straddle a fixed 0.5 s window's edge.
-    edge = (math.floor(time.time() / 0.5) + 2) * 0.5
-    await asyncio.sleep(edge - 0.03 - time.time())
+    edge = await just_before_a_window_edge()
     started = time.monotonic()
     first = [await limiter.hit("p", rate, "edge") for _ in range(100)]
     await asyncio.sleep(max(0.0, edge + 0.01 - time.time()))
