@@ -138,12 +138,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.effective_workers,
         env=settings.env,
     )
+    app.main_process_ready(_announce_started)
     try:
         Sanic.serve(primary=app, app_loader=loader)
     finally:
         if made_metrics_dir:
             shutil.rmtree(made_metrics_dir, ignore_errors=True)
     return 0
+
+
+def _announce_started(app: Sanic[Any, Any]) -> None:
+    """Log ``workers_started`` (main process) once Sanic's manager has every worker's
+    acknowledgement. A stop signal before that can hang the manager (sanic-org/sanic#2997);
+    no other line says the window has closed ("Worker ready" is logged by a worker, before
+    the manager has seen its acknowledgement)."""
+    manager = app.manager
+    wait_for_ack: Callable[[], None] = manager.wait_for_ack
+
+    def wait_then_announce() -> None:
+        wait_for_ack()
+        log.info("workers_started", workers=manager.num_server)
+
+    # Instance attribute over the method: monitor() calls self.wait_for_ack().
+    manager.wait_for_ack = wait_then_announce  # type: ignore[method-assign]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

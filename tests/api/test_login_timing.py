@@ -39,5 +39,6 @@ def test_unknown_email_takes_as_long_as_a_wrong_password(client: ReusableClient)
         unknown.append(timed_login(client, new_email()))
         wrong.append(timed_login(client, known))
     ratio = statistics.median(unknown) / statistics.median(wrong)
-    # Without the dummy check an unknown email answers in well under a tenth of the time.
-    assert 0.7 < ratio < 1.4, (ratio, unknown, wrong)
+    # Without the dummy check an unknown email answers in well under a tenth of the time;
+    # two checks would take twice as long. The rest of the margin is for machine noise.
+    assert 0.5 < ratio < 1.8, (ratio, unknown, wrong)

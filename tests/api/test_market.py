@@ -12,7 +12,7 @@ from sanic_testing.reusable import ReusableClient
 
 from models.accounts import User
 from tests.support.accounts import bearer, register
-from tests.support.apps import build_app
+from tests.support.apps import build_app, serve_until
 from tests.support.services import free_port
 
 MINUTE = 60_000
@@ -43,10 +43,12 @@ def admin(client: ReusableClient) -> dict[str, str]:
     client._run(User.filter(id=account["user"]["id"]).update(is_admin=True))
     headers = bearer(account["tokens"])
     # Before a leader runs, injection is refused (503): the tick would reach nobody.
-    deadline = time.monotonic() + 10
-    while inject(client, headers, symbol="BTC-USD", price="67000").status == 503:
-        assert time.monotonic() < deadline, "no ingest leader"
-        time.sleep(0.1)
+    serve_until(
+        client,
+        lambda: inject(client, headers, symbol="BTC-USD", price="67000").status != 503,
+        30,
+        "an ingest leader",
+    )
     return headers
 
 
@@ -56,12 +58,11 @@ def inject(client: ReusableClient, admin: dict[str, str], **tick: Any) -> Any:
 
 
 def wait_for_ticker(client: ReusableClient, symbol: str, predicate: Any) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
+    def ticker() -> dict[str, Any] | None:
         _, response = client.get(f"/api/v2/market/tickers/{symbol}")
-        if predicate(response.json) or time.monotonic() > deadline:
-            return dict(response.json)
-        time.sleep(0.05)
+        return dict(response.json) if predicate(response.json) else None
+
+    return serve_until(client, ticker, 30, f"the {symbol} ticker")
 
 
 def now_ms() -> int:
@@ -103,13 +104,13 @@ def test_injected_ticks_reach_the_ticker_and_candles(
     assert ticker["seq"] >= 1
     assert ticker["stale"] is (now_ms() - ticker["ts"] > 30_000)
 
-    deadline = time.monotonic() + 5
-    while True:  # closed candles reach the database in batches, once a second
+    def candles() -> list[dict[str, Any]]:
         _, response = client.get("/api/v2/market/candles/SOL-USD?interval=1m&limit=10")
-        items = response.json["items"]
-        if len(items) >= 4 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        items: list[dict[str, Any]] = response.json["items"]
+        return items if len(items) >= 4 else []
+
+    # Closed candles reach the database in batches, once a second.
+    items = serve_until(client, candles, 30, "four SOL-USD candles")
     assert [c["open_time"] for c in items] == [start + n * MINUTE for n in range(4)]
     assert [c["closed"] for c in items] == [True, True, True, False]
     assert [c["open"] for c in items] == prices
@@ -249,13 +250,10 @@ def test_tickers_list_and_summary(client: ReusableClient, admin: dict[str, str])
 
 
 def test_readyz_reports_the_ingest_leader(client: ReusableClient) -> None:
-    deadline = time.monotonic() + 5
-    while True:
+    def ready() -> Any:
         _, response = client.get("/readyz")
-        ingest = response.json["checks"]["ingest"]
-        if ingest["status"] == "ok" or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert ingest["status"] == "ok", ingest
-    assert ingest["leader"]
+        return response if response.json["checks"]["ingest"]["status"] == "ok" else None
+
+    response = serve_until(client, ready, 30, "the ingest check")
+    assert response.json["checks"]["ingest"]["leader"]
     assert response.status == 200

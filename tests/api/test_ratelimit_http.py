@@ -300,14 +300,16 @@ def test_redis_down_still_limits_without_hanging(serve: Serve) -> None:
         for _ in range(5):
             started = time.monotonic()
             _, response = client.get(THINGS)
-            assert time.monotonic() - started < 1.0
+            # Never stuck on the dead Redis (its calls are cut at 0.25 s); the rest of the
+            # margin is for a loaded machine.
+            assert time.monotonic() - started < 3
             statuses.append(response.status)
             assert "ratelimit-limit" in response.headers
         # The in-process limiter has a budget of its own: three, then refusals.
         assert statuses == [200, 200, 200, 429, 429]
         started = time.monotonic()
         assert client.get("/health")[1].status == 200
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3
     finally:
         server.stop()
 

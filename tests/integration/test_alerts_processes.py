@@ -14,8 +14,8 @@ import hmac
 import itertools
 import os
 import signal
-import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -23,9 +23,15 @@ import orjson
 import pytest
 
 from tests.support import log_guard, paused_alerts
-from tests.support.accounts import PASSWORD, admin_headers, new_email
-from tests.support.apps import ServerProcess, alerts_loaded, instance_env, leads
-from tests.support.services import RedisServer, eventually, wait_for
+from tests.support.accounts import admin_headers, signed_up
+from tests.support.apps import (
+    ServerProcess,
+    alerts_loaded,
+    ingest_heartbeat,
+    instance_env,
+    leads,
+)
+from tests.support.services import RedisServer, eventually, until, wait_for
 from tests.support.webhook_receiver import Received, Receiver, answer, receiver
 from tests.support.ws import WsClient
 
@@ -49,20 +55,9 @@ def start_pair(env: dict[str, str], module: str = "coinlink") -> list[ServerProc
     # The first migrates before the second starts.
     first = ServerProcess(env, workers=2, module=module).wait_ready()
     servers = [first, ServerProcess(env, workers=2, module=module).wait_ready()]
-    wait_for(lambda: sum(leads(s) for s in servers) == 1, 20, "one ingest leader")
-    for server in servers:
-        wait_ready(server)
+    wait_for(lambda: sum(leads(s) for s in servers) == 1, 30, "one ingest leader")
+    wait_for(lambda: all(ingest_heartbeat(s) for s in servers), 30, "the leader's heartbeat")
     return servers
-
-
-def wait_ready(server: ServerProcess) -> None:
-    """Until /readyz sees the leader's heartbeat: from then on admin ticks are taken."""
-
-    def ingest_ok() -> bool:
-        checks = httpx.get(server.base_url + "/readyz").json()["checks"]
-        return bool(checks["ingest"]["status"] == "ok")
-
-    wait_for(ingest_ok, 20, "the ingest leader's heartbeat")
 
 
 @pytest.fixture
@@ -75,39 +70,42 @@ def pair(fresh_pg_url: str, redis_url: str) -> Iterator[list[ServerProcess]]:
             server.stop()
 
 
-def signed_up(url: str) -> dict[str, Any]:
-    response = httpx.post(
-        url + "/api/v2/auth/register", json={"email": new_email(), "password": PASSWORD}
-    )
-    assert response.status_code == 201, response.text
-    body = dict(response.json())
-    body["headers"] = {"authorization": f"Bearer {body['tokens']['access_token']}"}
-    return body
+# The tests are async (sockets and a webhook receiver live on their loop): HTTP goes through
+# httpx.AsyncClient, so the loop keeps serving them meanwhile.
 
 
-def tick(server: ServerProcess, admin: dict[str, str], price: str) -> None:
-    response = httpx.post(
+async def call(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.request(method, url, **kwargs)
+
+
+async def tick(
+    server: ServerProcess, admin: dict[str, str], price: str, symbol: str = "BTC-USD"
+) -> None:
+    response = await call(
+        "POST",
         server.base_url + "/api/v2/admin/ticks",
         headers=admin,
-        json={"symbol": "BTC-USD", "price": price, "volume": "1"},
+        json={"symbol": symbol, "price": price, "volume": "1"},
     )
     assert response.status_code == 202, response.text
 
 
-def notifications(server: ServerProcess, user: dict[str, Any]) -> list[dict[str, Any]]:
-    response = httpx.get(server.base_url + "/api/v2/notifications", headers=user["headers"])
+async def notifications(server: ServerProcess, user: dict[str, Any]) -> list[dict[str, Any]]:
+    response = await call("GET", server.base_url + "/api/v2/notifications", headers=user["headers"])
     assert response.status_code == 200, response.text
     return list(response.json()["items"])
 
 
-def create_alert(
+async def create_alert(
     server: ServerProcess,
     user: dict[str, Any],
     condition: str,
     threshold: str,
     symbol: str = "BTC-USD",
 ) -> str:
-    created = httpx.post(
+    created = await call(
+        "POST",
         server.base_url + "/api/v2/alerts",
         headers=user["headers"],
         json={"symbol": symbol, "condition": condition, "threshold": threshold},
@@ -116,14 +114,16 @@ def create_alert(
     return str(created.json()["id"])
 
 
-async def next_notification(client: WsClient, timeout: float = 10) -> dict[str, Any]:
+async def next_notification(client: WsClient, timeout: float = 30) -> dict[str, Any]:
     return await client.next(
         lambda m: m["type"] == "update" and m["channel"] == "notifications", timeout=timeout
     )
 
 
-def alert(server: ServerProcess, user: dict[str, Any], alert_id: str) -> dict[str, Any]:
-    response = httpx.get(server.base_url + f"/api/v2/alerts/{alert_id}", headers=user["headers"])
+async def alert(server: ServerProcess, user: dict[str, Any], alert_id: str) -> dict[str, Any]:
+    response = await call(
+        "GET", server.base_url + f"/api/v2/alerts/{alert_id}", headers=user["headers"]
+    )
     return dict(response.json())
 
 
@@ -147,20 +147,20 @@ async def test_an_alert_set_on_one_instance_fires_once_and_reaches_every_socket(
 ) -> None:
     first, second = pair
     admin = await asyncio.to_thread(admin_headers, first, fresh_pg_url)
-    user = signed_up(first.base_url)
-    secret = webhook_for(second, user, hook.port)
-    tick(second, admin, "100")
-    alert_id = create_alert(first, user, "above", "105")
+    user = await signed_up(first.base_url)
+    secret = await webhook_for(second, user, hook.port)
+    await tick(second, admin, "100")
+    alert_id = await create_alert(first, user, "above", "105")
     # The marker: fired by the last tick, so whatever the first alert caused comes before it.
-    marker_id = create_alert(first, user, "below", "98")
+    marker_id = await create_alert(first, user, "below", "98")
     sockets = [await listening(server, user) for server in pair]
-    await eventually(lambda: alerts_loaded(pair) == 2, 10, "both alerts in the leader's engine")
+    await eventually(lambda: alerts_loaded(pair) == 2, 30, "both alerts in the leader's engine")
 
-    tick(second, admin, "5000")  # an absurd jump: dropped by validation, fires nothing
-    tick(second, admin, "104.99")  # not yet
-    tick(second, admin, "105")  # >= threshold: fires
-    tick(first, admin, "106")  # a one-shot alert fires once
-    tick(first, admin, "97")  # the marker fires
+    await tick(second, admin, "5000")  # an absurd jump: dropped by validation, fires nothing
+    await tick(second, admin, "104.99")  # not yet
+    await tick(second, admin, "105")  # >= threshold: fires
+    await tick(first, admin, "106")  # a one-shot alert fires once
+    await tick(first, admin, "97")  # the marker fires
     for client in sockets:
         pushed = await next_notification(client)
         assert pushed["data"]["kind"] == "price_alert"
@@ -170,7 +170,7 @@ async def test_an_alert_set_on_one_instance_fires_once_and_reaches_every_socket(
         marker = await next_notification(client)
         assert marker["data"]["data"]["alert_id"] == marker_id
         assert marker["seq"] == pushed["seq"] + 1
-    newest_first = notifications(second, user)
+    newest_first = await notifications(second, user)
     assert [n["data"]["alert_id"] for n in newest_first] == [marker_id, alert_id]
     stored = newest_first[1]
     assert stored["id"] == pushed["data"]["id"] and stored["read_at"] is None
@@ -182,28 +182,29 @@ async def test_an_alert_set_on_one_instance_fires_once_and_reaches_every_socket(
         "price": "105",
         "ts": stored["data"]["ts"],
     }
-    fired = alert(second, user, alert_id)
+    fired = await alert(second, user, alert_id)
     assert fired["status"] == "triggered" and fired["trigger_count"] == 1
     for client in sockets:
         await client.close()
     # ...and exactly one signed POST per notification reached the user's webhook.
-    await eventually(lambda: len(hook.requests) >= 2, 10, "both webhook deliveries")
+    await until(lambda: len(hook.requests) >= 2, 30, "both webhook deliveries")
     delivered = {orjson.loads(r.body)["id"]: r for r in hook.requests}
     assert len(hook.requests) == 2 and set(delivered) == {n["id"] for n in newest_first}
     assert_signed(delivered[stored["id"]], secret)
     assert orjson.loads(delivered[stored["id"]].body) == stored
 
 
-def webhook_for(server: ServerProcess, user: dict[str, Any], port: int) -> str:
+async def webhook_for(server: ServerProcess, user: dict[str, Any], port: int) -> str:
     """Point the user's webhook at a local receiver; the signing secret."""
-    prefs = httpx.put(
+    prefs = await call(
+        "PUT",
         server.base_url + "/api/v2/users/me/preferences",
         headers=user["headers"],
         json={"webhook_url": f"http://127.0.0.1:{port}/hook"},
     )
     assert prefs.status_code == 200, prefs.text
-    created = httpx.post(
-        server.base_url + "/api/v2/users/me/webhook-secret", headers=user["headers"]
+    created = await call(
+        "POST", server.base_url + "/api/v2/users/me/webhook-secret", headers=user["headers"]
     )
     return str(created.json()["secret"])
 
@@ -217,97 +218,91 @@ def assert_signed(request: Received, secret: str) -> None:
 async def test_kill_9_between_commit_and_publish_delivers_once_after_take_over(
     fresh_pg_url: str, redis_url: str
 ) -> None:
-    env = env_for(fresh_pg_url, redis_url) | {paused_alerts.PAUSE_ENV: "30"}
-    servers = start_pair(env, module=paused_alerts.MODULE)
+    servers = await asyncio.to_thread(
+        start_pair,
+        env_for(fresh_pg_url, redis_url) | {paused_alerts.PAUSE_ENV: "30"},
+        paused_alerts.MODULE,
+    )
     try:
         leader = next(s for s in servers if leads(s))
         follower = next(s for s in servers if s is not leader)
         admin = await asyncio.to_thread(admin_headers, follower, fresh_pg_url)
-        user = signed_up(follower.base_url)
-        tick(follower, admin, "100")
-        alert_id = create_alert(follower, user, "below", "90")
-        marker_id = create_alert(follower, user, "below", "70")
+        user = await signed_up(follower.base_url)
+        await tick(follower, admin, "100")
+        alert_id = await create_alert(follower, user, "below", "90")
+        marker_id = await create_alert(follower, user, "below", "70")
         client = await listening(follower, user)
         await eventually(
-            lambda: alerts_loaded(servers) == 2, 10, "both alerts in the leader's engine"
+            lambda: alerts_loaded(servers) == 2, 30, "both alerts in the leader's engine"
         )
 
-        tick(follower, admin, "89.5")
+        await tick(follower, admin, "89.5")
         # Committed (in REST), then the leader sits in its 30 s pause before publishing.
-        await eventually(lambda: len(notifications(follower, user)) == 1, 10, "the commit")
+        await until(lambda: notifications(follower, user), 30, "the commit")
         os.killpg(leader.process.pid, signal.SIGKILL)
-        leader.process.wait(10)
+        await asyncio.to_thread(leader.process.wait, 10)
 
-        pushed = await next_notification(client, timeout=4 * LEASE_S + 10)
-        [stored] = notifications(follower, user)
+        pushed = await next_notification(client, timeout=60)
+        [stored] = await notifications(follower, user)
         assert pushed["data"]["id"] == stored["id"]
         # The new leader loaded the alert as triggered: more ticks fire nothing but the marker.
-        tick(follower, admin, "80")
-        tick(follower, admin, "69")
+        await tick(follower, admin, "80")
+        await tick(follower, admin, "69")
         marker = await next_notification(client)
         assert marker["data"]["data"]["alert_id"] == marker_id
         assert marker["seq"] == pushed["seq"] + 1
-        assert len(notifications(follower, user)) == 2
-        assert alert(follower, user, alert_id)["trigger_count"] == 1
+        assert len(await notifications(follower, user)) == 2
+        assert (await alert(follower, user, alert_id))["trigger_count"] == 1
         await client.close()
     finally:
         for server in servers:
-            server.stop()
+            await asyncio.to_thread(server.stop)
 
 
 async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
     fresh_pg_url: str, redis_url: str
 ) -> None:
     answers = iter([503, 503, 200])
-    times: list[float] = []
 
     async def flaky(received: Received, writer: asyncio.StreamWriter) -> None:
-        times.append(time.monotonic())
         await answer(next(answers, 200))(received, writer)
 
     env = env_for(fresh_pg_url, redis_url, webhook_retry_base_s="0.5")
-    server = ServerProcess(env).wait_ready()
+    server = await asyncio.to_thread(ServerProcess(env).wait_ready)
     try:
         async with receiver(flaky) as hook:
             admin = await asyncio.to_thread(admin_headers, server, fresh_pg_url)
-            user = signed_up(server.base_url)
-            secret = webhook_for(server, user, hook.port)
-            await eventually(lambda: leads(server), 10, "a leader")
-            await asyncio.to_thread(wait_ready, server)
-            create_alert(server, user, "above", "10", symbol="ETH-USD")
-            await eventually(lambda: alerts_loaded([server]) == 1, 10, "the alert in the engine")
-            response = httpx.post(
-                server.base_url + "/api/v2/admin/ticks",
-                headers=admin,
-                json={"symbol": "ETH-USD", "price": "11", "volume": "1"},
-            )
-            assert response.status_code == 202
+            user = await signed_up(server.base_url)
+            secret = await webhook_for(server, user, hook.port)
+            await eventually(lambda: leads(server), 30, "a leader")
+            await eventually(lambda: ingest_heartbeat(server), 30, "the leader's heartbeat")
+            await create_alert(server, user, "above", "10", symbol="ETH-USD")
+            await eventually(lambda: alerts_loaded([server]) == 1, 30, "the alert in the engine")
+            await tick(server, admin, "11", symbol="ETH-USD")
 
-            def deliveries() -> list[dict[str, Any]]:
-                return list(
-                    httpx.get(
-                        server.base_url + "/api/v2/notifications/deliveries",
-                        headers=user["headers"],
-                    ).json()["items"]
+            async def deliveries() -> list[dict[str, Any]]:
+                response = await call(
+                    "GET",
+                    server.base_url + "/api/v2/notifications/deliveries",
+                    headers=user["headers"],
                 )
+                return list(response.json()["items"])
+
+            async def succeeded() -> bool:
+                return any(a["ok"] for a in await deliveries())
 
             # Done once the log records the success; nothing is retried after that.
-            await eventually(lambda: any(a["ok"] for a in deliveries()), 20, "a successful attempt")
+            await until(succeeded, 30, "a successful attempt")
             assert len(hook.requests) == 3
-            [stored] = notifications(server, user)
+            [stored] = await notifications(server, user)
             for request in hook.requests:
                 assert request.method == "POST" and request.target == "/hook"
                 assert_signed(request, secret)
                 assert orjson.loads(request.body) == stored
             # One logical delivery: the same id on every attempt.
             assert len({r.headers["x-coinlink-delivery"] for r in hook.requests}) == 1
-            gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-            # At least base/2, then 2 x base/2 after each failure was recorded; arrivals at the
-            # receiver can be a little closer than that (the first one came late).
-            slack = 0.05
-            assert gaps[0] >= 0.25 - slack and gaps[1] >= 0.5 - slack, gaps
 
-            log = deliveries()
+            log = await deliveries()
             assert [(a["attempt"], a["ok"], a["status_code"]) for a in log] == [
                 (3, True, 200),
                 (2, False, 503),
@@ -316,8 +311,14 @@ async def test_a_webhook_is_retried_with_backoff_until_the_receiver_recovers(
             assert {a["delivery_id"] for a in log} == {
                 hook.requests[0].headers["x-coinlink-delivery"]
             }
+            # The backoff, on the server's own clock (each attempt's start, as logged): an
+            # attempt is due at least base/2, then 2 x base/2, after the one that failed.
+            # (The receiver's arrival times would add its own loop's delays.)
+            started = [datetime.fromisoformat(a["created_at"]) for a in reversed(log)]
+            gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(started)]
+            assert gaps[0] >= 0.25 - 0.001 and gaps[1] >= 0.5 - 0.001, gaps  # ms stamps
     finally:
-        server.stop()
+        await asyncio.to_thread(server.stop)
 
 
 @pytest.mark.expected_errors(*log_guard.REDIS_GONE)
@@ -326,35 +327,32 @@ async def test_a_firing_caught_by_a_redis_restart_is_delivered_from_the_outbox(
 ) -> None:
     """Redis dies after the commit, before the publish; the socket and the
     notification both survive it."""
-    redis = RedisServer().start()
-    env = env_for(fresh_pg_url, redis.url) | {paused_alerts.PAUSE_ENV: "3"}
-    server = ServerProcess(env, module=paused_alerts.MODULE).wait_ready()
+    redis = await asyncio.to_thread(RedisServer().start)
+    # The leader pauses 30 s between a firing's commit and its publish: Redis is stopped
+    # inside that pause, whatever the machine's load.
+    env = env_for(fresh_pg_url, redis.url) | {paused_alerts.PAUSE_ENV: "30"}
+    server = await asyncio.to_thread(ServerProcess(env, module=paused_alerts.MODULE).wait_ready)
     try:
-        await eventually(lambda: leads(server), 10, "a leader")
+        await eventually(lambda: leads(server), 30, "a leader")
         admin = await asyncio.to_thread(admin_headers, server, fresh_pg_url)
-        user = signed_up(server.base_url)
-        created = httpx.post(
-            server.base_url + "/api/v2/alerts",
-            headers=user["headers"],
-            json={"symbol": "BTC-USD", "condition": "above", "threshold": "50"},
-        )
-        assert created.status_code == 201
+        user = await signed_up(server.base_url)
+        await create_alert(server, user, "above", "50")
         client = await listening(server, user)
-        await asyncio.sleep(1)
-        tick(server, admin, "51")
-        await eventually(lambda: len(notifications(server, user)) == 1, 10, "the commit")
+        await eventually(lambda: alerts_loaded([server]) == 1, 30, "the alert in the engine")
+        await eventually(lambda: ingest_heartbeat(server), 30, "the leader's heartbeat")
+        await tick(server, admin, "51")
+        await until(lambda: notifications(server, user), 30, "the commit")
 
-        redis.stop()  # during the pause between commit and publish
-        await asyncio.sleep(1)
-        redis.start()
+        await asyncio.to_thread(redis.stop)  # during the pause between commit and publish
+        # Down until the leader has noticed: its reign, and the paused publish, end.
+        await eventually(lambda: not leads(server), 30, "the leader to step down")
+        await asyncio.to_thread(redis.start)
 
-        pushed = await client.next(
-            lambda m: m["type"] == "update" and m["channel"] == "notifications", timeout=30
-        )
-        [stored] = notifications(server, user)
+        pushed = await next_notification(client, timeout=60)
+        [stored] = await notifications(server, user)
         assert pushed["data"]["id"] == stored["id"]
         assert (await client.request("ping"))["type"] == "pong"  # the same socket
         await client.close()
     finally:
-        server.stop()
-        redis.stop()
+        await asyncio.to_thread(server.stop)
+        await asyncio.to_thread(redis.stop)

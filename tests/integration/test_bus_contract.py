@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 import redis.asyncio
+import structlog
 
 from coinlink.bus import (
     RESUBSCRIBED,
@@ -25,8 +26,9 @@ from coinlink.bus import (
     RedisBus,
     Subscription,
     create_bus,
+    redis_subscription,
 )
-from tests.support.services import RedisServer, free_port
+from tests.support.services import RedisServer, free_port, until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,7 +83,7 @@ async def bus(backend: Backend) -> Bus:
     return await backend.new()
 
 
-async def take(sub: Subscription, count: int, timeout_s: float = 5.0) -> list[Message]:
+async def take(sub: Subscription, count: int, timeout_s: float = 15.0) -> list[Message]:
     received: list[Message] = []
     async with asyncio.timeout(timeout_s):
         async for message in sub:
@@ -92,7 +94,7 @@ async def take(sub: Subscription, count: int, timeout_s: float = 5.0) -> list[Me
 
 
 async def next_matching(
-    queue: asyncio.Queue[Message], accept: Callable[[Message], bool], timeout_s: float = 5.0
+    queue: asyncio.Queue[Message], accept: Callable[[Message], bool], timeout_s: float = 15.0
 ) -> list[Message]:
     """Everything taken from ``queue`` up to and including the first accepted message."""
     seen: list[Message] = []
@@ -101,6 +103,10 @@ async def next_matching(
             seen.append(await queue.get())
             if accept(seen[-1]):
                 return seen
+
+
+async def expired(bus: Bus, key: str) -> bool:
+    return await bus.get(key) is None
 
 
 def pump(sub: Subscription, queue: asyncio.Queue[Message]) -> asyncio.Task[None]:
@@ -191,7 +197,9 @@ async def test_unsubscribe_drops_messages_already_in_flight(bus: Bus) -> None:
     await bus.publish("a", b"a1")
     await bus.publish("b", b"b1")
     await bus.publish("a", b"a2")
-    await asyncio.sleep(0.05)  # let them reach the subscription before anyone reads
+    # In flight without waiting: a publish that returned has queued its message for this
+    # subscription (the memory bus at once; Redis on the subscriber's connection, ahead
+    # of the UNSUBSCRIBE that follows on it), where nobody has read it yet.
     await sub.unsubscribe("a")
     await bus.publish("b", b"b2")
     assert await take(sub, 2) == [Message("b", 1, b"b1"), Message("b", 2, b"b2")]
@@ -251,15 +259,15 @@ async def test_sequence_is_global_across_two_clients(backend: Backend) -> None:
 
 async def test_set_get_delete_and_ttl_expiry(bus: Bus) -> None:
     assert await bus.get("k") is None
-    await bus.set("k", b"short-lived", ttl_s=0.2)
-    await bus.set("p", b"\x00persistent")
-    await bus.set("was-ttl", b"a", ttl_s=0.2)
+    await bus.set("was-ttl", b"a", ttl_s=0.5)
     await bus.set("was-ttl", b"b")  # a set without TTL drops the earlier one
+    await bus.set("p", b"\x00persistent")
+    # Last, so that once it has expired the TTL "was-ttl" dropped would have run out too.
+    await bus.set("k", b"short-lived", ttl_s=0.5)
     assert await bus.get("k") == b"short-lived"
     assert await bus.get_many("k", "missing", "p") == [b"short-lived", None, b"\x00persistent"]
 
-    await asyncio.sleep(0.3)
-    assert await bus.get("k") is None
+    await until(lambda: expired(bus, "k"), 10, "k's expiry")
     assert await bus.get("p") == b"\x00persistent"
     assert await bus.get("was-ttl") == b"b"
     assert await bus.get_many("k", "p") == [None, b"\x00persistent"]
@@ -279,14 +287,12 @@ async def test_incr_is_atomic_under_concurrency(bus: Bus) -> None:
 
 
 async def test_incr_ttl_is_set_when_the_counter_is_created(bus: Bus) -> None:
-    assert await bus.incr("window", 1, ttl_s=0.3) == 1
-    # A later, longer TTL does not extend the window.
+    assert await bus.incr("forever") == 1  # first: it outlives the window below
+    assert await bus.incr("window", 1, ttl_s=0.5) == 1
+    # A later, longer TTL does not extend the window (else this would wait 30 s, not 10).
     assert await bus.incr("window", 2, ttl_s=30) == 3
-    await asyncio.sleep(0.4)
-    assert await bus.get("window") is None
+    await until(lambda: expired(bus, "window"), 10, "the window's end")
     assert await bus.incr("window", 1, ttl_s=30) == 1  # a new counter, a new window
-    assert await bus.incr("forever") == 1
-    await asyncio.sleep(0.1)
     assert await bus.incr("forever") == 2
 
 
@@ -305,9 +311,8 @@ async def test_lease_is_exclusive_and_reacquire_keeps_the_token(bus: Bus) -> Non
 async def test_lease_expiry_hands_over_with_a_larger_token(bus: Bus) -> None:
     old = await bus.acquire_lease("job", "a", 0.2)
     assert old is not None
-    await asyncio.sleep(0.3)
-    new = await bus.acquire_lease("job", "b", 5)
-    assert new is not None and new > old
+    new = await until(lambda: bus.acquire_lease("job", "b", 5), 10, "a's grant to run out")
+    assert new > old
     assert await bus.renew_lease("job", "a", old, 5) is False  # stale holder and token
     assert await bus.renew_lease("job", "a", new, 5) is False  # right token, other holder
     assert await bus.renew_lease("job", "b", old, 5) is False  # right holder, stale token
@@ -316,18 +321,20 @@ async def test_lease_expiry_hands_over_with_a_larger_token(bus: Bus) -> None:
 
 
 async def test_renew_and_reacquire_extend_the_lease(bus: Bus) -> None:
-    renewed = await bus.acquire_lease("renewed", "a", 0.5)
-    reacquired = await bus.acquire_lease("reacquired", "a", 0.5)
-    assert renewed is not None and reacquired is not None
-    await asyncio.sleep(0.25)
-    assert await bus.renew_lease("renewed", "a", renewed, 0.5) is True
-    assert await bus.acquire_lease("reacquired", "a", 0.5) == reacquired
-    await asyncio.sleep(0.3)  # past the first grant, not past the extension
+    renewed = await bus.acquire_lease("renewed", "a", 0.4)
+    reacquired = await bus.acquire_lease("reacquired", "a", 0.4)
+    # Granted after them and never extended: once it is free, their first grants ran out.
+    control = await bus.acquire_lease("control", "a", 0.4)
+    assert renewed is not None and reacquired is not None and control is not None
+    assert await bus.renew_lease("renewed", "a", renewed, 1.2) is True
+    assert await bus.acquire_lease("reacquired", "a", 1.2) == reacquired
+    await until(lambda: bus.acquire_lease("control", "b", 5), 10, "the first grants' end")
+    # Past the first grants, not past the extensions.
     assert await bus.acquire_lease("renewed", "b", 5) is None
     assert await bus.acquire_lease("reacquired", "b", 5) is None
-    await asyncio.sleep(0.3)
+    # The extensions end too ("renewed"'s first, it was extended first).
+    await until(lambda: bus.acquire_lease("reacquired", "b", 5), 10, "the extensions' end")
     assert await bus.renew_lease("renewed", "a", renewed, 5) is False  # expired meanwhile
-    assert await bus.acquire_lease("reacquired", "b", 5) is not None
 
 
 async def test_release_lets_another_holder_in(bus: Bus) -> None:
@@ -372,7 +379,12 @@ async def test_redis_unreachable_raises_bus_error_quickly() -> None:
         await bus.close()
 
 
-async def test_redis_subscription_survives_a_restart(bus_prefix: str) -> None:
+async def test_redis_subscription_survives_a_restart(
+    bus_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The module's logger may be cached by an earlier configure_logging(): replace it.
+    log = structlog.testing.CapturingLogger()
+    monkeypatch.setattr(redis_subscription, "log", log)
     server = await asyncio.to_thread(RedisServer().start)
     bus = RedisBus(server.url, prefix=bus_prefix, timeout_s=0.5)
     await bus.start()
@@ -385,13 +397,18 @@ async def test_redis_subscription_survives_a_restart(bus_prefix: str) -> None:
         assert await next_matching(queue, lambda m: True) == [Message("live", 1, b"before")]
 
         await asyncio.to_thread(server.stop)
-        await asyncio.sleep(0.5)  # the subscription notices and starts backing off
+        # The subscription notices and starts backing off: a reconnect has failed.
+        await until(
+            lambda: "bus.subscription.reconnect_failed" in [c.args[0] for c in log.calls],
+            10,
+            "a failed reconnect",
+        )
         assert not task.done()
         server = await asyncio.to_thread(RedisServer(port=server.port).start)
 
         # The restarted server has no data (seq starts over) and the subscriber
         # resubscribes on its own schedule: publish until one arrives.
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30
         seen: list[Message] = []
         while not any(m.channel == "live" for m in seen) and time.monotonic() < deadline:
             await bus.publish("live", b"after")

@@ -16,6 +16,7 @@ from coinlink.market.providers.base import OHLCVRow, Provider, ProviderError
 from coinlink.market.types import INTERVALS, Tick
 from coinlink.wire import now_ms
 from models.market import CandleRow
+from tests.support.services import until
 
 MINUTE = 60_000
 
@@ -52,13 +53,8 @@ class HistoryOnly(Provider):
 
 async def backfill_once(provider: HistoryOnly, hours: float) -> None:
     ingest = Ingest(MemoryBus(), ["BTC-USD", "ETH-USD"], lambda: provider, backfill_hours=hours)
-    task = asyncio.create_task(ingest._backfill(provider))
-    for _ in range(200):  # the backfill task parks itself forever once done
-        await asyncio.sleep(0.02)
-        if len(provider.asked) == 2 * len(INTERVALS):
-            break
-    await asyncio.sleep(0.1)
-    task.cancel()
+    await ingest._backfill(provider)  # returns once every symbol and interval is stored
+    assert len(provider.asked) == 2 * len(INTERVALS)
 
 
 def test_backfill_stores_closed_history_once(fresh_pg_url: str) -> None:
@@ -161,15 +157,17 @@ def test_provider_counters_reach_prometheus() -> None:
         )
         return sample or 0.0
 
+    before = value()
+
     async def scenario() -> None:
         ingest = Ingest(MemoryBus(), ["BTC-USD"], lambda: provider)
         task = asyncio.create_task(ingest._export_stats(provider))
-        provider.stats["reconnects"] += 3
-        await asyncio.sleep(1.2)
-        provider.stats["reconnects"] += 2
-        await asyncio.sleep(1.1)
-        task.cancel()
+        try:
+            provider.stats["reconnects"] += 3
+            await until(lambda: value() - before == 3, 10, "the first three exported")
+            provider.stats["reconnects"] += 2  # only what is new is added next time
+            await until(lambda: value() - before == 5, 10, "the next two exported")
+        finally:
+            task.cancel()
 
-    before = value()
     asyncio.run(scenario())
-    assert value() - before == 5

@@ -14,14 +14,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-import redis
+import redis.asyncio
 import structlog
 from prometheus_client import REGISTRY
 
 from coinlink.ratelimit import Decision, Rate, RateLimiter
 from coinlink.ratelimit import limiter as limiter_module
 from tests.support.script_calls import ScriptCalls
-from tests.support.services import RedisServer
+from tests.support.services import RedisServer, until
 
 
 @pytest.fixture
@@ -81,16 +81,16 @@ async def test_burst_then_refused_with_retry_after(
     assert 59.0 < refused.reset_s <= 60.0
     assert not limiter.redis_down
     # One key per client and policy, hashed (no address in Redis), expiring with the period.
-    client = redis.Redis.from_url(redis_url)
+    client = redis.asyncio.Redis.from_url(redis_url)
     try:
-        keys = client.keys(f"{bus_prefix}*")
+        keys = await client.keys(f"{bus_prefix}*")
         assert len(keys) == 1
         key = keys[0].decode() if isinstance(keys[0], bytes) else keys[0]
         assert key.startswith(f"{bus_prefix}anonymous:")
         assert "203.0.113.7" not in key
-        assert 0 < client.pttl(key) <= 60_000
+        assert 0 < await client.pttl(key) <= 60_000
     finally:
-        client.close()
+        await client.aclose()
 
 
 async def test_two_instances_share_one_budget(redis_url: str, bus_prefix: str) -> None:
@@ -111,35 +111,54 @@ async def test_two_instances_share_one_budget(redis_url: str, bus_prefix: str) -
         await second.close()
 
 
+async def just_before_a_window_edge(period_s: float = 0.5, ahead_s: float = 0.03) -> float:
+    """Sleep until ``ahead_s`` before the next instant a fixed window of ``period_s``
+    (aligned on the clock) would roll over, and return that instant. The clock is the
+    subject of these tests: the sleep places the bursts around that instant."""
+    edge = (math.floor(time.time() / period_s) + 1) * period_s
+    if edge - ahead_s - time.time() < 0.02:  # too close to get there in time: the next one
+        edge += period_s
+    await asyncio.sleep(edge - ahead_s - time.time())
+    return edge
+
+
 async def test_no_double_burst_at_a_window_edge(limiter: RateLimiter) -> None:
     rate = Rate(10, 0.5)  # one per 50 ms, bursts of 10
     interval = rate.interval_us / 1_000_000
-    # Straddle the instant a fixed 0.5 s window (aligned on the clock) would roll over.
-    edge = (math.floor(time.time() / 0.5) + 2) * 0.5
-    await asyncio.sleep(edge - 0.03 - time.time())
+    edge = await just_before_a_window_edge()
     started = time.monotonic()
     first = [await limiter.hit("p", rate, "edge") for _ in range(10)]
     await asyncio.sleep(max(0.0, edge + 0.01 - time.time()))
     second = [await limiter.hit("p", rate, "edge") for _ in range(10)]
     elapsed = time.monotonic() - started
     assert all(d.allowed for d in first)
-    # A fixed window would allow all ten again; GCRA only what the elapsed time paid for.
+    # A fixed window would allow all ten again; GCRA only what the elapsed time paid for
+    # (a bound that holds however slow the machine made the two bursts).
     assert sum(d.allowed for d in second) <= math.floor(elapsed / interval) + 1
-    assert sum(d.allowed for d in second) < 10
+
+
+async def allowed(limiter: RateLimiter, rate: Rate, key: str) -> bool:
+    return (await limiter.hit("p", rate, key)).allowed
 
 
 async def test_limiter_refills_at_the_rate(limiter: RateLimiter) -> None:
-    rate = Rate(4, 0.4)  # one per 100 ms
+    rate = Rate(4, 2.0)  # one per 500 ms: the checks below have that much slack
     assert all([(await limiter.hit("p", rate, "refill")).allowed for _ in range(4)])
+    asked = time.monotonic()
     refused = await limiter.hit("p", rate, "refill")
     assert not refused.allowed
-    await asyncio.sleep(refused.retry_after_s + 0.02)
-    assert (await limiter.hit("p", rate, "refill")).allowed
-    assert not (await limiter.hit("p", rate, "refill")).allowed
+    # Polled (a refused client's hits are answered in process): allowed again once its
+    # retry-after has passed, not before...
+    await until(lambda: allowed(limiter, rate, "refill"), 10, "the refill")
+    assert time.monotonic() - asked >= refused.retry_after_s
+    # ...and with one unit, not the burst.
+    assert not await allowed(limiter, rate, "refill")
 
 
 async def test_redis_down_falls_back_and_recovers(
-    throwaway_redis: RedisServer, captured_log: structlog.testing.CapturingLogger
+    throwaway_redis: RedisServer,
+    captured_log: structlog.testing.CapturingLogger,
+    script_calls: ScriptCalls,
 ) -> None:
     limiter = RateLimiter(throwaway_redis.url, prefix="rl:", retry_interval_s=0.3)
     await limiter.start()
@@ -148,13 +167,16 @@ async def test_redis_down_falls_back_and_recovers(
         assert (await limiter.hit("login_ip", rate, "203.0.113.7")).allowed
         assert not limiter.redis_down
 
-        throwaway_redis.stop()
+        await asyncio.to_thread(throwaway_redis.stop)
         before = fallback_total()
+        down_since = time.monotonic()
         decisions = []
         for _ in range(5):
             started = time.monotonic()
             decisions.append(await limiter.hit("login_ip", rate, "203.0.113.7"))
-            assert time.monotonic() - started < 1.0
+            # Never stuck on the dead server (bounded by the 0.25 s timeout; the rest of
+            # the margin is for a loaded machine).
+            assert time.monotonic() - started < 3
         # Still limited: the local limiter has its own budget of three.
         assert [d.allowed for d in decisions] == [True, True, True, False, False]
         assert limiter.redis_down
@@ -162,28 +184,30 @@ async def test_redis_down_falls_back_and_recovers(
         assert events(captured_log).count("ratelimit_fallback") == 1
         assert captured_log.calls[0].method_name == "warning"
 
-        # While the breaker is open, Redis is not tried at all (no connect attempts).
-        started = time.monotonic()
+        # While the breaker is open, Redis is not tried: one probe per retry interval at
+        # most (none, unless the machine was slow), not a call per request.
+        calls = script_calls.count
         for _ in range(50):
             await limiter.hit("login_ip", rate, "198.51.100.1")
-        assert time.monotonic() - started < 0.2
+        assert script_calls.count - calls <= (time.monotonic() - down_since) // 0.3
         assert events(captured_log).count("ratelimit_fallback") == 1
 
-        throwaway_redis.start()  # same port
-        deadline = time.monotonic() + 5
-        while limiter.redis_down and time.monotonic() < deadline:
+        await asyncio.to_thread(throwaway_redis.start)  # same port
+
+        async def recovered() -> bool:
             await limiter.hit("anonymous", rate, "probe")
-            await asyncio.sleep(0.05)
-        assert not limiter.redis_down
+            return not limiter.redis_down
+
+        await until(recovered, 30, "the limiter back on Redis")
         assert events(captured_log).count("ratelimit_recovered") == 1
         # The Redis path again: a fresh Redis has a fresh budget for this key, and the
         # decision lands there.
         assert (await limiter.hit("login_ip", rate, "203.0.113.7")).remaining == 2
-        client = redis.Redis.from_url(throwaway_redis.url)
+        client = redis.asyncio.Redis.from_url(throwaway_redis.url)
         try:
-            assert client.keys("rl:login_ip:*")
+            assert await client.keys("rl:login_ip:*")
         finally:
-            client.close()
+            await client.aclose()
         assert events(captured_log).count("ratelimit_fallback") == 1
     finally:
         await limiter.close()
@@ -198,7 +222,7 @@ async def test_unreachable_redis_from_the_start(
     try:
         started = time.monotonic()
         decision = await limiter.hit("register", Rate(1, 3600), "203.0.113.7")
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3  # refused at once; the margin is for load
         assert decision.allowed
         assert not (await limiter.hit("register", Rate(1, 3600), "203.0.113.7")).allowed
         assert events(captured_log) == ["ratelimit_fallback"]
@@ -224,7 +248,8 @@ async def test_hung_redis_is_cut_off_by_the_timeout(
     try:
         started = time.monotonic()
         decision = await limiter.hit("anonymous", Rate(5, 60), "203.0.113.7")
-        assert time.monotonic() - started < 0.6
+        # Without the 0.2 s deadline this would never return; the margin is for load.
+        assert time.monotonic() - started < 3
         assert decision.allowed and decision.remaining == 4
         assert limiter.redis_down
     finally:
@@ -244,18 +269,18 @@ async def test_a_steady_client_rarely_calls_redis(
     """1000 requests: 25 calls. Counted by Redis itself, on a Redis of the test's own."""
     limiter = RateLimiter(throwaway_redis.url, prefix="rl:")
     await limiter.start()
-    client = redis.Redis.from_url(throwaway_redis.url)
+    client = redis.asyncio.Redis.from_url(throwaway_redis.url)
     try:
         rate = Rate(1_000_000, 3_600)  # slices of up to 50
         assert (await limiter.hit("user", rate, "warm-up")).allowed  # loads the script
-        client.config_resetstat()
+        await client.config_resetstat()
         script_calls.count = 0
         started = time.monotonic()
         decisions = [await limiter.hit("user", rate, "steady") for _ in range(1_000)]
         elapsed_s = time.monotonic() - started
         assert all(d.allowed for d in decisions)
         # Ramping up: 1 + 2 + 4 + 8 + 16 + 32 = 63 in 6 calls; then 937 in slices of 50: 19.
-        evalsha = client.info("commandstats")["cmdstat_evalsha"]["calls"]
+        evalsha = (await client.info("commandstats"))["cmdstat_evalsha"]["calls"]
         assert evalsha == script_calls.count == 25
         # The headers still count down by one per request; the budget refills one unit per
         # T = 3.6 ms, so over the run they may rise by what that time refilled, no more.
@@ -265,7 +290,7 @@ async def test_a_steady_client_rarely_calls_redis(
         assert min(steps) >= -1
         assert sum(step for step in steps if step > 0) <= elapsed_s / rate.period_s * rate.limit + 1
     finally:
-        client.close()
+        await client.aclose()
         await limiter.close()
 
 
@@ -333,17 +358,21 @@ async def test_small_limits_stay_exact_across_instances(
     assert sum(d.allowed for d in concurrent) == limit
 
 
-@pytest.mark.parametrize("rate", [Rate(5, 1), Rate(40, 8)], ids=["n=1", "n=2"])
+@pytest.mark.parametrize("rate", [Rate(5, 2.5), Rate(40, 20)], ids=["n=1", "n=2"])
 async def test_a_refused_client_costs_no_calls_until_retry_after(
     limiter: RateLimiter, script_calls: ScriptCalls, rate: Rate
 ) -> None:
-    """T = 200 ms for both: the flood below takes a few ms."""
+    """T = 500 ms for both: the flood below takes a few ms (far less on an idle machine)."""
+    interval = rate.interval_us / 1_000_000
+    started = time.monotonic()
     decisions: list[Decision] = []
     while not decisions or decisions[-1].allowed:
         decisions.append(await limiter.hit("p", rate, "flood"))
+    burst_s = time.monotonic() - started
     assert len(decisions) == rate.limit + 1
     refused = decisions[-1]
-    assert 0.15 < refused.retry_after_s <= 0.2
+    # The next unit is due one interval after the burst began.
+    assert interval - burst_s <= refused.retry_after_s <= interval
     calls = script_calls.count
     flood = [await limiter.hit("p", rate, "flood") for _ in range(500)]
     flood += await asyncio.gather(*(limiter.hit("p", rate, "flood") for _ in range(100)))
@@ -352,9 +381,9 @@ async def test_a_refused_client_costs_no_calls_until_retry_after(
     waits = [d.retry_after_s for d in flood[:500]]
     assert waits == sorted(waits, reverse=True) and 0 < waits[-1] <= refused.retry_after_s
     assert all(d.remaining == 0 for d in flood)
-    await asyncio.sleep(flood[-1].retry_after_s)
-    assert (await limiter.hit("p", rate, "flood")).allowed
-    assert script_calls.count == calls + 1  # then one call
+    # Polled: hits before the retry-after are answered in process, then one call admits.
+    await until(lambda: allowed(limiter, rate, "flood"), 10, "the retry-after")
+    assert script_calls.count == calls + 1
 
 
 async def test_a_concurrent_flood_of_a_refused_client_costs_one_call(
@@ -372,14 +401,15 @@ async def test_a_concurrent_flood_of_a_refused_client_costs_one_call(
 async def test_units_not_spent_within_the_slice_lifetime_are_lost(
     redis_url: str, bus_prefix: str, script_calls: ScriptCalls
 ) -> None:
-    limiter = RateLimiter(redis_url, prefix=bus_prefix, slice_lifetime_s=0.2)
+    limiter = RateLimiter(redis_url, prefix=bus_prefix, slice_lifetime_s=0.5)
     await limiter.start()
     try:
         rate = Rate(600, 3_600)  # T = 6 s: no refill during the test
         for _ in range(1 + 2 + 4 + 1):  # slices of 1, 2, 4, 8: the last holds 7 unspent
             assert (await limiter.hit("user", rate, "idle")).allowed
         assert script_calls.count == 4
-        await asyncio.sleep(0.25)
+        # Time passing is the subject: outlive the slice (nothing to observe until a hit).
+        await asyncio.sleep(0.55)
         decision = await limiter.hit("user", rate, "idle")
         assert script_calls.count == 5  # the slice expired: Redis again
         # 15 units charged before, the 7 unspent ones lost, 1 more now.
@@ -394,18 +424,17 @@ async def test_no_double_burst_at_a_window_edge_with_slices(limiter: RateLimiter
     rate = Rate(100, 0.5)  # one per 5 ms, bursts of 100, slices of up to 5
     n = rate.slice_units
     interval = rate.interval_us / 1_000_000
-    edge = (math.floor(time.time() / 0.5) + 2) * 0.5
-    await asyncio.sleep(edge - 0.03 - time.time())
+    edge = await just_before_a_window_edge()
     started = time.monotonic()
     first = [await limiter.hit("p", rate, "edge") for _ in range(100)]
     await asyncio.sleep(max(0.0, edge + 0.01 - time.time()))
     second = [await limiter.hit("p", rate, "edge") for _ in range(100)]
     elapsed = time.monotonic() - started
     assert sum(d.allowed for d in first) >= 90  # the burst took a few ms of refill too
-    # What the elapsed time paid for, plus at most the units of one slice taken before.
+    # What the elapsed time paid for, plus at most the units of one slice taken before
+    # (a bound that holds however slow the machine made the bursts).
     total = sum(d.allowed for d in first + second)
     assert total <= rate.limit + math.floor(elapsed / interval) + 1 + (n - 1)
-    assert sum(d.allowed for d in second) < 50
 
 
 async def test_sliced_policies_hold_with_redis_down(
@@ -417,7 +446,7 @@ async def test_sliced_policies_hold_with_redis_down(
     try:
         for _ in range(3):  # slices of 1 and 2, both spent
             assert (await limiter.hit("anonymous", rate, "203.0.113.7")).allowed
-        throwaway_redis.stop()
+        await asyncio.to_thread(throwaway_redis.stop)
         before = fallback_total()
         decisions = [await limiter.hit("anonymous", rate, "203.0.113.7") for _ in range(150)]
         # The in-process GCRA's own budget, no more.

@@ -19,13 +19,15 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from tests.support import log_guard
-from tests.support.accounts import PASSWORD, new_email
+from tests.support.accounts import signed_up
 from tests.support.apps import (
     TEST_ORIGIN,
     TEST_SECRET,
     ServerProcess,
+    ingest_heartbeat,
     instance_env,
 )
+from tests.support.services import eventually
 from tests.support.ws import Publisher, WsClient
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,14 +75,6 @@ async def publisher(redis_url: str, prefix: str) -> Any:
         yield pub
 
 
-def signed_up(url: str) -> dict[str, Any]:
-    response = httpx.post(
-        url + "/api/v2/auth/register", json={"email": new_email(), "password": PASSWORD}
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
 def data_of(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message["data"])
 
@@ -114,9 +108,11 @@ async def test_subscribe_acks_then_snapshot_then_contiguous_updates_with_exact_d
         assert snapshot["data"]["n"] == 2  # the latest state, as its update carried it
 
         seqs = await publisher.ticks(channel, 30)
-        updates = await client.updates(channel, 30)
-        assert [u["seq"] for u in updates] == seqs == list(range(before[-1] + 1, seqs[-1] + 1))
-        assert [u["data"]["n"] for u in updates] == list(range(30))
+        [marker] = await publisher.ticks(channel, 1)  # read through it: nothing twice
+        updates = await client.through(channel, marker)
+        assert seqs == list(range(before[-1] + 1, seqs[-1] + 1))
+        assert [u["seq"] for u in updates] == [*seqs, marker]
+        assert [u["data"]["n"] for u in updates[:-1]] == list(range(30))
 
 
 async def test_unsubscribe_stops_the_updates(url: str, publisher: Publisher) -> None:
@@ -204,8 +200,10 @@ async def test_since_within_history_replays_exactly_the_missed_updates(
         assert [m["seq"] for m in replayed] == missed == list(range(seen + 1, seen + 8))
         assert [m["data"]["n"] for m in replayed] == list(range(7))
         live = await publisher.ticks(channel, 2)
-        assert [m["seq"] for m in await client.updates(channel, 2)] == live
-        assert not [m for m in client.received if m["type"] in ("update", "snapshot")]
+        [marker] = await publisher.ticks(channel, 1)
+        # Between the replay and the marker: the two live updates, each once, nothing else.
+        assert [m["seq"] for m in await client.through(channel, marker)] == [*live, marker]
+        assert not [m for m in client.received if m["type"] == "snapshot"]
 
 
 async def test_since_older_than_history_gets_a_snapshot(url: str, publisher: Publisher) -> None:
@@ -252,10 +250,11 @@ async def test_clients_on_every_worker_of_both_instances_get_the_same_stream(
         for client in clients:
             await client.request("subscribe", channels=[channel])
         seqs = await publisher.ticks(channel, 50)
-        streams = await asyncio.gather(*(client.updates(channel, 50) for client in clients))
+        [marker] = await publisher.ticks(channel, 1)  # read through it: nothing twice
+        streams = await asyncio.gather(*(client.through(channel, marker) for client in clients))
         for stream in streams:
-            assert [m["seq"] for m in stream] == seqs
-            assert [m["data"]["n"] for m in stream] == list(range(50))
+            assert [m["seq"] for m in stream] == [*seqs, marker]
+            assert [m["data"]["n"] for m in stream[:-1]] == list(range(50))
     finally:
         for client in clients:
             await client.close()
@@ -267,19 +266,23 @@ async def test_an_admin_tick_reaches_sockets_on_both_instances(
     from tests.support.accounts import admin_headers
 
     headers = await asyncio.to_thread(admin_headers, instances[0], module_pg_url)
+    # Admin ticks are taken once the ingest leader's heartbeat is there (run alone, this
+    # test may come right after the servers started).
+    await eventually(lambda: ingest_heartbeat(instances[1]), 30, "the leader's heartbeat")
     clients = [await WsClient.open(server.base_url) for server in instances]
     try:
         for client in clients:
             await client.request("subscribe", channels=["ticker:ETH-USD"])
-        response = httpx.post(
-            instances[1].base_url + "/api/v2/admin/ticks",
-            headers=headers,
-            json={"symbol": "ETH-USD", "price": "3210.5", "volume": "2"},
-        )
+        async with httpx.AsyncClient() as http:
+            response = await http.post(
+                instances[1].base_url + "/api/v2/admin/ticks",
+                headers=headers,
+                json={"symbol": "ETH-USD", "price": "3210.5", "volume": "2"},
+            )
         assert response.status_code == 202, response.text
         for client in clients:
             update = await client.next(
-                lambda m: m["type"] == "update" and m["data"]["price"] == "3210.5", timeout=10
+                lambda m: m["type"] == "update" and m["data"]["price"] == "3210.5", timeout=20
             )
             assert update["channel"] == "ticker:ETH-USD" and update["data"]["symbol"] == "ETH-USD"
     finally:
@@ -288,11 +291,13 @@ async def test_an_admin_tick_reaches_sockets_on_both_instances(
 
 
 async def test_silent_sockets_get_heartbeats(url: str) -> None:
+    before = time.time_ns() // 1_000_000
     async with await WsClient.open(url) as client:
-        raw = await asyncio.wait_for(client.conn.recv(), 5)
+        raw = await asyncio.wait_for(client.conn.recv(), 15)
         message = orjson.loads(raw)
         assert message["type"] == "heartbeat"
-        assert abs(message["ts"] - time.time_ns() // 1_000_000) < 5000
+        # Server time (epoch ms), stamped after the socket opened and before it arrived.
+        assert before - 1000 <= message["ts"] <= time.time_ns() // 1_000_000 + 1000
 
 
 # -- the private channel -------------------------------------------------------------------
@@ -301,7 +306,7 @@ async def test_silent_sockets_get_heartbeats(url: str) -> None:
 async def test_notifications_need_auth_and_carry_only_the_callers_own(
     instances: list[ServerProcess], publisher: Publisher
 ) -> None:
-    alice, bob = signed_up(instances[0].base_url), signed_up(instances[0].base_url)
+    alice, bob = await signed_up(instances[0].base_url), await signed_up(instances[0].base_url)
     async with await WsClient.open(instances[1].base_url) as client:
         refused = await client.request("subscribe", channels=["notifications"])
         assert refused["code"] == "unauthorized"
@@ -313,53 +318,55 @@ async def test_notifications_need_auth_and_carry_only_the_callers_own(
         )
         assert snapshot["data"] is None
 
-        await publisher.bus.publish(f"notifications:{bob['user']['id']}", b'{"for": "bob"}')
-        await publisher.bus.publish(f"notifications:{alice['user']['id']}", b'{"for": "alice"}')
-        mine = await client.next(
-            lambda m: m["type"] == "update" and m["channel"] == "notifications"
-        )
-        assert mine["data"] == {"for": "alice"} and mine["seq"] == snapshot["seq"] + 1
-        await asyncio.sleep(0.3)
-        assert not [m for m in client.received if m.get("channel") == "notifications"]
+        bobs, alices = (f"notifications:{u['user']['id']}" for u in (bob, alice))
+        await publisher.bus.publish(bobs, b'{"for": "bob"}')
+        await publisher.bus.publish(alices, b'{"for": "alice"}')
+        await publisher.bus.publish(bobs, b'{"for": "bob", "again": true}')
+        await publisher.bus.publish(alices, b'{"marker": true}')
+        # Everything up to the marker: alice's one notification, then the marker itself.
+        marker = await client.next(lambda m: m.get("data") == {"marker": True})
+        mine = [m for m in client.received if m.get("channel") == "notifications"]
+        assert [m["data"] for m in mine] == [{"for": "alice"}]
+        assert [m["seq"] for m in [*mine, marker]] == [snapshot["seq"] + 1, snapshot["seq"] + 2]
 
 
 async def test_logout_elsewhere_closes_the_users_sockets_with_1008(
     instances: list[ServerProcess],
 ) -> None:
-    user = signed_up(instances[0].base_url)
+    user = await signed_up(instances[0].base_url)
     token = user["tokens"]["access_token"]
     sockets = [await WsClient.open(server.base_url) for server in instances]
     for client in sockets:
         await client.request("auth", token=token)
         await client.request("subscribe", channels=["notifications"])
-    started = time.monotonic()
-    response = httpx.post(
-        instances[1].base_url + "/api/v2/auth/logout",
-        headers={"authorization": f"Bearer {token}"},
-    )
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            instances[1].base_url + "/api/v2/auth/logout", headers=user["headers"]
+        )
     assert response.status_code == 204
+    # Pushed to every worker at once (the revocations channel); the deadline is for a
+    # loaded machine, not the promise.
     for client in sockets:
-        assert await client.close_code(timeout=3) == 1008
-    assert time.monotonic() - started < 3
+        assert await client.close_code() == 1008
     # The token is dead for new sockets too.
     async with await WsClient.open(instances[0].base_url) as client:
         assert (await client.request("auth", token=token))["code"] == "invalid_token"
 
 
 async def test_an_expiring_token_closes_the_socket_with_1008(url: str) -> None:
-    user = signed_up(url)
+    user = await signed_up(url)
     real = jwt.decode(user["tokens"]["access_token"], options={"verify_signature": False})
-    short = jwt.encode({**real, "exp": int(time.time()) + 2}, TEST_SECRET, algorithm="HS256")
+    short_exp = int(time.time()) + 2
+    short = jwt.encode({**real, "exp": short_exp}, TEST_SECRET, algorithm="HS256")
     async with await WsClient.open(url) as client:
         assert (await client.request("auth", token=short))["type"] == "ack"
         await client.request("subscribe", channels=["notifications"])
-        started = time.monotonic()
-        assert await client.close_code(timeout=6) == 1008
-        assert time.monotonic() - started < 5  # expiry (2 s) + the 1 s sweep, with slack
+        assert await client.close_code() == 1008
+        assert time.time() >= short_exp  # closed for its expiry, not before it
 
 
 async def test_a_socket_cannot_switch_to_another_user(url: str) -> None:
-    alice, bob = signed_up(url), signed_up(url)
+    alice, bob = await signed_up(url), await signed_up(url)
     async with await WsClient.open(url) as client:
         await client.request("auth", token=alice["tokens"]["access_token"])
         refused = await client.request("auth", token=bob["tokens"]["access_token"])
@@ -407,11 +414,11 @@ async def test_a_flood_closes_with_1008(url: str) -> None:
 
 async def test_shutdown_closes_sockets_with_1001(module_pg_url: str, redis_url: str) -> None:
     env = instance_env(module_pg_url, redis_url)
-    server = ServerProcess(env).wait_ready()
+    server = await asyncio.to_thread(ServerProcess(env).wait_ready)
     try:
         client = await WsClient.open(server.base_url)
         await client.request("ping")
         server.process.terminate()
-        assert await client.close_code(timeout=10) == 1001
+        assert await client.close_code(timeout=20) == 1001
     finally:
-        server.stop()
+        await asyncio.to_thread(server.stop)

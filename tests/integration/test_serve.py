@@ -8,6 +8,7 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -66,12 +67,21 @@ def test_logs_bind_each_keep_alive_request_to_its_own_trace_id(pg_url: str) -> N
         ]
         ids = [response.headers["x-request-id"] for response in ids]
         assert ids[0] == "first-request" and ids[2] == "probe" and ids[3] == "fourth-request"
-        time.sleep(0.2)
-        access = [
-            json.loads(line)
-            for line in server.output().splitlines()
-            if line.startswith("{") and '"logger":"coinlink.access"' in line
-        ]
+
+        def access_lines() -> list[dict[str, Any]]:
+            return [
+                json.loads(line)
+                for line in server.output().splitlines()
+                if line.startswith("{") and '"logger":"coinlink.access"' in line
+            ]
+
+        # The last request's line may still be on its way to the log file.
+        wait_for(
+            lambda: any(e["trace_id"] == "fourth-request" for e in access_lines()),
+            10,
+            "the fourth request's access line",
+        )
+        access = access_lines()
     logged = [(entry["trace_id"], entry["route"], entry["status"]) for entry in access[-3:]]
     # Probes (/health, /readyz, /metrics) are counted in the metrics but not access-logged.
     assert logged == [
@@ -88,11 +98,10 @@ def test_sigterm_stops_the_server_cleanly(database: str, pg_url: str, tmp_path: 
     # still open (a write after Tortoise closed left an aiosqlite thread running).
     url = pg_url if database == "postgres" else f"sqlite://{tmp_path}/serve.sqlite3"
     server = ServerProcess(server_env(COINLINK_DATABASE_URL=url), workers=2).wait_ready()
-    wait_for(lambda: server.output().count("Worker ready") == 2, 20, "both workers")
-    # The main process polls for the workers' acknowledgements every 0.1 s; a signal that
-    # lands inside that poll deadlocks Sanic's manager (sanic-org/sanic#2997, open), so
-    # this test stops a server that has finished starting, as an operator would.
-    time.sleep(1)
+    # A signal while Sanic's manager still waits for the workers' acknowledgements
+    # deadlocks it (sanic-org/sanic#2997, open), so this test stops a server that has
+    # finished starting, as an operator would: the main process says so.
+    wait_for(lambda: server.logged("workers_started"), 60, "the manager's acknowledgements")
     started = time.monotonic()
     assert server.stop(signal.SIGTERM) == 0
     assert time.monotonic() - started < 15

@@ -104,7 +104,7 @@ async def test_302_is_not_followed() -> None:
 
 async def test_receiver_that_never_answers_times_out_as_retryable() -> None:
     async def silent(received: Received, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # never answers
 
     async with receiver(silent) as rcv:
         started = time.monotonic()
@@ -112,8 +112,9 @@ async def test_receiver_that_never_answers_times_out_as_retryable() -> None:
         elapsed = time.monotonic() - started
     assert (result.ok, result.status, result.retryable) == (False, None, True)
     assert result.error == "timed out after 0.5 s"
-    assert 0.45 <= elapsed < 1.0
-    assert 450 <= result.duration_ms < 1000
+    # Not before the deadline; after it, only a loaded machine's delay (never an answer).
+    assert 0.45 <= elapsed < 3
+    assert 450 <= result.duration_ms < 3000
     assert len(rcv.requests) == 1
 
 
@@ -128,7 +129,7 @@ async def test_dribbling_receiver_cannot_stretch_the_deadline() -> None:
     async with receiver(dribble) as rcv:
         started = time.monotonic()
         result = await post(f"http://127.0.0.1:{rcv.port}/", timeout_s=0.5)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3  # the dribble would last 50 s
     assert result.retryable and result.error == "timed out after 0.5 s"
 
 

@@ -45,6 +45,19 @@ def bearer(tokens: dict[str, Any]) -> dict[str, str]:
     return {"authorization": f"Bearer {tokens['access_token']}"}
 
 
+async def signed_up(base_url: str) -> dict[str, Any]:
+    """A new user of a running server (async tests: the loop keeps serving its sockets):
+    the registration's body (``user``, ``tokens``) and its bearer ``headers``."""
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        response = await client.post(
+            "/api/v2/auth/register", json={"email": new_email(), "password": PASSWORD}
+        )
+    assert response.status_code == 201, response.text
+    body = dict(response.json())
+    body["headers"] = bearer(body["tokens"])
+    return body
+
+
 def claims(**overrides: Any) -> dict[str, Any]:
     """Claims of a well-formed access token; override or drop (value None) any of them."""
     now = int(time.time())

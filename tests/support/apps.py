@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from sanic import Sanic
+from sanic_testing.reusable import ReusableClient
 
 from coinlink.app import create_app
 from coinlink.db import apply_migrations
@@ -35,6 +36,7 @@ RATE_LIMITS = (
     "rate_limit_register",
 )
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def build_app(
@@ -159,6 +161,10 @@ class ServerProcess:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def logged(self, event: str) -> bool:
+        """Whether any of its processes has logged ``event`` (JSON log lines)."""
+        return f'"event":"{event}"' in self.output()
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.process.poll() is None:
             # Like a container runtime: the signal goes to the main process, which stops
@@ -187,7 +193,20 @@ def running_server(env: dict[str, str], workers: int = 1) -> Iterator[ServerProc
         yield server.wait_ready()
     finally:
         server.stop()
-        time.sleep(0)
+
+
+def serve_until(client: ReusableClient, check: Callable[[], T], timeout: float, what: str) -> T:
+    """:func:`wait_for` for an in-process app: its loop runs only inside the client's calls,
+    so between checks it is run, not frozen by a ``time.sleep`` (ingest, the bus, batches
+    written once a second all live on it). Returns the check's truthy result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout} s")
+        client._run(asyncio.sleep(0.05))
 
 
 def metric(server: ServerProcess, name: str) -> float:
@@ -198,6 +217,17 @@ def metric(server: ServerProcess, name: str) -> float:
         return 0.0
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def ingest_heartbeat(server: ServerProcess) -> bool:
+    """Whether the instance's /readyz ingest check passes: a leader's heartbeat is there
+    (from then on the admin tick API takes ticks; before, it answers 503) and its newest
+    tick is recent (a test that injects old ticks must look at the heartbeat itself)."""
+    try:
+        checks = httpx.get(server.base_url + "/readyz", timeout=2).json()["checks"]
+    except httpx.HTTPError:
+        return False
+    return bool(checks["ingest"]["status"] == "ok")
 
 
 def leads(server: ServerProcess) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import inspect
 import os
 import shutil
 import socket
@@ -20,10 +21,13 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import asyncpg
 import redis
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -50,6 +54,23 @@ async def eventually(predicate: Callable[[], bool], timeout: float, what: str) -
             return
         await asyncio.sleep(0.05)
     raise TimeoutError(f"{what} did not come up within {timeout} s")
+
+
+async def until(check: Callable[[], T | Awaitable[T]], timeout: float = 10, what: str = "") -> T:
+    """:func:`eventually` for checks that run on the test's own loop (a bus, a limiter, a
+    hub, what a WebSocket client received, a query through the test's ORM): polled between
+    the loop's other work until it returns something truthy, which is returned. A check may
+    be a plain function or return an awaitable."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return cast(T, result)
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what or check} did not happen within {timeout} s")
+        await asyncio.sleep(0.02)
 
 
 def redis_answers(url: str) -> bool:
@@ -231,19 +252,3 @@ def fresh_database(server_url: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(drop_database(server_url, name))
-
-
-async def until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 5, what: str = ""
-) -> None:
-    """Wait for ``predicate`` about objects of the test's own loop (a hub, a connection, a
-    query through the test's ORM): checked in the loop itself, between its other work,
-    until ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = predicate()
-        if outcome if isinstance(outcome, bool) else await outcome:
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what or predicate} did not happen within {timeout} s")
-        await asyncio.sleep(0.01)

@@ -57,9 +57,11 @@ class WsClient:
         return await self.next(lambda m: m.get("id") == msg_id and m["type"] != "update")
 
     async def next(
-        self, match: Callable[[Json], bool] = lambda m: True, timeout: float = 5
+        self, match: Callable[[Json], bool] = lambda m: True, timeout: float = 15
     ) -> Json:
-        """The first message (heartbeats aside) that ``match`` accepts; it is taken out."""
+        """The first message (heartbeats aside) that ``match`` accepts; it is taken out.
+        What arrived before it stays in ``received``. (The deadlines here are for a loaded
+        machine: each returns as soon as what it waits for is there.)"""
         deadline = time.monotonic() + timeout
         while True:
             for index, message in enumerate(self.received):
@@ -73,13 +75,24 @@ class WsClient:
             if message["type"] != "heartbeat":
                 self.received.append(message)
 
-    async def updates(self, channel: str, count: int, timeout: float = 10) -> list[Json]:
+    async def updates(self, channel: str, count: int, timeout: float = 20) -> list[Json]:
         return [
             await self.next(lambda m: m["type"] == "update" and m["channel"] == channel, timeout)
             for _ in range(count)
         ]
 
-    async def close_code(self, timeout: float = 5) -> int | None:
+    async def through(self, channel: str, seq: int) -> list[Json]:
+        """The updates of ``channel`` up to and including the one numbered ``seq``, taken
+        out. With ``seq`` a marker published after what a test expects, a duplicate or a
+        stray update cannot hide after the last expected one."""
+        last = await self.next(
+            lambda m: m["type"] == "update" and m["channel"] == channel and m["seq"] == seq
+        )
+        earlier = [m for m in self.received if m["type"] == "update" and m["channel"] == channel]
+        self.received = [m for m in self.received if m not in earlier]
+        return [*earlier, last]
+
+    async def close_code(self, timeout: float = 15) -> int | None:
         """Read until the server closes; the close code it sent."""
         try:
             async with asyncio.timeout(timeout):
@@ -106,6 +119,68 @@ class Publisher:
     async def ticks(self, channel: str, count: int, size: int = 0) -> list[int]:
         items = [(channel, ticker_data(i, size)) for i in range(count)]
         return await self.bus.publish_many(items)
+
+
+RawFrame = tuple[int, bytes]  # (opcode, payload) of a frame a raw client read
+TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+
+
+def masked(opcode: int, payload: bytes) -> bytes:
+    """A client-to-server frame of any opcode (masked, with a zero mask)."""
+    return bytes((0x80 | opcode,)) + masked_text(payload)[1:]
+
+
+def split_frames(data: bytes) -> tuple[list[RawFrame], bytes]:
+    """Each complete server frame at the start of ``data``, and the incomplete rest."""
+    frames = read_frames(data)
+    # Servers encode lengths minimally (RFC 6455): 7 bits, then 16, then 64.
+    used = sum(2 + (0 if len(p) < 126 else 2 if len(p) < 65536 else 8) + len(p) for _, p in frames)
+    return frames, data[used:]
+
+
+def close_code(frames: list[RawFrame]) -> int | None:
+    """The code of the server's close frame among ``frames``; None when there is none."""
+    closes = [payload for opcode, payload in frames if opcode == CLOSE]
+    return int.from_bytes(closes[0][:2], "big") if closes else None
+
+
+class RawReader:
+    """Reads what the server sends to a :func:`raw_handshake` client, frame by frame, only
+    when told to (blocking socket reads: run them in a thread). It answers pings with
+    pongs, as every client must, unless ``answer_pings`` is False."""
+
+    def __init__(self, sock: socket.socket, *, answer_pings: bool = True) -> None:
+        self.sock = sock
+        self.answer_pings = answer_pings
+        self.frames: list[RawFrame] = []
+        self._rest = b""
+
+    def read_until(self, done: Callable[[list[RawFrame]], bool], within_s: float) -> list[RawFrame]:
+        """Read until ``done`` holds for the frames read so far, or the server has closed
+        the connection; every frame read. TimeoutError after ``within_s``."""
+        deadline = time.monotonic() + within_s
+        while not done(self.frames):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"not done within {within_s} s; last: {self.frames[-3:]}")
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                break
+            if not chunk:
+                break
+            frames, self._rest = split_frames(self._rest + chunk)
+            for opcode, payload in frames:
+                if opcode == PING and self.answer_pings:
+                    self.sock.sendall(masked(PONG, payload))
+            self.frames += frames
+        return self.frames
+
+    def until_closed(self, within_s: float) -> list[RawFrame]:
+        return self.read_until(lambda frames: close_code(frames) is not None, within_s)
 
 
 def ticker_data(n: int, size: int = 0) -> bytes:

@@ -12,13 +12,14 @@ from coinlink.bus import MemoryBus
 from coinlink.market.ingest import LEASE, Ingest
 from coinlink.market.providers.base import Provider
 from coinlink.market.view import MarketView
+from tests.support.services import until
 
 
 class SlowRenewals(MemoryBus):
     """A bus whose lease renewals hang, as a Redis on the far side of a bad link would."""
 
     async def renew_lease(self, name: str, holder: str, token: int, ttl_s: float) -> bool:
-        await asyncio.sleep(60)
+        await asyncio.Event().wait()  # never answers
         return True
 
 
@@ -47,11 +48,7 @@ async def test_stopping_hands_the_lease_over_at_once() -> None:
     bus = MemoryBus()
     ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=30)
     task = asyncio.create_task(ingest.run())
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if ingest.leading:
-            break
-    assert ingest.leading
+    await until(lambda: ingest.leading, 10, "the lead")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     # Released, not left to expire in 30 s: a rolling deploy loses no ingest time.
@@ -72,11 +69,7 @@ async def test_a_failing_reign_is_retried_not_fatal() -> None:
     ingest = Ingest(bus, ["BTC-USD"], provider, lease_ttl_s=0.5)
     task = asyncio.create_task(ingest.run())
     try:
-        for _ in range(300):
-            await asyncio.sleep(0.01)
-            if len(attempts) >= 3 and ingest.leading:
-                break
-        assert len(attempts) >= 3 and ingest.leading
+        await until(lambda: len(attempts) >= 3 and ingest.leading, 20, "a third, working reign")
         # With a growing pause between reigns (lease/5 doubling, at least its upper half),
         # not thousands a second.
         assert attempts[1] - attempts[0] >= 0.05
@@ -116,12 +109,11 @@ async def test_a_stray_message_in_candle_history_does_not_stop_a_take_over() -> 
     ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=1.0)
     task = asyncio.create_task(ingest.run())
     try:
-        async with asyncio.timeout(5):
-            while (
-                ingest.pipeline is None or ingest.pipeline.candles["BTC-USD"].current("1m") is None
-            ):
-                await asyncio.sleep(0.01)
-        resumed = ingest.pipeline.candles["BTC-USD"].current("1m")
+        resumed = await until(
+            lambda: ingest.pipeline and ingest.pipeline.candles["BTC-USD"].current("1m"),
+            10,
+            "the resumed candle",
+        )
         assert resumed is not None and resumed.open_time == 60_000 and ingest.leading
     finally:
         task.cancel()

@@ -188,7 +188,8 @@ async def test_speed_zero_is_as_fast_as_possible(tmp_path: Path) -> None:
     started = time.monotonic()
     ticks = await play(ReplayProvider(path, speed=0))
     assert len(ticks) == 2000
-    assert time.monotonic() - started < 2.0
+    # Paced, the first gap alone would take a minute; the margin is for a loaded machine.
+    assert time.monotonic() - started < 10
 
 
 async def test_loop_replays_with_increasing_timestamps(tmp_path: Path) -> None:
