@@ -41,6 +41,7 @@ DEV_DATABASE_URL = "sqlite://var/coinlink.sqlite3"
 DEV_CORS_ORIGINS = ("http://localhost:8000", "http://127.0.0.1:8000")
 MIN_SECRET_BYTES = 32
 MIN_PRODUCTION_BCRYPT_ROUNDS = 12
+MIN_STOP_S = 2.0
 DEFAULT_SYMBOLS = (
     "BTC-USD",
     "ETH-USD",
@@ -284,6 +285,18 @@ class IngestSettings(_Group):
     """Lifetime of the ingest leader's lease; another instance takes over within two."""
 
 
+class ShutdownSettings(_Group):
+    """How a server stops on SIGTERM without losing a request (docs/operations.md)."""
+
+    drain_s: float = Field(default=3.0, ge=0, le=60)
+    """Seconds it keeps serving after SIGTERM (readiness 503, every response closes its
+    connection) so that load balancers stop routing to it, before it stops accepting."""
+
+    budget_s: float = Field(default=8.0, gt=0, le=300)
+    """Seconds from SIGTERM to exit, drain included: below the platform's wait before
+    SIGKILL (10 s in Docker, ``terminationGracePeriodSeconds`` in Kubernetes)."""
+
+
 class SimulatorSettings(_Group):
     """The ``simulator`` market provider."""
 
@@ -438,6 +451,7 @@ class Settings(BaseSettings):
     webhook: WebhookSettings = WebhookSettings()
 
     # Operations.
+    shutdown: ShutdownSettings = ShutdownSettings()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level that is logged."""
 
@@ -520,6 +534,14 @@ class Settings(BaseSettings):
                     problems.append((("jwt", name), f"required with {_env('jwt', 'algorithm')}"))
                 elif not path.is_file():
                     problems.append((("jwt", name), f"no readable file at {path}"))
+        if self.shutdown.budget_s < self.shutdown.drain_s + MIN_STOP_S:
+            problems.append(
+                (
+                    ("shutdown", "budget_s"),
+                    f"must exceed {_env('shutdown', 'drain_s')} by at least {MIN_STOP_S:g} s "
+                    "(the time to finish requests and stop after the drain)",
+                )
+            )
         if self.is_production:
             problems += self._production_problems()
         if problems:
