@@ -29,8 +29,10 @@ async def health(request: Request) -> HTTPResponse:
 @openapi.summary("Readiness: database and Redis answer within their deadline")
 @openapi.tag("operations")
 @openapi.response(200, description="ready")
-@openapi.response(503, description="a check failed; see checks")
+@openapi.response(503, description="a check failed (see checks), or the server is stopping")
 async def readyz(request: Request) -> HTTPResponse:
+    if request.app.ctx.drain.draining:  # stopping: load balancers must route elsewhere
+        return json({"status": "draining", "checks": {}}, status=503)
     settings = request.app.ctx.settings
     bus = request.app.ctx.bus
     checks = {

@@ -19,9 +19,18 @@ class TooManyConnections(ApiError):
     code = "rate_limited"
 
 
+class Draining(ApiError):
+    status = 503
+    code = "draining"
+
+
 @bp.on_request
 async def _admit(request: Request) -> None:
-    """Refuse the upgrade (no WebSocket at all) for a foreign Origin or a crowded address."""
+    """Refuse the upgrade (no WebSocket at all) on a stopping server, for a foreign Origin
+    or from a crowded address."""
+    if request.app.ctx.drain.draining:
+        # Retried at once by a proxy (another instance answers), or by the client.
+        raise Draining("this server is stopping; connect again", headers={"Retry-After": "1"})
     settings: Settings = request.app.ctx.settings
     origin = request.headers.get("origin")
     if origin is not None and origin not in settings.cors_origins:

@@ -43,6 +43,7 @@ from coinlink.observability.metrics import mark_worker_dead
 from coinlink.observability.sentry import init_sentry
 from coinlink.ratelimit import Policies, RateLimiter
 from coinlink.realtime.hub import Hub, HubSettings
+from coinlink.serving.drain import Drain
 from config import Settings, load_settings
 
 log = structlog.get_logger(logger_name="coinlink.app")
@@ -62,8 +63,9 @@ def create_app(
     app.config.update(
         REQUEST_MAX_SIZE=settings.max_body_bytes,
         ACCESS_LOG=False,
-        # Below the 10 s a container runtime waits between SIGTERM and SIGKILL.
-        GRACEFUL_SHUTDOWN_TIMEOUT=8.0,
+        # Sanic's wait for requests on their way at shutdown; the drain sets what is left
+        # of COINLINK_SHUTDOWN_BUDGET_S (a stop without a drain: Ctrl-C, tests).
+        GRACEFUL_SHUTDOWN_TIMEOUT=settings.shutdown.budget_s,
         WEBSOCKET_MAX_SIZE=64 * 1024,
         WEBSOCKET_PING_INTERVAL=settings.ws.ping_interval_s,
         WEBSOCKET_PING_TIMEOUT=settings.ws.ping_timeout_s,
@@ -81,6 +83,7 @@ def create_app(
         HTTP_AUTO_TRACE=False,
     )
     app.ctx.settings = settings
+    app.ctx.drain = Drain(settings.shutdown)
     # Only CORS/automatic OPTIONS and OpenAPI: the injection extension alone dispatches a
     # signal on every request, which costs /health about a tenth of its throughput.
     Extend(app, built_in_extensions=False, extensions=[HTTPExtension, OpenAPIExtension])
@@ -88,7 +91,10 @@ def create_app(
     app.ext.openapi.add_security_scheme("bearer", "http", scheme="bearer", bearer_format="JWT")
 
     middleware.install(
-        app, production=settings.is_production, access_log_enabled=settings.access_log
+        app,
+        production=settings.is_production,
+        access_log_enabled=settings.access_log,
+        drain=app.ctx.drain,
     )
     tokens = TokenService(settings)
     limiter = RateLimiter(
@@ -171,20 +177,31 @@ def create_app(
         app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")
         app.ctx.webhooks_task = asyncio.create_task(app.ctx.webhooks.run(), name="webhooks")
 
+    async def stop_jobs() -> None:
+        # The singleton jobs hand over to another instance: the drain stops them first.
+        await asyncio.gather(stop_task(app.ctx.ingest_task), stop_task(app.ctx.webhooks_task))
+
+    async def drain_on_sigterm(app: Sanic[Any, Any]) -> None:
+        app.ctx.drain.install(app, stop_jobs)
+
     async def stop_background(app: Sanic[Any, Any]) -> None:
         # Before the server stops, while the database is open: a stopping leader writes its
         # pending candles and releases its lease (after Tortoise closes, a write would open
         # a new SQLite thread that keeps the process alive).
-        await stop_task(app.ctx.ingest_task)
-        await stop_task(app.ctx.webhooks_task)
-        await app.ctx.hub.close()
+        # Concurrently, within what is left of the shutdown budget.
+        await asyncio.wait(
+            [asyncio.create_task(stop_jobs()), asyncio.create_task(app.ctx.hub.close())],
+            timeout=app.ctx.drain.remaining_s(),
+        )
 
     async def stop_worker(app: Sanic[Any, Any]) -> None:
         await limiter.close()
         await app.ctx.bus.close()
         mark_worker_dead(os.getpid())
+        app.ctx.drain.finished()
 
     app.register_listener(start_worker, "before_server_start", priority=1000)
+    app.register_listener(drain_on_sigterm, "after_server_start")
     app.register_listener(stop_background, "before_server_stop")
     app.register_listener(stop_worker, "after_server_stop")
     return app

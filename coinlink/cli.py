@@ -14,9 +14,11 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -107,7 +109,26 @@ def _run_db(settings: Settings, work: Coroutine[Any, Any, int]) -> int:
         return EXIT_FAILED
 
 
+class _Stopped(BaseException):
+    """SIGTERM before the workers exist: nothing to drain, stop at once."""
+
+
+def _stop_now(signum: int, frame: FrameType | None) -> None:
+    raise _Stopped
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Until Sanic starts (coinlink.serving.manager then takes the signal over): a pod
+    # deleted while it starts must still stop, and cleanly.
+    signal.signal(signal.SIGTERM, _stop_now)
+    try:
+        return _serve(args)
+    except _Stopped:
+        log.info("stopped_before_serving")
+        return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
     settings = _settings(host=args.host, port=args.port, workers=args.workers)
     settings = _ensure_jwt_secret(settings)
     status = _run_db(settings, _migrate_or_refuse(settings))
@@ -119,6 +140,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from sanic.worker.loader import AppLoader
 
     from coinlink.app import create_app
+    from coinlink.serving import manager
+    from coinlink.serving.protocol import FinishingProtocol
 
     loader = AppLoader(factory=args.app_factory or create_app)
     app = loader.load()
@@ -131,6 +154,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # Sanic's default of 100 overflows when a few hundred clients connect at once.
         backlog=1024,
         single_process=False,
+        protocol=FinishingProtocol,
     )
     log.info(
         "serving",
@@ -138,29 +162,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.effective_workers,
         env=settings.env,
     )
-    app.main_process_ready(_announce_started)
+    app.main_process_ready(manager.adapt)
+    manager.defer_stop_signals()
     try:
         Sanic.serve(primary=app, app_loader=loader)
     finally:
         if made_metrics_dir:
             shutil.rmtree(made_metrics_dir, ignore_errors=True)
     return 0
-
-
-def _announce_started(app: Sanic[Any, Any]) -> None:
-    """Log ``workers_started`` (main process) once Sanic's manager has every worker's
-    acknowledgement. A stop signal before that can hang the manager (sanic-org/sanic#2997);
-    no other line says the window has closed ("Worker ready" is logged by a worker, before
-    the manager has seen its acknowledgement)."""
-    manager = app.manager
-    wait_for_ack: Callable[[], None] = manager.wait_for_ack
-
-    def wait_then_announce() -> None:
-        wait_for_ack()
-        log.info("workers_started", workers=manager.num_server)
-
-    # Instance attribute over the method: monitor() calls self.wait_for_ack().
-    manager.wait_for_ack = wait_then_announce  # type: ignore[method-assign]
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from functools import lru_cache
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sanic import Request, Sanic
 from sanic.response import BaseHTTPResponse
@@ -20,6 +20,9 @@ from coinlink.http.trace_ids import trace_id_for, trace_id_of
 from coinlink.observability import logging as obs_logging
 from coinlink.observability.logging import bind_request_context
 from coinlink.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+
+if TYPE_CHECKING:
+    from coinlink.serving.drain import Drain
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 # The docs page loads its UI script from a CDN, so it only forbids framing.
@@ -108,7 +111,9 @@ def route_label(request: Request) -> str:
     return "/" + route.path if route is not None else UNMATCHED_ROUTE
 
 
-def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool) -> None:
+def install(
+    app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool, drain: Drain
+) -> None:
     header_encoding.install()
     base_headers = security_headers(production)
     counts = _BatchedCounts()
@@ -127,6 +132,10 @@ def install(app: Sanic[Any, Any], *, production: bool, access_log_enabled: bool)
         if "authorization" in request.headers:
             headers["Cache-Control"] = "no-store"
         headers["X-Request-ID"] = trace_id_of(request)
+        if drain.draining:
+            # A draining server closes each connection after its response: a proxy's or
+            # client's next request opens a new one, which goes to another instance.
+            request.stream.keep_alive = False  # type: ignore[union-attr]
 
         started: float | None = getattr(request.ctx, "started", None)
         if started is None:  # failed before the request hook (a 413 while reading, say)

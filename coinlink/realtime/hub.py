@@ -52,6 +52,9 @@ from coinlink.wire import now_ms
 
 log = structlog.get_logger(logger_name="coinlink.realtime")
 
+# The close reason of a stopping server: another instance serves the same channels, and
+# `since` recovers what was published meanwhile.
+RESTART_REASON = "server restarting: reconnect and resubscribe with since"
 _TICK_S = 0.05  # how often laggards are flushed
 _SWEEP_S = 1.0  # how often heartbeats and token expiry are checked
 # While the bus is away: 0.5 s doubling to 10 s, jittered (coinlink.backoff) so the hubs of
@@ -117,9 +120,10 @@ class Hub:
         ]
 
     async def close(self) -> None:
-        """Close every socket with 1001 (going away), then stop following the bus."""
+        """Close every socket with 1001 (going away) and the reconnect hint, then stop
+        following the bus."""
         for conn in list(self.connections):
-            self.disconnect(conn, 1001, "server shutting down")
+            self.disconnect(conn, 1001, RESTART_REASON)
         if self._subscription is not None:
             with contextlib.suppress(BusError):
                 await self._subscription.close()

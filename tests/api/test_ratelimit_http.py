@@ -28,6 +28,7 @@ from coinlink.http.client_address import TrustedProxies
 from coinlink.http.errors import EnvelopeErrorHandler
 from coinlink.http.ratelimit import enforce, install
 from coinlink.ratelimit import Policies, RateLimiter
+from coinlink.serving.drain import Drain
 from config import load_settings
 from tests.support.apps import TEST_ORIGIN, TEST_SECRET, build_app
 from tests.support.script_calls import ScriptCalls
@@ -53,7 +54,9 @@ def make_app(redis_url: str | None, prefix: str, **overrides: Any) -> Sanic[Any,
     app = Sanic(f"rl_{uuid.uuid4().hex[:8]}", error_handler=EnvelopeErrorHandler())
     app.config.ACCESS_LOG = False
     app.ctx.settings = settings
-    middleware.install(app, production=False, access_log_enabled=False)
+    middleware.install(
+        app, production=False, access_log_enabled=False, drain=Drain(settings.shutdown)
+    )
     app.blueprint(health.bp)
 
     @app.route(THINGS, methods=["GET", "POST", "OPTIONS"])

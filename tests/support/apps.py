@@ -69,6 +69,9 @@ def server_env(**values: str) -> dict[str, str]:
             "COINLINK_LOG_FORMAT": "json",
             "COINLINK_CORS_ORIGINS": TEST_ORIGIN,
             "COINLINK_BCRYPT_ROUNDS": "4",
+            # No load balancer to wait for: a test that stops a server means "now". The
+            # drain's own tests set it.
+            "COINLINK_SHUTDOWN_DRAIN_S": "0",
         }
     )
     env.update(values)
@@ -107,6 +110,7 @@ class ServerProcess:
     ) -> None:
         """``module``: what ``python -m`` runs (a test's own entry point can inject faults)."""
         self.expected_errors = expected_errors
+        self.env = env
         log_guard.STARTED.append(self)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"

@@ -25,7 +25,7 @@ from coinlink.bus import BusError, Message
 from coinlink.market.view import MarketView
 from coinlink.realtime import protocol
 from coinlink.realtime.connection import HIGH_WATER, Connection
-from coinlink.realtime.hub import Hub, HubSettings
+from coinlink.realtime.hub import RESTART_REASON, Hub, HubSettings
 from coinlink.wire import now_ms
 from tests.support.buses import FaultyBus
 from tests.support.metrics import sample
@@ -557,7 +557,7 @@ async def test_closing_the_hub_closes_every_socket_1001_and_leaves_the_bus(
         _, second_peer = await socket(hub, endpoint)
         await subscribe(hub, first, TICKER)
     for peer in (first_peer, second_peer):
-        assert (await peer.closed())[:2] == (1001, "server shutting down")
+        assert (await peer.closed())[:2] == (1001, RESTART_REASON)
     assert bus.followed() == set()
 
 

@@ -1,0 +1,95 @@
+"""The main process of ``coinlink serve``: Sanic's worker manager, adapted in three ways.
+
+* SIGTERM is passed on to the workers as SIGTERM, so each one drains
+  (:mod:`coinlink.serving.drain`); Sanic would send SIGINT, which stops them at once.
+  SIGINT (Ctrl-C) keeps Sanic's immediate stop, and a second signal still kills.
+* A stop signal while the workers start no longer leaves the manager waiting forever for
+  acknowledgements that cannot come (sanic-org/sanic#2997): it stops the workers and exits.
+* ``workers_started`` is logged once the manager has every worker's acknowledgement: no
+  other line says so ("Worker ready" is logged by a worker, before the manager has seen it).
+
+Sanic internals (``WorkerManager``: ``wait_for_ack``, ``_all_workers_ack``,
+``_shutting_down``, ``monitor_subscriber``/``monitor_publisher``, ``shutdown_signal``):
+checked against ``CHECKED_VERSIONS`` by ``tests/integration/test_serving_manager.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from types import FrameType
+from typing import Any
+
+import structlog
+from sanic import Sanic
+from sanic.worker.manager import WorkerManager
+
+log = structlog.get_logger(logger_name="coinlink.serving.manager")
+
+CHECKED_VERSIONS = {"sanic": ">=25.12,<26"}
+_POLL_S = 0.1
+_TERMINATE_EARLY = "__TERMINATE_EARLY__"  # what a worker sends when its start-up failed
+_deferred: list[int] = []  # a stop signal that came before the manager was adapted
+
+
+def defer_stop_signals() -> None:
+    """Until :func:`adapt` runs, remember SIGTERM rather than act on it: it interrupts no
+    part of Sanic's start-up, and the adapted manager then stops at once."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: _deferred.append(signum))
+
+
+def adapt(app: Sanic[Any, Any]) -> None:
+    """For ``app.main_process_ready``: adapt the manager that is about to start the workers."""
+    manager: WorkerManager = app.manager
+    sanic_signal = manager.shutdown_signal
+
+    def stop_workers() -> None:
+        for process in manager.processes:
+            if process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGTERM)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if signum != signal.SIGTERM or manager._shutting_down:
+            sanic_signal(signum, frame)
+            return
+        log.info("stopping", signal="SIGTERM")
+        manager._shutting_down = True
+        stop_workers()
+        manager.monitor_publisher.send(None)  # ends the monitor loop: no restarts now
+
+    def wait_for_ack() -> None:
+        held: list[Any] = []  # messages for the monitor loop, passed on once it runs
+        try:
+            acked = wait(held)
+        finally:
+            for message in held:
+                manager.monitor_publisher.send(message)
+        if acked:
+            log.info("workers_started", workers=manager.num_server)
+
+    def wait(held: list[Any]) -> bool:
+        misses = 0
+        while not manager._all_workers_ack():
+            if manager._shutting_down:
+                stop_workers()  # a worker started after the signal has not had it yet
+                return False
+            if manager.monitor_subscriber.poll(_POLL_S):
+                message = manager.monitor_subscriber.recv()
+                if message == _TERMINATE_EARLY:
+                    misses = manager.THRESHOLD
+                else:
+                    held.append(message)
+            misses += 1
+            if misses > manager.THRESHOLD:
+                log.error("workers_did_not_start", workers=manager.num_server)
+                manager.kill()
+        return True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if _deferred:
+        on_signal(_deferred.pop(), None)
+    # An instance attribute over the method: monitor() calls self.wait_for_ack().
+    manager.wait_for_ack = wait_for_ack  # type: ignore[method-assign]

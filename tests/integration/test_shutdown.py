@@ -1,0 +1,163 @@
+"""``coinlink serve`` stopping: the drain on SIGTERM, and a stop at any moment of start-up.
+
+Real processes (two workers, PostgreSQL, Redis); each step waits on what the server logs
+or answers, never on time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+from coinlink.realtime.hub import RESTART_REASON
+from tests.support.apps import ServerProcess, instance_env
+from tests.support.services import until, wait_for
+from tests.support.ws import WsClient, ws_url
+
+DRAIN_S = 1.5
+BUDGET_S = 6.0
+
+
+def log_count(server: ServerProcess, event: str) -> int:
+    return server.output().count(f'"event":"{event}"')
+
+
+def read_response(sock: socket.socket) -> bytes:
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def live_processes(group: int) -> list[int]:
+    """The processes of a process group that are still running (exited ones are zombies
+    until their new parent reaps them)."""
+    live = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue  # gone meanwhile
+            state, _ppid, pgrp = stat.rsplit(")", 1)[1].split()[:3]
+            if int(pgrp) == group and state != "Z":
+                live.append(int(entry))
+    return live
+
+
+def lease_holder(redis_url: str, prefix: str) -> bytes | None:
+    with redis.Redis.from_url(redis_url) as client:
+        value: bytes | None = client.get(prefix + "lease:ingest")
+        return value
+
+
+@pytest.fixture
+def draining_server(pg_url: str, redis_url: str) -> Iterator[ServerProcess]:
+    env = instance_env(
+        pg_url,
+        redis_url,
+        provider="simulator",
+        shutdown_drain_s=str(DRAIN_S),
+        shutdown_budget_s=str(BUDGET_S),
+    )
+    server = ServerProcess(env, workers=2).wait_ready()
+    try:
+        wait_for(lambda: server.logged("workers_started"), 60, "both workers")
+        yield server
+    finally:
+        server.stop(signal.SIGKILL)
+
+
+async def test_sigterm_drains_then_finishes_every_request_on_its_way(
+    draining_server: ServerProcess, redis_url: str
+) -> None:
+    server = draining_server
+    prefix = server.env["COINLINK_REDIS_PREFIX"]
+    await until(lambda: lease_holder(redis_url, prefix) is not None, 30, "an ingest leader")
+    client = await WsClient.open(server.base_url)
+    await client.request("subscribe", channels=["ticker:BTC-USD"])
+    # Two requests on their way when the server stops accepting: one on a connection that
+    # has sent nothing yet, one whose request is half sent.
+    fresh = socket.create_connection(("127.0.0.1", server.port))
+    half = socket.create_connection(("127.0.0.1", server.port))
+    half.sendall(b"GET /health HTTP/1.1\r\nHost: coinlink\r\n")
+
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    await until(lambda: log_count(server, "draining") == 2, 10, "both workers draining")
+
+    # Draining: still serving, but readiness fails, connections close after each response,
+    # a new WebSocket is refused, and the ingest lease is already free for another instance.
+    async with httpx.AsyncClient(base_url=server.base_url) as http:
+        ready = await http.get("/readyz")
+        health = await http.get("/health")
+    assert (ready.status_code, ready.json()["status"]) == (503, "draining")
+    assert (health.status_code, health.headers["connection"]) == (200, "close")
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url(server.base_url), open_timeout=10):
+            pass
+    response = refused.value.response
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    await until(lambda: lease_holder(redis_url, prefix) is None, 5, "the lease released")
+    assert time.monotonic() - signalled < DRAIN_S, "the lease waited for the drain"
+
+    await until(lambda: log_count(server, "drained") == 2, 10, "both workers drained")
+    fresh.sendall(b"GET /health HTTP/1.1\r\nHost: coinlink\r\n\r\n")
+    half.sendall(b"\r\n")
+    for sock in (fresh, half):
+        with sock:
+            head = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+            assert b"connection: close" in head.lower()
+
+    assert await client.close_code() == 1001
+    assert client.conn.close_reason == RESTART_REASON
+    assert server.process.wait(BUDGET_S + 5) == 0
+    assert time.monotonic() - signalled < BUDGET_S + 1
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    assert server.unexpected_errors() == []
+
+
+# Before Sanic starts; while the manager waits for the second worker's acknowledgement
+# (sanic-org/sanic#2997); once it has them all.
+@pytest.mark.parametrize("moment", ["serving", "Worker ready", "workers_started"])
+def test_sigterm_at_any_moment_of_start_up_stops_it_cleanly(
+    moment: str, pg_url: str, redis_url: str
+) -> None:
+    env = instance_env(pg_url, redis_url, provider="simulator")
+    server = ServerProcess(env, workers=2)
+    try:
+        wait_for(lambda: f'"event":"{moment}' in server.output(), 60, moment)
+        server.process.send_signal(signal.SIGTERM)
+        server.process.wait(20)
+    finally:
+        server.stop(signal.SIGKILL)
+    assert server.process.returncode == 0, server.output()[-3000:]
+    # Its helpers (multiprocessing's resource tracker) exit once they see it gone.
+    wait_for(lambda: live_processes(server.process.pid) == [], 10, "every process gone")
+    assert "Traceback" not in server.output()
+    assert server.unexpected_errors() == []
+
+
+def test_sigint_stops_at_once_without_draining(pg_url: str, redis_url: str) -> None:
+    env = instance_env(pg_url, redis_url, shutdown_drain_s="30", shutdown_budget_s="60")
+    server = ServerProcess(env, workers=2).wait_ready()
+    wait_for(lambda: server.logged("workers_started"), 60, "both workers")
+    started = time.monotonic()
+    assert server.stop(signal.SIGINT) == 0
+    assert time.monotonic() - started < 10
+    assert not server.logged("draining")
