@@ -125,6 +125,7 @@ class NginxProxy:
         config = render(self.directory, self.upstreams, self.port)
         checked = check_config(self.directory, config)
         if checked.returncode != 0:
+            shutil.rmtree(self.directory, ignore_errors=True)
             raise RuntimeError(f"nginx -t failed:\n{checked.stderr}")
         with self.error_log.open("wb") as stderr:
             self.process = subprocess.Popen(
@@ -170,6 +171,7 @@ class NginxProxy:
         return self.error_log.read_text(errors="replace")
 
     def accesses(self) -> list[str]:
+        """The lines of its access log (format ``coinlink``: ``upstream=host:port:status``)."""
         return self.access_log.read_text(errors="replace").splitlines()
 
     def stopped(self) -> bool:
