@@ -32,8 +32,8 @@ def prefix() -> str:
 
 
 @pytest.fixture(scope="module")
-def instances(module_pg_url: str, redis_url: str, prefix: str) -> Iterator[list[ServerProcess]]:
-    env = instance_env(
+def env(module_pg_url: str, redis_url: str, prefix: str) -> dict[str, str]:
+    return instance_env(
         module_pg_url,
         redis_url,
         redis_prefix=prefix,
@@ -41,6 +41,11 @@ def instances(module_pg_url: str, redis_url: str, prefix: str) -> Iterator[list[
         trusted_proxies="127.0.0.1",
         rate_limit_anonymous=f"{ANONYMOUS_LIMIT}/60",
     )
+
+
+@pytest.fixture(scope="module")
+def instances(env: dict[str, str]) -> Iterator[list[ServerProcess]]:
+    """Two instances; a test that restarts one puts the new process in its place."""
     first = ServerProcess(env, workers=2).wait_ready()
     servers = [first, ServerProcess(env, workers=2).wait_ready()]
     try:
@@ -101,8 +106,7 @@ def test_rest_requests_are_spread_over_both_instances(
     assert sorted(served[0] + served[1]) == sorted(ids), "a request served twice"
     assert served[0] and served[1], f"one instance served everything: {served}"
     # nginx's own log names the instance of each request too.
-    logged_upstreams = {line.split("upstream=")[1].split()[0] for line in proxy.accesses()}
-    assert {f"{address}:200" for address in addresses(instances)} <= logged_upstreams
+    assert set(addresses(instances)) <= {address for address, _ in proxy.upstream_answers()}
 
 
 async def test_websocket_upgrade_through_nginx_receives_ticks(
@@ -150,6 +154,36 @@ def test_the_apps_own_errors_pass_through_untouched(
         "trace_id": trace_id,
     }
     wait_for(lambda: any(served_by(s, trace_id) for s in instances), 10, "the app's access line")
+
+
+def test_a_stopped_instance_is_passed_over_and_rejoins_on_its_port(
+    env: dict[str, str], instances: list[ServerProcess]
+) -> None:
+    # A proxy of this test's own: which instance it has seen fail is its own state.
+    with (
+        nginx_in_front_of(
+            addresses(instances),
+            expected_errors=("connect() failed (111: Connection refused)*",),
+        ) as proxy,
+        client_at("127.0.0.11", proxy.base_url) as client,
+    ):
+        running, stopped = instances
+        # Stopped once its manager has finished starting (sanic-org/sanic#2997: a signal
+        # before that deadlocks it; see test_serve).
+        wait_for(lambda: stopped.logged("workers_started"), 60, "the manager's start")
+        assert stopped.stop() == 0
+        ids = [f"passed-over-{uuid.uuid4().hex[:8]}-{n}" for n in range(6)]
+        for trace_id in ids:  # each refused connection is retried on the running one
+            assert client.get(MARKET, headers={"x-request-id": trace_id}).status_code == 200
+        wait_for(lambda: all(served_by(running, t) for t in ids), 10, "the access lines")
+
+        instances[1] = ServerProcess(env, workers=2, port=stopped.port).wait_ready()
+
+        def rejoined() -> bool:  # /health: not rate-limited; nginx's log names the instance
+            assert client.get("/health").status_code == 200
+            return proxy.upstream_answers()[-1] == (f"127.0.0.1:{stopped.port}", "200")
+
+        wait_for(rejoined, 20, "the restarted instance back in rotation")
 
 
 # -- nginx's own answers ---------------------------------------------------------------------

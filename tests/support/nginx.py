@@ -36,6 +36,7 @@ UPSTREAMS = "coinlink-upstreams.conf"
 LISTEN = "coinlink-listen.conf"
 TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 # nginx's error log: "2024/05/01 12:00:00 [error] 123#123: *4 message, client: ..."
+_UPSTREAM = re.compile(r'upstream="([^"]*)" upstream_status="([^"]*)"')
 _PROBLEM = re.compile(r"\[(error|crit|alert|emerg)\] \d+#\d+: (?:\*\d+ )?(.*)")
 
 
@@ -170,9 +171,11 @@ class NginxProxy:
             return self._kept
         return self.error_log.read_text(errors="replace")
 
-    def accesses(self) -> list[str]:
-        """The lines of its access log (format ``coinlink``: ``upstream=host:port:status``)."""
-        return self.access_log.read_text(errors="replace").splitlines()
+    def upstream_answers(self) -> list[tuple[str, str]]:
+        """(instances tried, what each answered) of each request in its access log so far,
+        in order: ``("127.0.0.1:8001, 127.0.0.1:8002", "502, 200")``."""
+        text = self.access_log.read_text(errors="replace")
+        return _UPSTREAM.findall(text)
 
     def stopped(self) -> bool:
         return self.process is None or self.process.poll() is not None
