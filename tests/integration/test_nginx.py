@@ -173,7 +173,9 @@ def test_a_stopped_instance_is_passed_over_and_rejoins_on_its_port(
         wait_for(lambda: stopped.logged("workers_started"), 60, "the manager's start")
         assert stopped.stop() == 0
         ids = [f"passed-over-{uuid.uuid4().hex[:8]}-{n}" for n in range(6)]
-        for trace_id in ids:  # each refused connection is retried on the running one
+        # The first refused connection is retried on the running one, which then serves
+        # alone: the stopped one is skipped for its fail_timeout, tried again after it.
+        for trace_id in ids:
             assert client.get(MARKET, headers={"x-request-id": trace_id}).status_code == 200
         wait_for(lambda: all(served_by(running, t) for t in ids), 10, "the access lines")
 
