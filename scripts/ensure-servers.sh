@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Make sure the PostgreSQL and Redis server binaries exist, so the suite can start throwaway
-# servers when none answers. Installs Debian's packages when they are missing.
+# Make sure the PostgreSQL, Redis and nginx server binaries exist, so the suite can start
+# throwaway servers when none answers (and an nginx in front of app instances with the
+# shipped deploy/nginx/ config). Installs Debian's packages when they are missing.
+#
+# The packages would start system services (nginx on port 80); the suite starts its own
+# on free ports, so the install runs under a policy-rc.d that forbids starting any
+# service (exit 101, the Debian convention invoke-rc.d and deb-systemd-invoke honour),
+# unless the machine already has one (Docker images ship one that does the same).
 set -euo pipefail
 
 have_postgres() {
@@ -8,10 +14,12 @@ have_postgres() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
 }
 have_redis() { command -v redis-server >/dev/null 2>&1; }
+have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
 
 missing=()
 have_postgres || missing+=(postgresql)
 have_redis || missing+=(redis-server)
+have_nginx || missing+=(nginx)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing ${missing[*]} (needed by the test suite)"
@@ -20,6 +28,13 @@ sudo=""
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "error: ${missing[*]} missing and apt-get unavailable; install them by hand" >&2
   exit 1
+fi
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\n# ensure-servers.sh: no service starts while it installs\nexit 101\n' |
+    $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
 fi
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

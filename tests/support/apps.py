@@ -107,14 +107,19 @@ class ServerProcess:
         log_path: Path | None = None,
         expected_errors: tuple[str, ...] = (),
         module: str = "coinlink",
+        port: int | None = None,
     ) -> None:
-        """``module``: what ``python -m`` runs (a test's own entry point can inject faults)."""
+        """``module``: what ``python -m`` runs (a test's own entry point can inject faults);
+        ``port``: a stopped instance's, to restart it where a proxy expects it."""
         self.expected_errors = expected_errors
         self.env = env
         log_guard.STARTED.append(self)
-        self.port = free_port()
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path or Path(f"/tmp/coinlink-serve-{self.port}.log")
+        # Of this process alone: one restarted on the same port has a log of its own.
+        self.log_path = log_path or Path(
+            f"/tmp/coinlink-serve-{self.port}-{uuid.uuid4().hex[:8]}.log"
+        )
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [

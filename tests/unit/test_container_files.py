@@ -23,13 +23,16 @@ import yaml
 from coinlink.cli import build_parser
 from config import ConfigError, Settings, load_settings
 from config.settings import variables
+from tests.support import nginx
+from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.production.example"
-NGINX = ROOT / "deploy" / "nginx.conf"
+NGINX = ROOT / "deploy" / "nginx" / "nginx.conf"
+NGINX_UPSTREAMS = NGINX.with_name("coinlink-upstreams.conf")
 PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
 SETUP_CFG = ROOT / "setup.cfg"
 
@@ -153,8 +156,8 @@ def nginx_blocks(text: str, header: str) -> list[str]:
     return bodies
 
 
-def nginx_text() -> str:
-    return "\n".join(line.split("#", 1)[0] for line in NGINX.read_text().splitlines())
+def nginx_text(path: Path = NGINX) -> str:
+    return "\n".join(line.split("#", 1)[0] for line in path.read_text().splitlines())
 
 
 # --- fixtures -----------------------------------------------------------------------------
@@ -539,17 +542,30 @@ def test_nginx_every_proxied_location_forwards_client_and_request_id() -> None:
         # A location that sets any header inherits none from the server block.
         assert re.search(r"proxy_set_header\s+X-Forwarded-For\s+\$proxy_add_x_forwarded_for", body)
         assert re.search(r"proxy_set_header\s+X-Request-ID\s+\$\S*request_id", body)
-        assert re.search(r"proxy_pass\s+http://coinlink\s*;", body)
+        assert re.search(r"proxy_pass\s+http://coinlink(_ws)?\s*;", body)
 
 
 def test_nginx_balances_several_instances_with_the_app_body_limit() -> None:
     text = nginx_text()
-    upstreams = nginx_blocks(text, r"upstream\s+coinlink")
-    assert upstreams and len(re.findall(r"^\s*server\s+\S+", upstreams[0], flags=re.M)) >= 2
+    upstreams = nginx_blocks(text, r"upstream\s+coinlink(?:_ws)?")
+    assert len(upstreams) == 2, "expected the upstreams coinlink and coinlink_ws"
+    for body in upstreams:  # the same instances, from the one file an operator edits
+        assert re.search(r"^\s*include\s+coinlink-upstreams\.conf\s*;", body, flags=re.M)
+    assert len(re.findall(r"^\s*server\s+\S+", nginx_text(NGINX_UPSTREAMS), flags=re.M)) >= 2
     limit = re.search(r"client_max_body_size\s+(\d+)([kKmM]?)\s*;", text)
     assert limit, "no client_max_body_size"
     size = int(limit.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[limit.group(2).lower()]
     assert size == Settings.model_fields["max_body_bytes"].default
+
+
+def test_nginx_accepts_the_shipped_config(tmp_path: Path) -> None:
+    """``nginx -t`` on deploy/nginx/ with the example upstreams (the listen include on a
+    free port and the paths in ``tmp_path``: port 80 and /var/log need root)."""
+    config = nginx.render(tmp_path, None, free_port())
+    checked = nginx.check_config(tmp_path, config)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr == "", "nginx warns about the config"
+    assert "server 10.0.0.11:8000" in (tmp_path / nginx.UPSTREAMS).read_text()
 
 
 def test_prometheus_scrapes_the_app_metrics(services: dict[str, Any]) -> None:
