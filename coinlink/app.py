@@ -172,11 +172,13 @@ def create_app(
         app.ctx.webhooks_task = asyncio.create_task(app.ctx.webhooks.run(), name="webhooks")
 
     async def stop_background(app: Sanic[Any, Any]) -> None:
-        # Before the server stops, while the database is open: a stopping leader writes its
-        # pending candles and releases its lease (after Tortoise closes, a write would open
-        # a new SQLite thread that keeps the process alive).
-        await stop_task(app.ctx.ingest_task)
-        await stop_task(app.ctx.webhooks_task)
+        # Before the server stops, while the database is open: both singletons hand over
+        # at once, each ending its reign gracefully (a stopping leader publishes its last
+        # batch, writes its pending candles) and releasing its lease; after Tortoise
+        # closes, a write would open a new SQLite thread that keeps the process alive.
+        await asyncio.gather(app.ctx.ingest.stop(), app.ctx.webhooks.stop())
+        # The last resort, for a reign stuck past its grace: cancelled (a no-op otherwise).
+        await asyncio.gather(stop_task(app.ctx.ingest_task), stop_task(app.ctx.webhooks_task))
         await app.ctx.hub.close()
 
     async def stop_worker(app: Sanic[Any, Any]) -> None:

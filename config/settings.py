@@ -281,8 +281,9 @@ class IngestSettings(_Group):
     max_jump_pct: float = Field(default=20.0, gt=0, le=10_000)
     """A tick moving the price more than this percentage from the last one is dropped."""
 
-    lease_s: float = Field(default=5.0, ge=1, le=60)
-    """Lifetime of the ingest leader's lease; another instance takes over within two."""
+    lease_s: float = Field(default=2.0, ge=1, le=60)
+    """Lifetime of the ingest and webhook leases: a dead holder is replaced within one
+    (plus a tenth, at most 0.25 s); a stopping one hands over at once."""
 
 
 class ShutdownSettings(_Group):
