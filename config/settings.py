@@ -305,7 +305,8 @@ class SimulatorSettings(_Group):
     """Simulated ticks per second per symbol."""
 
     seed: int = 42
-    """Seed of the simulator: the same seed and symbols give the same prices."""
+    """Seed of the simulator: the same seed, symbols and start prices give the same prices
+    (a new ingest leader starts from the last published ones)."""
 
 
 class ReplaySettings(_Group):

@@ -1,9 +1,11 @@
 """The ingest pipeline and the single leader that runs it.
 
 Exactly one ingest runs across every worker and instance: each worker tries to take the
-``ingest`` lease on the bus; the holder renews it every third of its lifetime and stops
-ingesting the moment a renewal fails, so another worker takes over within two lease
-periods of a leader's death. With the in-process bus the only worker simply leads.
+``ingest`` lease on the bus (see :mod:`coinlink.bus.leases`); the holder renews it every
+quarter of its lifetime and stops ingesting the moment a renewal fails, so another worker
+takes over within a lease period (plus a try) of a leader's death, and within a try of a
+leader's :meth:`Ingest.stop`, which hands over gracefully. With the in-process bus the only
+worker simply leads.
 
 The leader reads ticks from the provider in batches (what has queued up while the last
 batch was processed, up to ``BATCH_MAX`` ticks), and for each tick: validation (drops are
@@ -17,7 +19,8 @@ or a new leader, is updated, never duplicated). Once a second it closes the cand
 quiet symbols (by the market's clock: the newest tick time, so replays of old data work),
 publishes the ``tickers`` batch and a heartbeat that ``/readyz`` reads. A new leader
 resumes the candles the previous one had open from the bus history, so a take-over neither
-loses a candle's first ticks nor rewrites a candle that was already closed.
+loses a candle's first ticks nor rewrites a candle that was already closed, and hands each
+symbol's last published price to the provider (the simulator continues from it).
 """
 
 from __future__ import annotations
