@@ -178,17 +178,20 @@ def create_app(
         app.ctx.webhooks_task = asyncio.create_task(app.ctx.webhooks.run(), name="webhooks")
 
     async def stop_jobs() -> None:
-        # The singleton jobs hand over to another instance: the drain stops them first.
+        # The singleton jobs hand over to another instance (the drain runs this first, at
+        # once): each ends its reign gracefully (a stopping leader publishes its last batch,
+        # writes its pending candles) and releases its lease.
+        await asyncio.gather(app.ctx.ingest.stop(), app.ctx.webhooks.stop())
+        # The last resort, for a reign stuck past its grace: cancelled (a no-op otherwise).
         await asyncio.gather(stop_task(app.ctx.ingest_task), stop_task(app.ctx.webhooks_task))
 
     async def drain_on_sigterm(app: Sanic[Any, Any]) -> None:
         app.ctx.drain.install(app, stop_jobs)
 
     async def stop_background(app: Sanic[Any, Any]) -> None:
-        # Before the server stops, while the database is open: a stopping leader writes its
-        # pending candles and releases its lease (after Tortoise closes, a write would open
-        # a new SQLite thread that keeps the process alive).
-        # Concurrently, within what is left of the shutdown budget.
+        # Before the server stops, while the database is open (after Tortoise closes, a write
+        # would open a new SQLite thread that keeps the process alive); concurrently, within
+        # what is left of the shutdown budget.
         await asyncio.wait(
             [asyncio.create_task(stop_jobs()), asyncio.create_task(app.ctx.hub.close())],
             timeout=app.ctx.drain.remaining_s(),

@@ -281,8 +281,9 @@ class IngestSettings(_Group):
     max_jump_pct: float = Field(default=20.0, gt=0, le=10_000)
     """A tick moving the price more than this percentage from the last one is dropped."""
 
-    lease_s: float = Field(default=5.0, ge=1, le=60)
-    """Lifetime of the ingest leader's lease; another instance takes over within two."""
+    lease_s: float = Field(default=2.0, ge=1, le=60)
+    """Lifetime of the ingest and webhook leases: a dead holder is replaced within one
+    (plus a tenth, at most 0.25 s); a stopping one hands over at once."""
 
 
 class ShutdownSettings(_Group):
@@ -304,7 +305,8 @@ class SimulatorSettings(_Group):
     """Simulated ticks per second per symbol."""
 
     seed: int = 42
-    """Seed of the simulator: the same seed and symbols give the same prices."""
+    """Seed of the simulator: the same seed, symbols and start prices give the same prices
+    (a new ingest leader starts from the last published ones)."""
 
 
 class ReplaySettings(_Group):

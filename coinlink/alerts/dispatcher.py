@@ -20,7 +20,6 @@ import socket
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import NoReturn
 
 import httpx
 import orjson
@@ -31,7 +30,7 @@ from coinlink import backoff
 from coinlink.alerts import webhooks
 from coinlink.alerts.notifications import notification_dict
 from coinlink.bus import Bus
-from coinlink.bus.leases import keep_lease, take_turns
+from coinlink.bus.leases import Turns, keep_lease, while_held
 from models.alerts import OutboxItem, WebhookAttempt
 
 log = structlog.get_logger(logger_name="coinlink.alerts.webhooks")
@@ -62,14 +61,22 @@ class Dispatcher:
         self.poll_s = poll_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.due = asyncio.Event()
+        self.turns = Turns(bus, LEASE, self.holder, lease_ttl_s, self._reign)
 
     def wake(self, _data: bytes = b"") -> None:
         """A hub callback for :data:`DUE`."""
         self.due.set()
 
-    async def run(self) -> NoReturn:
-        """Forever: take turns at the lease with the other workers; deliver while holding it."""
-        await take_turns(self.bus, LEASE, self.holder, self.lease_ttl_s, self._reign)
+    async def run(self) -> None:
+        """Until :meth:`stop`: take turns at the lease with the other workers; deliver while
+        holding it."""
+        await self.turns.run()
+
+    async def stop(self) -> None:
+        """Hand over: no new attempt starts, those under way end (within the webhook
+        timeout), then the lease is released (see :meth:`Turns.stop` for a stuck reign)."""
+        self.due.set()  # out of its wait for work
+        await self.turns.stop()
 
     async def _reign(self, token: int, expires_at: float) -> None:
         try:
@@ -82,18 +89,15 @@ class Dispatcher:
             lease = asyncio.create_task(
                 keep_lease(self.bus, LEASE, self.holder, token, self.lease_ttl_s, expires_at)
             )
-            work = asyncio.create_task(self._drain_forever(client))
             try:
-                await asyncio.wait([lease, work], return_when=asyncio.FIRST_COMPLETED)
+                await while_held(lease, self._drain_forever(client))
             finally:
-                for task in (lease, work):
-                    task.cancel()
-                await asyncio.gather(lease, work, return_exceptions=True)
-                if work.done() and not work.cancelled() and work.exception():
-                    raise work.exception()  # type: ignore[misc]
+                lease.cancel()
+                await asyncio.gather(lease, return_exceptions=True)
 
     async def _drain_forever(self, client: httpx.AsyncClient) -> None:
-        while True:
+        """Until the worker stops."""
+        while not self.turns.stopping.is_set():
             self.due.clear()
             try:
                 delivered = await self.drain(client)
@@ -136,7 +140,8 @@ class Dispatcher:
 
         async def one(item: OutboxItem) -> None:
             async with gate:
-                await self.attempt(client, item)
+                if not self.turns.stopping.is_set():  # stopping: left to the successor
+                    await self.attempt(client, item)
 
         # Every attempt runs to its end: one failing must not leave others running into
         # the next drain (which would POST their rows a second time).

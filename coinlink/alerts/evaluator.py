@@ -36,6 +36,7 @@ from coinlink.alerts.engine import AlertEngine, AlertSpec, Firing
 from coinlink.alerts.notifications import notification_dict
 from coinlink.backoff import Backoff
 from coinlink.bus import Bus, BusError
+from coinlink.bus.leases import pause
 from coinlink.market.types import Tick
 from coinlink.wire import decimal_str
 from models.accounts import User
@@ -133,10 +134,12 @@ class Evaluator:
         self._queue: asyncio.Queue[list[Firing]] = asyncio.Queue()
         self._changed: set[str] | None = None  # ids changed while loading
         self._tasks: list[asyncio.Task[None]] = []
+        self._loading: asyncio.Task[None] | None = None
         self._in_flight: set[uuid.UUID] = set()  # being published by the writer right now
         # Per running sweep: what the writer published since that sweep read the outbox.
         self._published_during: list[set[uuid.UUID]] = []
         self._webhook_due = False
+        self._finishing = asyncio.Event()
 
     # -- the reign ---------------------------------------------------------------------
 
@@ -149,8 +152,10 @@ class Evaluator:
         self._changed = set()
         self.engine = None
         self._queue = asyncio.Queue()
+        self._finishing = asyncio.Event()
+        self._loading = asyncio.create_task(self._load(), name="alerts-load")
         self._tasks = [
-            asyncio.create_task(self._load(), name="alerts-load"),
+            self._loading,
             asyncio.create_task(self._write(), name="alerts-write"),
             asyncio.create_task(self._sweep(), name="alerts-sweep"),
         ]
@@ -172,7 +177,20 @@ class Evaluator:
         LOADED.set(len(engine))
         log.info("alerts_loaded", count=len(engine))
 
+    async def finish(self) -> None:
+        """End the reign gracefully (ticks no longer come): what fired is committed and
+        published, and a sweep under way completes; nothing is cut off mid-publish, so a
+        successor neither misses a firing nor pushes one again. Then :meth:`stop`."""
+        self._finishing.set()
+        self._queue.put_nowait([])  # wakes the writer, queued after every firing
+        if self._loading is not None:
+            self._loading.cancel()  # it only reads: nothing to finish
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stop()
+
     async def stop(self) -> None:
+        """End the reign at once (the lease is lost): a firing cut off between its commit
+        and its publish is published by the next leader's sweep (at least once)."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -210,7 +228,7 @@ class Evaluator:
     # -- durable first, then published -------------------------------------------------
 
     async def _write(self) -> None:
-        while True:
+        while not (self._finishing.is_set() and self._queue.empty()):
             for firing in await self._queue.get():
                 try:
                     notification = await self._commit_until_done(firing)
@@ -355,11 +373,11 @@ class Evaluator:
             self._published_during.remove(published)
 
     async def _sweep(self) -> None:
-        while True:
+        while not self._finishing.is_set():
             try:
                 sent = await self.publish_pending()
                 if sent:
                     log.info("outbox_notifications_published", count=sent)
             except Exception:
                 log.warning("outbox_sweep_failed", exc_info=True)
-            await asyncio.sleep(SWEEP_S)
+            await pause(self._finishing, SWEEP_S)

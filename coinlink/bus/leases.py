@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import NoReturn
 
 import structlog
 
@@ -15,56 +14,134 @@ from coinlink.bus import Bus, BusError
 
 log = structlog.get_logger(logger_name="coinlink.bus.leases")
 
+MAX_POLL_S = 0.25  # a released lease is taken within this, whatever its lifetime
+STOP_GRACE_S = 5.0  # a reign asked to stop ends within this, or is left to cancellation
+
+
+async def pause(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less once ``stop`` is set."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await stop.wait()
+
 
 async def take_turns(
-    bus: Bus, name: str, holder: str, ttl_s: float, reign: Callable[[int, float], Awaitable[None]]
-) -> NoReturn:
-    """Forever: wait for lease ``name``, run ``reign(token, expires_at)`` while holding it,
-    release it, repeat. ``reign`` should end (see :func:`keep_lease`) once holding the lease
-    can no longer be proven; it logs its own failures.
+    bus: Bus,
+    name: str,
+    holder: str,
+    ttl_s: float,
+    reign: Callable[[int, float], Awaitable[None]],
+    stop: asyncio.Event,
+) -> None:
+    """Until ``stop`` is set: wait for lease ``name``, run ``reign(token, expires_at)`` while
+    holding it, release it, repeat. ``reign`` should end (see :func:`keep_lease`) once holding
+    the lease can no longer be proven, and promptly once ``stop`` is set; it logs its own
+    failures. Cancellation ends this too (and still releases the lease), as a last resort.
 
-    While another holds the lease, poll every ttl/5: a dead holder is replaced within its
-    lease plus that. After a failure, back off from ttl/5 to a whole lease: no churn while
-    a dependency is down, and the first try after it is back still comes within one lease
-    period. A reign that lasted a whole lease starts the pauses short again.
+    While another holds the lease, try every tenth of it (at most ``MAX_POLL_S`` apart): a
+    released lease is taken within that, a dead holder's within its lease plus that. After a
+    failure, back off from there to a whole lease: no churn while a dependency is down, and
+    the first try after it is back still comes within one lease period. A reign that lasted
+    a whole lease starts the pauses short again.
     """
-    poll_s = ttl_s / 5
+    poll_s = min(ttl_s / 10, MAX_POLL_S)
     retry = Backoff(poll_s, ttl_s)
-    while True:
+    while not stop.is_set():
         sent = time.monotonic()  # the lease runs out ttl_s after this, by our clock
         try:
             token = await bus.acquire_lease(name, holder, ttl_s)
         except BusError as exc:
             log.warning("lease_unavailable", lease=name, error=str(exc))
-            await asyncio.sleep(retry.next())
+            await pause(stop, retry.next())
             continue
         if token is None:  # another holds it: not a failure of ours
             retry.reset()
-            await asyncio.sleep(poll_s)
+            await pause(stop, poll_s)
             continue
         try:
-            await reign(token, sent + ttl_s)
+            if not stop.is_set():  # stopped while the lease was being taken: give it back
+                await reign(token, sent + ttl_s)
         finally:
             with contextlib.suppress(BusError):
                 await bus.release_lease(name, holder, token)
         if time.monotonic() - sent >= ttl_s:
             retry.reset()
-        await asyncio.sleep(retry.next())
+        await pause(stop, retry.next())
+
+
+class Turns:
+    """One worker's turns at a singleton job's lease: :meth:`run` takes them (see
+    :func:`take_turns`) until :meth:`stop`, after which it never takes the lease again."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        name: str,
+        holder: str,
+        ttl_s: float,
+        reign: Callable[[int, float], Awaitable[None]],
+    ) -> None:
+        self.bus = bus
+        self.name = name
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self.reign = reign
+        self.stopping = asyncio.Event()  # reigns watch it to end gracefully
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def run(self) -> None:
+        self._idle.clear()
+        try:
+            await take_turns(
+                self.bus, self.name, self.holder, self.ttl_s, self.reign, self.stopping
+            )
+        finally:
+            self._idle.set()
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Ask the reign to end and wait until it has and the lease is released.
+
+        A reign stuck longer than ``grace_s`` (a database that does not answer) is left
+        running: the caller cancels :meth:`run`'s task, the last resort.
+        """
+        self.stopping.set()
+        try:
+            async with asyncio.timeout(grace_s):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("lease_reign_not_stopped", lease=self.name, grace_s=grace_s)
+
+
+async def while_held(lease: asyncio.Task[None], work: Awaitable[None]) -> None:
+    """Run ``work`` to its end, unless the lease ends first (``lease`` is the task of
+    :func:`keep_lease`): then cancel it, since another holder may be starting. Raises what
+    ``work`` raised."""
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait([task, lease], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()  # nothing when it is done
+        await asyncio.gather(task, return_exceptions=True)
+    failure = None if task.cancelled() else task.exception()
+    if failure is not None:
+        raise failure
 
 
 async def keep_lease(
     bus: Bus, name: str, holder: str, token: int, ttl_s: float, expires_at: float
 ) -> None:
-    """Renew every third of the lease; return (ending the reign) as soon as holding it
+    """Renew every quarter of the lease; return (ending the reign) as soon as holding it
     can no longer be proven.
 
     ``expires_at`` is when the lease runs out by our clock, counted from before the call
     that took or renewed it; a renewal that has not answered by then is given up, so the
-    holder stops before another can have taken over.
+    holder stops before another can have taken over. Renewing every quarter leaves a
+    renewal that long (minus the margin) to answer, 1.3 s of the default 2 s lease.
     """
     margin = min(0.5, ttl_s / 10)
     while True:
-        await asyncio.sleep(ttl_s / 3)
+        await asyncio.sleep(ttl_s / 4)
         sent = time.monotonic()
         try:
             async with asyncio.timeout(max(0.0, expires_at - margin - sent)):

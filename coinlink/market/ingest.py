@@ -1,9 +1,11 @@
 """The ingest pipeline and the single leader that runs it.
 
 Exactly one ingest runs across every worker and instance: each worker tries to take the
-``ingest`` lease on the bus; the holder renews it every third of its lifetime and stops
-ingesting the moment a renewal fails, so another worker takes over within two lease
-periods of a leader's death. With the in-process bus the only worker simply leads.
+``ingest`` lease on the bus (see :mod:`coinlink.bus.leases`); the holder renews it every
+quarter of its lifetime and stops ingesting the moment a renewal fails, so another worker
+takes over within a lease period (plus a try) of a leader's death, and within a try of a
+leader's :meth:`Ingest.stop`, which hands over gracefully. With the in-process bus the only
+worker simply leads.
 
 The leader reads ticks from the provider in batches (what has queued up while the last
 batch was processed, up to ``BATCH_MAX`` ticks), and for each tick: validation (drops are
@@ -17,7 +19,8 @@ or a new leader, is updated, never duplicated). Once a second it closes the cand
 quiet symbols (by the market's clock: the newest tick time, so replays of old data work),
 publishes the ``tickers`` batch and a heartbeat that ``/readyz`` reads. A new leader
 resumes the candles the previous one had open from the bus history, so a take-over neither
-loses a candle's first ticks nor rewrites a candle that was already closed.
+loses a candle's first ticks nor rewrites a candle that was already closed, and hands each
+symbol's last published price to the provider (the simulator continues from it).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import time
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
-from typing import NoReturn
 
 import orjson
 import structlog
@@ -40,7 +42,7 @@ from tortoise.exceptions import DBConnectionError
 from coinlink import channels
 from coinlink.alerts.evaluator import Evaluator
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
-from coinlink.bus.leases import keep_lease, take_turns
+from coinlink.bus.leases import Turns, keep_lease, while_held
 from coinlink.market import admin_ticks, candle_store
 from coinlink.market.pipeline import Pipeline
 from coinlink.market.providers.base import Provider
@@ -123,18 +125,26 @@ class Ingest:
         self.alerts = alerts  # evaluated by the leader, on the ticks it accepts
         self._pending: list[Candle] = []
         self._storing: asyncio.Task[None] | None = None
+        self.turns = Turns(bus, LEASE, self.holder, lease_ttl_s, self._reign)
 
     @property
     def leading(self) -> bool:
         return self.token is not None
 
-    async def run(self) -> NoReturn:
-        """Forever: take turns at the lease with the other workers; lead while holding it.
+    async def run(self) -> None:
+        """Until :meth:`stop`: take turns at the lease with the other workers; lead while
+        holding it.
 
-        Nothing but cancellation ends this loop: a failed reign (database down, a provider
-        that cannot start) is logged and retried after a growing pause, never in a tight loop.
+        A failed reign (database down, a provider that cannot start) is logged and retried
+        after a growing pause, never in a tight loop.
         """
-        await take_turns(self.bus, LEASE, self.holder, self.lease_ttl_s, self._reign)
+        await self.turns.run()
+
+    async def stop(self) -> None:
+        """Hand over: the provider is closed, the ticks already read are processed and
+        published, the alerts that fired are committed and published, pending candles are
+        stored, then the lease is released (see :meth:`Turns.stop` for a stuck reign)."""
+        await self.turns.stop()
 
     async def _reign(self, token: int, expires_at: float) -> None:
         self.token = token
@@ -149,14 +159,19 @@ class Ingest:
             LEADER.set(0)
             LAG.set(0)
             self.token = None
+            if self._storing is not None:  # a background write still going: let it end
+                await asyncio.gather(self._storing, return_exceptions=True)
             await self._store_now()
 
     async def _lead(self, token: int, expires_at: float) -> None:
-        """One reign: ends when the lease can no longer be proven or processing fails."""
+        """One reign: ends when the lease can no longer be proven, processing fails or
+        :meth:`stop` asks (then gracefully, see :meth:`_hand_over`)."""
         provider = self.provider_factory()
         self.pipeline = Pipeline(self.symbols, self.validator_factory())
-        await self._resume_candles(self.pipeline)
-        queue: asyncio.Queue[Tick] = asyncio.Queue(QUEUE_MAX)
+        prices = await self._resume_candles(self.pipeline)
+        if provider is not None:
+            provider.resume(prices)
+        queue: asyncio.Queue[Tick | None] = asyncio.Queue(QUEUE_MAX)
         # Listening for admin ticks before announcing the reign: none sent after it is lost.
         admin_ticks = self.bus.subscription()
         try:
@@ -167,32 +182,56 @@ class Ingest:
         if self.alerts is not None:
             self.alerts.start()  # loads in the background: ticks flow, the lease is kept
         LEADER.set(1)
-        essential = [
-            asyncio.create_task(self._keep_lease(token, expires_at), name="ingest-lease"),
-            asyncio.create_task(self._process(queue), name="ingest-process"),
-        ]
-        helpers = [
+        lease = asyncio.create_task(self._keep_lease(token, expires_at), name="ingest-lease")
+        process = asyncio.create_task(self._process(queue), name="ingest-process")
+        stopping = asyncio.create_task(self.turns.stopping.wait(), name="ingest-stopping")
+        inputs = [
             asyncio.create_task(self._admin_ticks(admin_ticks, queue), name="ingest-admin-ticks")
         ]
         if provider is not None:
-            helpers.append(asyncio.create_task(self._read(provider, queue), name="ingest-read"))
-            helpers.append(asyncio.create_task(self._export_stats(provider), name="ingest-stats"))
+            inputs.append(asyncio.create_task(self._read(provider, queue), name="ingest-read"))
+            inputs.append(asyncio.create_task(self._export_stats(provider), name="ingest-stats"))
             if self.backfill_hours > 0:
                 # Alongside live ticks: a slow exchange API must not hold up the feed.
-                helpers.append(
-                    asyncio.create_task(self._backfill(provider), name="ingest-backfill")
-                )
+                inputs.append(asyncio.create_task(self._backfill(provider), name="ingest-backfill"))
         try:
-            done, _ = await asyncio.wait(essential, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("ingest_task_failed", task=task.get_name(), exc_info=task.exception())
+            await asyncio.wait([lease, process, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if stopping.done() and not lease.done() and not process.done():
+                await self._hand_over(lease, process, inputs, queue)
+            for essential in (lease, process):
+                if essential.done() and not essential.cancelled() and essential.exception():
+                    log.error(
+                        "ingest_task_failed",
+                        task=essential.get_name(),
+                        exc_info=essential.exception(),
+                    )
         finally:
-            for task in [*essential, *helpers]:
+            for task in [lease, process, stopping, *inputs]:
                 task.cancel()
-            await asyncio.gather(*essential, *helpers, return_exceptions=True)
+            await asyncio.gather(lease, process, stopping, *inputs, return_exceptions=True)
             if self.alerts is not None:
                 await self.alerts.stop()
+
+    async def _hand_over(
+        self,
+        lease: asyncio.Task[None],
+        process: asyncio.Task[None],
+        inputs: list[asyncio.Task[None]],
+        queue: asyncio.Queue[Tick | None],
+    ) -> None:
+        """End a reign for a successor, while the lease is still held (and at once when it
+        is not): no tick read is left unpublished, no alert firing is cut off mid-way."""
+        for task in inputs:
+            task.cancel()
+        await asyncio.gather(*inputs, return_exceptions=True)
+
+        async def last_batch() -> None:
+            await queue.put(None)  # after every tick read: the end of the last batch
+            await process
+
+        await while_held(lease, last_batch())
+        if self.alerts is not None:
+            await while_held(lease, self.alerts.finish())
 
     async def _backfill(self, provider: Provider) -> None:
         """Fill the candle history a provider has and the database lacks (closed only)."""
@@ -218,14 +257,15 @@ class Ingest:
                     await candle_store.store_candles(closed, overwrite=False)
                     BACKFILLED.inc(len(closed))
 
-    async def _resume_candles(self, pipeline: Pipeline) -> None:
-        """Take over where the previous leader stopped, from the bus history.
+    async def _resume_candles(self, pipeline: Pipeline) -> dict[str, Decimal]:
+        """Take over where the previous leader stopped, from the bus history; the last
+        price it published of each symbol (the close of its newest candle).
 
         Closed candles it published are stored again (an idempotent upsert: one that
         closed just before it died may not have reached the database yet); the newest
         candle of each channel is resumed if open, or marks its period as published.
         """
-        resumed, closed = 0, list[Candle]()
+        resumed, closed, prices = 0, list[Candle](), dict[str, Decimal]()
         for symbol, builder in pipeline.candles.items():
             for interval in INTERVALS:
                 channel = channels.candles(symbol, interval)
@@ -239,10 +279,13 @@ class Ingest:
                 if candles:
                     builder.restore(candles[-1])
                     resumed += 1
+                    # Every interval's newest candle closed at the last price: one will do.
+                    prices.setdefault(symbol, candles[-1].close)
         self._pending.extend(closed)
         if resumed:
             log.info("ingest_candles_resumed", channels=resumed, closed_restored=len(closed))
         await self._resume_tickers(pipeline, closed)
+        return prices
 
     async def _resume_tickers(self, pipeline: Pipeline, recent: list[Candle]) -> None:
         """Rebuild each symbol's rolling 24 h statistics from its 1-minute candles.
@@ -279,7 +322,9 @@ class Ingest:
     async def _keep_lease(self, token: int, expires_at: float) -> None:
         await keep_lease(self.bus, LEASE, self.holder, token, self.lease_ttl_s, expires_at)
 
-    async def _admin_ticks(self, subscription: Subscription, queue: asyncio.Queue[Tick]) -> None:
+    async def _admin_ticks(
+        self, subscription: Subscription, queue: asyncio.Queue[Tick | None]
+    ) -> None:
         """Ticks injected through the admin API on any worker reach the leader here."""
         try:
             async for message in subscription:
@@ -304,25 +349,28 @@ class Ingest:
                     PROVIDER_EVENTS.labels(provider.name, kind).inc(value - seen.get(kind, 0))
                     seen[kind] = value
 
-    async def _read(self, provider: Provider, queue: asyncio.Queue[Tick]) -> None:
+    async def _read(self, provider: Provider, queue: asyncio.Queue[Tick | None]) -> None:
         async for tick in provider.ticks():
             await queue.put(tick)
 
-    async def _process(self, queue: asyncio.Queue[Tick]) -> None:
+    async def _process(self, queue: asyncio.Queue[Tick | None]) -> None:
+        """Batches of ticks until ``None``, which a hand-over queues after the last tick."""
         assert self.pipeline is not None
         pipeline = self.pipeline
         next_second = time.monotonic() + 1.0
         while True:
-            batch: list[Tick] = []
+            items: list[Tick | None] = []
             # Idle, it sleeps until a tick arrives or the second is up: no 20 ms polling.
             timeout = max(0.0, next_second - time.monotonic())
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that races with the queue's answer, and the worker then never stops.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    batch.append(await queue.get())
-            while batch and len(batch) < BATCH_MAX and not queue.empty():
-                batch.append(queue.get_nowait())
+                    items.append(await queue.get())
+            while items and len(items) < BATCH_MAX and not queue.empty():
+                items.append(queue.get_nowait())
+            batch = [tick for tick in items if tick is not None]
+            last = len(batch) < len(items)
             alerts = self.alerts
             for tick in batch:
                 reason = pipeline.apply(tick)
@@ -349,6 +397,8 @@ class Ingest:
                     log.warning("ingest_publish_failed", error=str(exc))
                 if len(self._pending) >= 500:
                     self._store_soon()
+            if last:
+                return
 
     async def _every_second(self, pipeline: Pipeline, at: int) -> None:
         snapshots = pipeline.snapshots(at)

@@ -30,8 +30,9 @@ from tests.support.apps import (
     ingest_heartbeat,
     instance_env,
     leads,
+    start_pair,
 )
-from tests.support.services import RedisServer, eventually, until, wait_for
+from tests.support.services import RedisServer, eventually, until
 from tests.support.webhook_receiver import Received, Receiver, answer, receiver
 from tests.support.ws import WsClient
 
@@ -49,15 +50,6 @@ def env_for(pg_url: str, redis_url: str, **extra: str) -> dict[str, str]:
         webhook_allow_private="true",
         **extra,
     )
-
-
-def start_pair(env: dict[str, str], module: str = "coinlink") -> list[ServerProcess]:
-    # The first migrates before the second starts.
-    first = ServerProcess(env, workers=2, module=module).wait_ready()
-    servers = [first, ServerProcess(env, workers=2, module=module).wait_ready()]
-    wait_for(lambda: sum(leads(s) for s in servers) == 1, 30, "one ingest leader")
-    wait_for(lambda: all(ingest_heartbeat(s) for s in servers), 30, "the leader's heartbeat")
-    return servers
 
 
 @pytest.fixture
@@ -215,12 +207,24 @@ def assert_signed(request: Received, secret: str) -> None:
     assert request.headers["x-coinlink-signature"] == f"sha256={digest.hexdigest()}"
 
 
-async def test_kill_9_between_commit_and_publish_delivers_once_after_take_over(
-    fresh_pg_url: str, redis_url: str
+@pytest.mark.parametrize(
+    ("sig", "pause_s"),
+    [
+        # The new leader's sweep publishes what the dead one committed.
+        (signal.SIGKILL, "30"),
+        # The stopping leader publishes it (its pause ends within the stop's grace) before
+        # it hands over: the new one has nothing left to push.
+        (signal.SIGTERM, "3"),
+    ],
+    ids=["kill-9", "sigterm"],
+)
+async def test_a_leader_gone_between_commit_and_publish_delivers_once_after_take_over(
+    sig: signal.Signals, pause_s: str, fresh_pg_url: str, redis_url: str
 ) -> None:
     servers = await asyncio.to_thread(
         start_pair,
-        env_for(fresh_pg_url, redis_url) | {paused_alerts.PAUSE_ENV: "30"},
+        # No drain: the hand-over starts with the signal.
+        env_for(fresh_pg_url, redis_url, shutdown_drain_s="0") | {paused_alerts.PAUSE_ENV: pause_s},
         paused_alerts.MODULE,
     )
     try:
@@ -237,15 +241,21 @@ async def test_kill_9_between_commit_and_publish_delivers_once_after_take_over(
         )
 
         await tick(follower, admin, "89.5")
-        # Committed (in REST), then the leader sits in its 30 s pause before publishing.
+        # Committed (in REST), then the leader sits in its pause before publishing.
         await until(lambda: notifications(follower, user), 30, "the commit")
-        os.killpg(leader.process.pid, signal.SIGKILL)
-        await asyncio.to_thread(leader.process.wait, 10)
+        if sig == signal.SIGKILL:
+            os.killpg(leader.process.pid, sig)
+        else:
+            leader.process.send_signal(sig)  # to the main process, as a container runtime
+        await asyncio.to_thread(leader.process.wait, 20)
 
         pushed = await next_notification(client, timeout=60)
         [stored] = await notifications(follower, user)
         assert pushed["data"]["id"] == stored["id"]
         # The new leader loaded the alert as triggered: more ticks fire nothing but the marker.
+        await eventually(
+            lambda: leads(follower) and alerts_loaded([follower]) == 1, 30, "the new leader"
+        )
         await tick(follower, admin, "80")
         await tick(follower, admin, "69")
         marker = await next_notification(client)

@@ -23,6 +23,7 @@ import redis
 from coinlink import channels
 from tests.support.accounts import admin_headers
 from tests.support.apps import ServerProcess, instance_env, leads
+from tests.support.leases import holder, lease
 from tests.support.services import wait_for
 
 LEASE_S = 2.0
@@ -77,19 +78,6 @@ def stored(database_url: str) -> list[tuple[Any, ...]]:
     return asyncio.run(fetch())
 
 
-def lease(redis_url: str, env: dict[str, str]) -> tuple[bytes | None, int, int]:
-    """The ingest lease as Redis holds it (``b"<token>:<holder>"``, None when free), the
-    ms it has left, and Redis's clock in ms."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        key = env["COINLINK_REDIS_PREFIX"] + "lease:ingest"
-        with client.pipeline(transaction=True) as pipe:
-            value, left_ms, (seconds, micros) = pipe.get(key).pttl(key).time().execute()
-    finally:
-        client.close()
-    return value, left_ms, seconds * 1000 + micros // 1000
-
-
 def heartbeat_of(redis_url: str, env: dict[str, str]) -> str | None:
     """The holder named by the ingest heartbeat in Redis (the admin tick API answers 503
     while there is none)."""
@@ -99,10 +87,6 @@ def heartbeat_of(redis_url: str, env: dict[str, str]) -> str | None:
     finally:
         client.close()
     return None if raw is None else str(orjson.loads(raw)["holder"])
-
-
-def holder(lease_value: bytes) -> str:
-    return lease_value.decode().split(":", 1)[1]  # b"<token>:<holder>"
 
 
 def test_only_one_instance_ingests_and_the_other_takes_over_after_kill_9(

@@ -247,3 +247,14 @@ def leads(server: ServerProcess) -> bool:
 def alerts_loaded(servers: list[ServerProcess]) -> int:
     """Active alerts in the ingest leader's engine, wherever it runs."""
     return int(sum(metric(server, "alerts_loaded") for server in servers))
+
+
+def start_pair(env: dict[str, str], module: str = "coinlink") -> list[ServerProcess]:
+    """Two instances of two workers each, once one of them leads ingest and /readyz sees
+    its heartbeat everywhere."""
+    # The first migrates before the second starts.
+    first = ServerProcess(env, workers=2, module=module).wait_ready()
+    servers = [first, ServerProcess(env, workers=2, module=module).wait_ready()]
+    wait_for(lambda: sum(leads(s) for s in servers) == 1, 30, "one ingest leader")
+    wait_for(lambda: all(ingest_heartbeat(s) for s in servers), 30, "the leader's heartbeat")
+    return servers

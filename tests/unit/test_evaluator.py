@@ -134,6 +134,35 @@ async def test_a_one_shot_alert_fires_once_and_never_again_after_a_take_over(
     assert await Notification.filter(user_id=user.id).count() == 3
 
 
+async def test_a_graceful_hand_over_finishes_the_firings_under_way_once(bus: FaultyBus) -> None:
+    """A leader that stops (a deploy) first pushes what has fired, mid-push or still
+    queued: the successor has nothing left to push, and pushes nothing twice."""
+    user = await new_user()
+    first = await new_alert(bus, user, "100")
+    second = await new_alert(bus, user, "105")
+    received = await inbox(bus, user)
+    channel = channels.notifications(str(user.id))
+    evaluator = Evaluator(bus)
+    evaluator.start()
+    await until(lambda: evaluator.engine is not None, what="the active alerts loaded")
+    bus.hold(channel)
+    evaluator.on_tick(tick("100"))
+    await until(lambda: bus.waiting[channel] == 1, what="the first push under way")
+    evaluator.on_tick(tick("105"))  # queued behind it
+    finishing = asyncio.create_task(evaluator.finish())
+    bus.release(channel)
+    await asyncio.wait_for(finishing, timeout=10)
+    assert [alert_id(await delivered(received)) for _ in range(2)] == [
+        str(first.id),
+        str(second.id),
+    ]
+    assert await nothing_owed(user)
+    async with reign(bus) as successor:  # nothing left to fire, nothing to push again
+        assert successor.engine is not None and len(successor.engine) == 0
+    assert await Notification.filter(user_id=user.id).count() == 2
+    assert len(await bus.history(channel) or []) == 2
+
+
 async def test_a_repeating_alert_fires_again_only_after_crossing_back_across_leaders(
     bus: FaultyBus,
 ) -> None:

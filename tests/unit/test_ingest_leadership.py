@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncGenerator, Callable
+from decimal import Decimal
 
 import orjson
 import pytest
@@ -11,8 +13,13 @@ import pytest
 from coinlink.bus import MemoryBus
 from coinlink.market.ingest import LEASE, Ingest
 from coinlink.market.providers.base import Provider
+from coinlink.market.types import Tick
 from coinlink.market.view import MarketView
+from coinlink.wire import now_ms
+from tests.support.buses import FaultyBus
 from tests.support.services import until
+
+TICKER = "ticker:BTC-USD"
 
 
 class SlowRenewals(MemoryBus):
@@ -44,15 +51,77 @@ async def test_a_leader_that_loses_its_lease_stops() -> None:
     await asyncio.wait_for(ingest._keep_lease(token, time.monotonic() + 1.2), timeout=3)
 
 
-async def test_stopping_hands_the_lease_over_at_once() -> None:
+async def test_stopping_hands_the_lease_over_at_once_and_for_good() -> None:
+    bus = MemoryBus()
+    ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=30)
+    task = asyncio.create_task(ingest.run())
+    await until(lambda: ingest.leading, 10, "the lead")
+    await asyncio.wait_for(ingest.stop(), timeout=5)
+    # Released, not left to expire in 30 s: a rolling deploy loses no ingest time.
+    assert await bus.acquire_lease(LEASE, "next instance", 30) is not None
+    # Run has ended by itself, and never takes the lease again.
+    assert task.done() and not task.cancelled() and not ingest.leading
+
+
+async def test_cancelling_a_leader_still_releases_its_lease() -> None:
+    """The last resort, for a reign stuck past its grace."""
     bus = MemoryBus()
     ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=30)
     task = asyncio.create_task(ingest.run())
     await until(lambda: ingest.leading, 10, "the lead")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    # Released, not left to expire in 30 s: a rolling deploy loses no ingest time.
     assert await bus.acquire_lease(LEASE, "next instance", 30) is not None
+
+
+class Burst(Provider):
+    """Ticks in two bursts, the second read while the first batch's publish is held up;
+    after it, the provider asks the leader to stop."""
+
+    def __init__(self, ingest: Callable[[], Ingest], bus: FaultyBus, prices: list[str]) -> None:
+        super().__init__()
+        self.ingest = ingest
+        self.bus = bus
+        self.prices = prices
+        self.resumed: dict[str, Decimal] = {}
+        self.stopping: asyncio.Task[None] | None = None
+
+    def resume(self, prices: dict[str, Decimal]) -> None:
+        self.resumed = prices
+
+    async def ticks(self) -> AsyncGenerator[Tick, None]:
+        half = len(self.prices) // 2
+        for i, price in enumerate(self.prices):
+            if i == half:
+                await until(lambda: self.bus.waiting[TICKER], 10, "the first batch held")
+            yield Tick("BTC-USD", Decimal(price), Decimal(1), now_ms())
+        # The second burst waits in the leader's queue, unprocessed: stop now.
+        self.stopping = asyncio.create_task(self.ingest().stop())
+        await asyncio.Event().wait()
+
+
+async def test_a_stopping_leader_publishes_every_tick_it_read_and_the_next_resumes() -> None:
+    bus = FaultyBus()
+    bus.hold(TICKER)  # a slow round trip: the leader is mid-publish when asked to stop
+    first = Burst(lambda: leader, bus, [str(100 + i) for i in range(50)])
+    leader = Ingest(bus, ["BTC-USD"], lambda: first, lease_ttl_s=30)
+    task = asyncio.create_task(leader.run())
+    await until(lambda: first.stopping is not None, 10, "the stop")
+    bus.release(TICKER)
+    assert first.stopping is not None
+    await asyncio.wait_for(first.stopping, timeout=5)
+    assert task.done() and not task.cancelled()
+    published = [orjson.loads(m.data)["price"] for m in await bus.history(TICKER) or []]
+    assert published == ["124", "149"]  # each burst's newest price, nothing cut off
+
+    # The next leader's provider starts from the last published price.
+    second = Burst(lambda: successor, bus, [])
+    successor = Ingest(bus, ["BTC-USD"], lambda: second, lease_ttl_s=30)
+    task = asyncio.create_task(successor.run())
+    await until(lambda: second.stopping is not None, 10, "the successor's provider")
+    assert second.resumed == {"BTC-USD": Decimal("149")}
+    await asyncio.wait_for(successor.stop(), timeout=5)
+    await task
 
 
 @pytest.mark.expected_errors("ingest_reign_failed")
@@ -70,10 +139,10 @@ async def test_a_failing_reign_is_retried_not_fatal() -> None:
     task = asyncio.create_task(ingest.run())
     try:
         await until(lambda: len(attempts) >= 3 and ingest.leading, 20, "a third, working reign")
-        # With a growing pause between reigns (lease/5 doubling, at least its upper half),
+        # With a growing pause between reigns (lease/10 doubling, at least its upper half),
         # not thousands a second.
-        assert attempts[1] - attempts[0] >= 0.05
-        assert attempts[2] - attempts[1] >= 0.1
+        assert attempts[1] - attempts[0] >= 0.025
+        assert attempts[2] - attempts[1] >= 0.05
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -175,3 +175,22 @@ def test_create_provider_by_name(tmp_path: Path) -> None:
         create_provider("kraken", ["BTC-USD"])
     with pytest.raises(ValueError, match="no replay file"):
         create_provider("replay", [], path=tmp_path / "missing.csv")
+
+
+def test_a_resumed_simulator_continues_from_the_given_prices_deterministically() -> None:
+    """A new ingest leader resumes from the last published prices: no jump back to the
+    table's start; the same seed and prices give the same path."""
+
+    def resumed() -> list[Tick]:
+        sim = make(symbols=["BTC-USD", "ETH-USD"])
+        sim.resume({"BTC-USD": Decimal("12345.67"), "OTHER-USD": Decimal(1)})
+        return sim.generate(400)
+
+    ticks = resumed()
+    assert ticks == resumed()
+    btc = [t.price for t in ticks if t.symbol == "BTC-USD"]
+    assert abs(btc[0] / Decimal("12345.67") - 1) < Decimal("0.001")
+    assert all(abs(price / Decimal("12345.67") - 1) < Decimal("0.05") for price in btc)
+    # A symbol without a published price starts from the table, as before.
+    eth = next(t.price for t in ticks if t.symbol == "ETH-USD")
+    assert eth == next(t.price for t in make(symbols=["ETH-USD"]).generate(10))

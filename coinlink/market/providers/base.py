@@ -76,6 +76,11 @@ class Provider(abc.ABC):
         """OHLCV rows with ``start_ms <= open_time <= end_ms``, oldest first ([] if none)."""
         return []
 
+    def resume(self, prices: dict[str, Decimal]) -> None:
+        """The last price of each symbol the previous ingest leader published, given before
+        ``ticks()``: a made-up market continues from them; a real one has its own."""
+        return None
+
 
 def normalize_symbols(symbols: list[str]) -> list[str]:
     """Upper-cased, de-duplicated BASE-QUOTE symbols; raise ``ValueError`` for bad ones."""

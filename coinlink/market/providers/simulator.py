@@ -17,7 +17,9 @@ Design:
   realistic for well-known assets (BTC ~67,000, ETH ~3,500, SOL ~150, ...) and quoted in
   the pair's quote currency (ETH-BTC ~0.052); an unknown asset gets a deterministic
   pseudo-random price, volatility and spread from a CRC of its name (``hash()`` is salted
-  per process, so it would break determinism).
+  per process, so it would break determinism). A new ingest leader :meth:`resumes
+  <SimulatorProvider.resume>` from the last published prices instead: the market does
+  not jump back at a hand-over, and the same seed and start prices give the same path.
 * **Precision.** Prices are quantized to a tick size of about five significant digits,
   never coarser than 0.01 (67,012.34; 3,501.27; 150.12; 0.15234) and sizes to a step that
   is about a hundredth of a dollar of the base asset (BTC 8 decimals, DOGE 3).
@@ -198,6 +200,13 @@ class SimulatorProvider(Provider):
             next_ms=first,
             last_ts=self.start_ms - 1,
         )
+
+    def resume(self, prices: dict[str, Decimal]) -> None:
+        """Start each symbol in ``prices`` from its price instead of the table's."""
+        for walk in self._walks:
+            price = prices.get(walk.symbol)
+            if price is not None and price.is_finite() and price > 0:
+                walk.mid = float(price)
 
     def _step(self) -> Tick:
         _, index = heapq.heappop(self._queue)
