@@ -7,6 +7,10 @@
   acknowledgements that cannot come (sanic-org/sanic#2997): it stops the workers and exits.
 * ``workers_started`` is logged once the manager has every worker's acknowledgement: no
   other line says so ("Worker ready" is logged by a worker, before the manager has seen it).
+  The manager then closes its own copy of the listening socket, which it never accepts on
+  (Sanic restarts no worker that dies): the socket closes with the last worker to stop
+  accepting, so a stopping server refuses new connections then, not once it has exited, and
+  one whose workers all died refuses them rather than queueing them unanswered.
 
 Sanic internals (``WorkerManager``: ``wait_for_ack``, ``_all_workers_ack``,
 ``_shutting_down``, ``monitor_subscriber``/``monitor_publisher``, ``shutdown_signal``):
@@ -24,6 +28,8 @@ from typing import Any
 import structlog
 from sanic import Sanic
 from sanic.worker.manager import WorkerManager
+
+from coinlink.serving.listener import listening_socket
 
 log = structlog.get_logger(logger_name="coinlink.serving.manager")
 
@@ -68,6 +74,9 @@ def adapt(app: Sanic[Any, Any]) -> None:
                 manager.monitor_publisher.send(message)
         if acked:
             log.info("workers_started", workers=manager.num_server)
+            sock = listening_socket(app)
+            if sock is not None:
+                sock.close()
 
     def wait(held: list[Any]) -> bool:
         misses = 0
