@@ -168,8 +168,7 @@ def test_a_stopped_instance_is_passed_over_and_rejoins_on_its_port(
         client_at("127.0.0.11", proxy.base_url) as client,
     ):
         running, stopped = instances
-        # Stopped once its manager has finished starting (sanic-org/sanic#2997: a signal
-        # before that deadlocks it; see test_serve).
+        # Stopped once both its workers serve, so that it was in rotation before.
         wait_for(lambda: stopped.logged("workers_started"), 60, "the manager's start")
         assert stopped.stop() == 0
         ids = [f"passed-over-{uuid.uuid4().hex[:8]}-{n}" for n in range(6)]

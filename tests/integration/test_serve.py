@@ -98,9 +98,7 @@ def test_sigterm_stops_the_server_cleanly(database: str, pg_url: str, tmp_path: 
     # still open (a write after Tortoise closed left an aiosqlite thread running).
     url = pg_url if database == "postgres" else f"sqlite://{tmp_path}/serve.sqlite3"
     server = ServerProcess(server_env(COINLINK_DATABASE_URL=url), workers=2).wait_ready()
-    # A signal while Sanic's manager still waits for the workers' acknowledgements
-    # deadlocks it (sanic-org/sanic#2997, open), so this test stops a server that has
-    # finished starting, as an operator would: the main process says so.
+    # Both workers serving, so both stop (a stop during start-up: test_shutdown).
     wait_for(lambda: server.logged("workers_started"), 60, "the manager's acknowledgements")
     started = time.monotonic()
     assert server.stop(signal.SIGTERM) == 0
