@@ -14,7 +14,7 @@
 
 Sanic internals (``WorkerManager``: ``wait_for_ack``, ``_all_workers_ack``,
 ``_shutting_down``, ``monitor_subscriber``/``monitor_publisher``, ``shutdown_signal``):
-checked against ``CHECKED_VERSIONS`` by ``tests/integration/test_serving_manager.py``.
+checked against ``CHECKED_VERSIONS`` by ``tests/unit/test_serving_adapters.py``.
 """
 
 from __future__ import annotations

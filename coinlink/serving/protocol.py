@@ -9,7 +9,7 @@ parsed. Those get :data:`FIRST_REQUEST_GRACE_S` for their request to arrive, are
 keep-alive connection is closed at once, as before.
 
 Sanic internals (``WebSocketProtocol`` and its ``close_if_idle``, ``recv_buffer``): checked
-against ``CHECKED_VERSIONS`` by ``tests/unit/test_serving_protocol.py``.
+against ``CHECKED_VERSIONS`` by ``tests/unit/test_serving_adapters.py``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Checks shared by the tests of CoinLink's adapters to framework internals.
 
 Each adapter module (``coinlink.http.header_encoding``, ``coinlink.realtime.transport``,
-``coinlink.observability.multiprocess_values``) declares ``CHECKED_VERSIONS``: the
+``coinlink.observability.multiprocess_values``, ``coinlink.serving.manager``,
+``coinlink.serving.protocol``) declares ``CHECKED_VERSIONS``: the
 releases of each library whose internals it was checked against. These helpers fail with a
 message naming the adapter, so an upgrade says at once which module needs a look.
 """

@@ -1,0 +1,35 @@
+"""The two adapters of ``coinlink serve`` to Sanic's internals still fit the installed Sanic.
+
+Their behaviour is tested on real processes (tests/integration/test_shutdown.py: a stop at
+each moment of start-up, the drain finishing requests on their way); these tests name the
+adapter when an upgrade moves what it relies on."""
+
+from __future__ import annotations
+
+from sanic.server.protocols.http_protocol import HttpProtocol
+from sanic.server.protocols.websocket_protocol import WebSocketProtocol
+from sanic.worker.manager import WorkerManager
+from sanic.worker.process import WorkerProcess
+
+from coinlink.serving import manager, protocol
+from tests.support.adapters import check_signature, check_versions
+
+
+def test_sanic_is_a_version_the_adapters_were_checked_against() -> None:
+    check_versions(manager)
+    check_versions(protocol)
+
+
+def test_the_worker_manager_internals_are_where_the_manager_adapter_expects() -> None:
+    check_signature(manager, WorkerManager.shutdown_signal, "(self, signal, frame)")
+    check_signature(manager, WorkerManager.wait_for_ack, "(self)")
+    check_signature(manager, WorkerManager._all_workers_ack, "(self)")
+    check_signature(manager, WorkerManager.kill, "(self)")
+    assert WorkerManager.THRESHOLD == WorkerProcess.THRESHOLD, "the start-up wait changed"
+
+
+def test_the_protocol_internals_are_where_the_protocol_adapter_expects() -> None:
+    check_signature(protocol, WebSocketProtocol.close_if_idle, "(self)")
+    check_signature(protocol, WebSocketProtocol.connection_made, "(self, transport)")
+    check_signature(protocol, WebSocketProtocol.data_received, "(self, data)")
+    assert "recv_buffer" in HttpProtocol.__slots__, "unparsed request bytes moved"
