@@ -241,6 +241,9 @@ def test_shutdown_fits_the_grace_period(rendered: Rendered, clean_env: pytest.Mo
     grace = pod_spec(deployment)["terminationGracePeriodSeconds"]
     assert grace >= pre_stop + settings.shutdown.budget_s + 1
     assert grace <= pre_stop + settings.shutdown.budget_s + 10, "a stuck pod lingers"
+    # coinlink is not PID 1 (which would ignore a SIGTERM before its handler is set, and
+    # leave orphaned helpers unreaped): the pause process is, as tini is under Compose.
+    assert pod_spec(deployment)["shareProcessNamespace"] is True
 
 
 def test_probes_split_liveness_from_readiness(rendered: Rendered) -> None:
