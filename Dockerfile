@@ -83,7 +83,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('COINLINK_PORT', '8000'), timeout=4)"]
 
-# Sanic drains connections on SIGTERM for up to 8 s (GRACEFUL_SHUTDOWN_TIMEOUT), inside
-# the 10 s a runtime waits by default before SIGKILL.
+# On SIGTERM the server drains and exits within COINLINK_SHUTDOWN_BUDGET_S (8 s by
+# default), inside the 10 s a runtime waits by default before SIGKILL.
 STOPSIGNAL SIGTERM
 CMD ["coinlink", "serve"]

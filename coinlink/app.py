@@ -190,12 +190,8 @@ def create_app(
 
     async def stop_background(app: Sanic[Any, Any]) -> None:
         # Before the server stops, while the database is open (after Tortoise closes, a write
-        # would open a new SQLite thread that keeps the process alive); concurrently, within
-        # what is left of the shutdown budget.
-        await asyncio.wait(
-            [asyncio.create_task(stop_jobs()), asyncio.create_task(app.ctx.hub.close())],
-            timeout=app.ctx.drain.remaining_s(),
-        )
+        # would open a new SQLite thread that keeps the process alive).
+        await app.ctx.drain.finish(app, stop_jobs(), app.ctx.hub.close())
 
     async def stop_worker(app: Sanic[Any, Any]) -> None:
         await limiter.close()

@@ -14,11 +14,9 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Sequence
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -109,38 +107,26 @@ def _run_db(settings: Settings, work: Coroutine[Any, Any, int]) -> int:
         return EXIT_FAILED
 
 
-class _Stopped(BaseException):
-    """SIGTERM before the workers exist: nothing to drain, stop at once."""
-
-
-def _stop_now(signum: int, frame: FrameType | None) -> None:
-    raise _Stopped
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
-    # Until Sanic starts (coinlink.serving.manager then takes the signal over): a pod
-    # deleted while it starts must still stop, and cleanly.
-    signal.signal(signal.SIGTERM, _stop_now)
-    try:
-        return _serve(args)
-    except _Stopped:
-        log.info("stopped_before_serving")
-        return 0
+    from coinlink.serving import manager
 
-
-def _serve(args: argparse.Namespace) -> int:
+    # A pod deleted while it starts must still stop, cleanly: SIGTERM from here on is kept
+    # until it can be acted on, never interrupting a migration half-way.
+    manager.defer_stop_signals()
     settings = _settings(host=args.host, port=args.port, workers=args.workers)
     settings = _ensure_jwt_secret(settings)
     status = _run_db(settings, _migrate_or_refuse(settings))
     if status:
         return status
+    if manager.stop_requested():
+        log.info("stopped_before_serving")
+        return 0
     made_metrics_dir = _prepare_metrics_dir()
 
     from sanic import Sanic
     from sanic.worker.loader import AppLoader
 
     from coinlink.app import create_app
-    from coinlink.serving import manager
     from coinlink.serving.protocol import FinishingProtocol
 
     loader = AppLoader(factory=args.app_factory or create_app)
@@ -163,7 +149,6 @@ def _serve(args: argparse.Namespace) -> int:
         env=settings.env,
     )
     app.main_process_ready(manager.adapt)
-    manager.defer_stop_signals()
     try:
         Sanic.serve(primary=app, app_loader=loader)
     finally:

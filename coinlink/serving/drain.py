@@ -38,6 +38,9 @@ StopJobs = Callable[[], Coroutine[Any, Any, None]]
 HANDSHAKE_GRACE_S = 0.05
 # Kept free at the end of the budget for the process to exit and its manager to notice.
 EXIT_MARGIN_S = 0.5
+# What stopping work leaves of the budget for requests on their way (within the 2 s a budget
+# must exceed the drain by: COINLINK_SHUTDOWN_BUDGET_S).
+FINISH_RESERVE_S = 1.5
 EXIT_OVERRAN = 70  # a worker that did not stop within its budget
 
 
@@ -79,16 +82,34 @@ class Drain:
         if self._watchdog is not None:
             self._watchdog.cancel()
 
+    async def finish(self, app: Sanic[Any, Any], *work: Coroutine[Any, Any, None]) -> None:
+        """For ``before_server_stop``: run ``work`` concurrently within the budget less what
+        requests on their way are owed; cancel what overruns. Sanic's wait for those
+        requests then gets the rest of the budget."""
+        tasks = [asyncio.create_task(item, name=getattr(item, "__qualname__", "")) for item in work]
+        _, late = await asyncio.wait(tasks, timeout=self._for_work())
+        for task in late:
+            log.warning("stop_overran", task=task.get_name())
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=EXIT_MARGIN_S)
+        app.config.GRACEFUL_SHUTDOWN_TIMEOUT = self.remaining_s()
+
+    def _for_work(self) -> float:
+        return max(0.0, self.remaining_s() - FINISH_RESERVE_S)
+
     async def _run(self, app: Sanic[Any, Any], stop_jobs: StopJobs) -> None:
         # The jobs' hand-over runs alongside the drain: it need not wait for routing to end.
         jobs = asyncio.create_task(stop_jobs(), name="drain-jobs")
         await asyncio.sleep(self.settings.drain_s)  # serving goes on meanwhile: the drain
+        # Still accepting while they finish: a connection attempt now is served, not left
+        # waiting on a socket that drops it.
+        await asyncio.wait([jobs], timeout=self._for_work())
         sock = listening_socket(app)
-        if sock is not None and refuse_new_connections(sock):
+        if sock is None:
+            log.warning("listener_not_found")  # it closes later, with what it has queued
+        elif refuse_new_connections(sock):
             await asyncio.sleep(HANDSHAKE_GRACE_S)
-        await asyncio.wait([jobs], timeout=self.remaining_s())
-        # What is left of the budget is Sanic's wait for requests on their way.
-        app.config.GRACEFUL_SHUTDOWN_TIMEOUT = self.remaining_s()
         log.info("drained", remaining_s=round(self.remaining_s(), 2))
         app.stop(terminate=False)
 

@@ -5,14 +5,15 @@
   SIGINT (Ctrl-C) keeps Sanic's immediate stop, and a second signal still kills.
 * A stop signal while the workers start no longer leaves the manager waiting forever for
   acknowledgements that cannot come (sanic-org/sanic#2997): it stops the workers and exits.
-* ``workers_started`` is logged once the manager has every worker's acknowledgement: no
-  other line says so ("Worker ready" is logged by a worker, before the manager has seen it).
+* ``workers_started`` is logged once every worker serves: no other line says so ("Worker
+  ready" is logged by each worker, and Sanic's manager waits only for acknowledgements,
+  which come before a worker serves).
   The manager then closes its own copy of the listening socket, which it never accepts on
   (Sanic restarts no worker that dies): the socket closes with the last worker to stop
   accepting, so a stopping server refuses new connections then, not once it has exited, and
   one whose workers all died refuses them rather than queueing them unanswered.
 
-Sanic internals (``WorkerManager``: ``wait_for_ack``, ``_all_workers_ack``,
+Sanic internals (``WorkerManager``: ``wait_for_ack``, ``worker_state`` and its ``serving``,
 ``_shutting_down``, ``monitor_subscriber``/``monitor_publisher``, ``shutdown_signal``):
 checked against ``CHECKED_VERSIONS`` by ``tests/unit/test_serving_adapters.py``.
 """
@@ -40,9 +41,15 @@ _deferred: list[int] = []  # a stop signal that came before the manager was adap
 
 
 def defer_stop_signals() -> None:
-    """Until :func:`adapt` runs, remember SIGTERM rather than act on it: it interrupts no
-    part of Sanic's start-up, and the adapted manager then stops at once."""
+    """Until :func:`adapt` runs, remember SIGTERM rather than act on it: it interrupts
+    nothing half-way (a migration, Sanic's start-up); see :func:`stop_requested`, and the
+    adapted manager stops at once."""
     signal.signal(signal.SIGTERM, lambda signum, frame: _deferred.append(signum))
+
+
+def stop_requested() -> bool:
+    """Whether a SIGTERM came while it was deferred."""
+    return bool(_deferred)
 
 
 def adapt(app: Sanic[Any, Any]) -> None:
@@ -65,6 +72,12 @@ def adapt(app: Sanic[Any, Any]) -> None:
         stop_workers()
         manager.monitor_publisher.send(None)  # ends the monitor loop: no restarts now
 
+    def serving() -> bool:
+        # Serving (Sanic's set_serving, after every after_server_start listener) rather than
+        # acknowledged (before the server exists): from here each worker drains on SIGTERM.
+        states = [state for state in manager.worker_state.values() if state.get("server")]
+        return len(states) == manager.num_server and all(s.get("serving") for s in states)
+
     def wait_for_ack() -> None:
         held: list[Any] = []  # messages for the monitor loop, passed on once it runs
         try:
@@ -80,7 +93,7 @@ def adapt(app: Sanic[Any, Any]) -> None:
 
     def wait(held: list[Any]) -> bool:
         misses = 0
-        while not manager._all_workers_ack():
+        while not serving():
             if manager._shutting_down:
                 stop_workers()  # a worker started after the signal has not had it yet
                 return False

@@ -19,7 +19,7 @@ from typing import Any
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 
 CHECKED_VERSIONS = {"sanic": ">=25.12,<26"}
-FIRST_REQUEST_GRACE_S = 1.0
+FIRST_REQUEST_GRACE_S = 2.0
 
 
 class FinishingProtocol(WebSocketProtocol):

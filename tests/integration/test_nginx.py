@@ -190,10 +190,11 @@ def test_a_stopped_instance_is_passed_over_and_rejoins_on_its_port(
 # -- nginx's own answers ---------------------------------------------------------------------
 
 
-def test_metrics_are_hidden_behind_the_proxy_as_a_json_404(proxy: NginxProxy) -> None:
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/", "/metrics?name=x"])
+def test_metrics_are_hidden_behind_the_proxy_as_a_json_404(proxy: NginxProxy, path: str) -> None:
     with client_at("127.0.0.7", proxy.base_url) as client:
         error = assert_nginx_envelope(
-            client.get("/metrics", headers={"x-request-id": "metrics-probe"}), 404, "not_found"
+            client.get(path, headers={"x-request-id": "metrics-probe"}), 404, "not_found"
         )
     assert error["trace_id"] == "metrics-probe"
 

@@ -6,9 +6,12 @@ adapter when an upgrade moves what it relies on."""
 
 from __future__ import annotations
 
+import inspect
+
 from sanic.server.protocols.http_protocol import HttpProtocol
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.worker.manager import WorkerManager
+from sanic.worker.multiplexer import WorkerMultiplexer
 from sanic.worker.process import WorkerProcess
 
 from coinlink.serving import manager, protocol
@@ -23,7 +26,8 @@ def test_sanic_is_a_version_the_adapters_were_checked_against() -> None:
 def test_the_worker_manager_internals_are_where_the_manager_adapter_expects() -> None:
     check_signature(manager, WorkerManager.shutdown_signal, "(self, signal, frame)")
     check_signature(manager, WorkerManager.wait_for_ack, "(self)")
-    check_signature(manager, WorkerManager._all_workers_ack, "(self)")
+    check_signature(manager, WorkerMultiplexer.set_serving, "(self, serving: bool) -> None")
+    assert '"serving": serving' in inspect.getsource(WorkerMultiplexer.set_serving)
     check_signature(manager, WorkerManager.kill, "(self)")
     assert WorkerManager.THRESHOLD == WorkerProcess.THRESHOLD, "the start-up wait changed"
 
