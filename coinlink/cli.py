@@ -121,6 +121,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if manager.stop_requested():
         log.info("stopped_before_serving")
         return 0
+    from coinlink.serving.listener import bound_socket
+
+    try:
+        sock = bound_socket(settings.host, settings.port)
+    except OSError as exc:
+        log.error("cannot_listen", host=settings.host, port=settings.port, error=str(exc))
+        return EXIT_FAILED
     made_metrics_dir = _prepare_metrics_dir()
 
     from sanic import Sanic
@@ -132,8 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     loader = AppLoader(factory=args.app_factory or create_app)
     app = loader.load()
     app.prepare(
-        host=settings.host,
-        port=settings.port,
+        sock=sock,
         workers=settings.effective_workers,
         access_log=False,
         motd=False,

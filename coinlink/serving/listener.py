@@ -1,4 +1,11 @@
-"""Stopping the listening socket without cutting a connection the kernel already accepted.
+"""The listening socket: it starts listening with the first worker that serves, and stops
+without cutting a connection the kernel already accepted.
+
+Sanic's main process binds and listens before its workers exist, so connections that come
+while they start (seconds, more on a loaded machine) wait in the queue unanswered: a proxy
+in front cannot tell a starting instance from a working one. :func:`bound_socket` only
+binds: a connection attempt is refused until a worker's server listens on the socket (the
+event loop's ``create_server`` does), so a proxy tries another instance at once.
 
 Closing a listening socket resets every connection still in its accept queue: a client
 whose handshake completed gets its request cut (an nginx in front answers 502 for a POST
@@ -31,6 +38,22 @@ _DROP_SYN = (
     (0x06, 0, 0, 0xFFFFFFFF),  # keep: the whole packet
     (0x06, 0, 0, 0),  # drop
 )
+
+
+def bound_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for the workers to listen on (not listening yet)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)  # the workers get it
+    return sock
 
 
 def listening_socket(app: Sanic[Any, Any]) -> socket.socket | None:

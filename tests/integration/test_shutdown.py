@@ -18,7 +18,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from coinlink.realtime.hub import RESTART_REASON
-from tests.support.apps import ServerProcess, instance_env
+from tests.support import held_start
+from tests.support.apps import ServerProcess, instance_env, server_env
 from tests.support.leases import lease
 from tests.support.services import until, wait_for
 from tests.support.ws import WsClient, ws_url
@@ -123,6 +124,27 @@ async def test_sigterm_drains_then_finishes_every_request_on_its_way(
     assert time.monotonic() - signalled < BUDGET_S + 1
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+    assert server.unexpected_errors() == []
+
+
+def test_a_starting_server_refuses_connections_until_a_worker_serves(pg_url: str) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as gate:
+        gate.settimeout(60)
+        env = server_env(
+            COINLINK_DATABASE_URL=pg_url, TEST_START_GATE=f"127.0.0.1:{gate.getsockname()[1]}"
+        )
+        server = ServerProcess(env, workers=1, module=held_start.MODULE)
+        try:
+            held, _ = gate.accept()  # the port is bound; the worker waits for our answer
+            with held:
+                # Refused, not queued unanswered: a proxy moves on to another instance.
+                with pytest.raises(ConnectionRefusedError):
+                    socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+                held.sendall(b"!")
+            server.wait_ready()
+            assert httpx.get(server.base_url + "/health").status_code == 200
+        finally:
+            server.stop()
     assert server.unexpected_errors() == []
 
 
