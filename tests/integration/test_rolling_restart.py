@@ -189,7 +189,7 @@ async def deployment(env: dict[str, str]) -> AsyncIterator[tuple[list[ServerProc
     finally:
         proxy.stop()
         for server in instances:
-            server.stop(signal.SIGKILL)
+            server.kill()
 
 
 def started(server: ServerProcess) -> ServerProcess:

@@ -73,7 +73,7 @@ def draining_server(pg_url: str, redis_url: str) -> Iterator[ServerProcess]:
         wait_for(lambda: server.logged("workers_started"), 60, "both workers")
         yield server
     finally:
-        server.stop(signal.SIGKILL)
+        server.kill()
 
 
 async def test_sigterm_drains_then_finishes_every_request_on_its_way(
@@ -164,11 +164,11 @@ def test_sigterm_at_any_moment_of_start_up_stops_it_cleanly(
         wait_for(lambda: f'"event":"{moment}' in server.output(), 60, moment)
         server.process.send_signal(signal.SIGTERM)
         server.process.wait(20)
+        # Its helpers (multiprocessing's resource tracker) exit once they see it gone.
+        wait_for(lambda: live_processes(server.process.pid) == [], 10, "every process gone")
     finally:
-        server.stop(signal.SIGKILL)
+        server.kill()
     assert server.process.returncode == 0, server.output()[-3000:]
-    # Its helpers (multiprocessing's resource tracker) exit once they see it gone.
-    wait_for(lambda: live_processes(server.process.pid) == [], 10, "every process gone")
     assert "Traceback" not in server.output()
     assert server.unexpected_errors() == []
 

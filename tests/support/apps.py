@@ -187,6 +187,14 @@ class ServerProcess:
         self._log.close()
         return self.process.returncode
 
+    def kill(self) -> None:
+        """Every process of it, at once (a test's clean-up): killing the main process alone
+        would leave its workers running."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(5)
+        self._log.close()
+
     def stopped(self) -> bool:
         return self.process.poll() is not None and self._log.closed
 
