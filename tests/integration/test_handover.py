@@ -146,6 +146,17 @@ async def hand_over(
     )
 
 
+async def handed_over(env: dict[str, str], redis_url: str, sig: int) -> HandOver:
+    """Two instances after a published start; the leader's instance gets ``sig``."""
+    await published_start(redis_url, env)
+    servers = await asyncio.to_thread(start_pair, env)
+    try:
+        return await hand_over(servers, env, redis_url, sig)
+    finally:
+        for server in servers:
+            await asyncio.to_thread(server.stop)
+
+
 def report(what: str, result: HandOver) -> None:
     # The measured figures, for docs/performance.md (pytest -s shows them).
     print(
@@ -167,13 +178,7 @@ async def test_sigterm_hands_the_ingest_over_within_a_second(
 ) -> None:
     # A long lease: a new holder long before it could have run out proves it was released.
     env = env_for(fresh_pg_url, redis_url, ingest_lease_s="10")
-    await published_start(redis_url, env)
-    servers = await asyncio.to_thread(start_pair, env)
-    try:
-        result = await hand_over(servers, env, redis_url, signal.SIGTERM)
-    finally:
-        for server in servers:
-            await asyncio.to_thread(server.stop)
+    result = await handed_over(env, redis_url, signal.SIGTERM)
     report("SIGTERM", result)
     assert result.seconds_arrived < 1.0 + LOADED_MARGIN_S, result
     assert result.released_at_ms < result.old_grant_ends_ms, result
@@ -185,13 +190,7 @@ async def test_kill_9_hands_the_ingest_over_within_three_seconds(
     fresh_pg_url: str, redis_url: str
 ) -> None:
     env = env_for(fresh_pg_url, redis_url)  # the default lease
-    await published_start(redis_url, env)
-    servers = await asyncio.to_thread(start_pair, env)
-    try:
-        result = await hand_over(servers, env, redis_url, signal.SIGKILL)
-    finally:
-        for server in servers:
-            await asyncio.to_thread(server.stop)
+    result = await handed_over(env, redis_url, signal.SIGKILL)
     report("kill -9", result)
     assert result.seconds_arrived < 3.0 + LOADED_MARGIN_S, result
     # A new grant once the old one ran out: a larger fencing token.
