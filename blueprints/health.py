@@ -38,7 +38,9 @@ async def readyz(request: Request) -> HTTPResponse:
     checks = {
         "database": database_check,
         "redis": bus_check(bus),
-        "ingest": ingest_check(bus, settings.staleness_s),
+        "ingest": ingest_check(
+            bus, settings.staleness_s, name_leader=request.app.ctx.operators.granted(request)
+        ),
     }
     ready, report = await run_checks(checks, settings.check_timeout_s, ADVISORY)
     return json(
@@ -48,8 +50,9 @@ async def readyz(request: Request) -> HTTPResponse:
 
 
 @bp.get("/metrics")
-@openapi.summary("Prometheus metrics of every worker process")
+@openapi.summary("Prometheus metrics of every worker process (bearer COINLINK_METRICS_TOKEN)")
 @openapi.tag("operations")
 async def metrics(request: Request) -> HTTPResponse:
+    request.app.ctx.operators.require(request)
     body, content_type = render()
     return HTTPResponse(body, content_type=content_type)

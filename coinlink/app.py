@@ -32,6 +32,7 @@ from coinlink.bus import create_bus
 from coinlink.http import middleware
 from coinlink.http.client_address import TrustedProxies
 from coinlink.http.errors import EnvelopeErrorHandler
+from coinlink.http.operator_access import OperatorAccess
 from coinlink.http.ratelimit import install as install_rate_limits
 from coinlink.market.ingest import Ingest
 from coinlink.market.providers import provider_from_settings
@@ -75,7 +76,7 @@ def create_app(
         CORS_EXPOSE_HEADERS=(
             "x-request-id,ratelimit-limit,ratelimit-remaining,ratelimit-reset,retry-after"
         ),
-        OAS=settings.docs_enabled,
+        OAS=settings.effective_docs_enabled,
         OAS_URL_PREFIX="/docs",
         OAS_UI_DEFAULT="swagger",
         OAS_UI_REDOC=False,
@@ -103,6 +104,7 @@ def create_app(
         timeout_s=min(0.25, settings.redis.timeout_s),
     )
     app.ctx.trusted = TrustedProxies(settings.trusted_proxies)
+    app.ctx.operators = OperatorAccess(settings.metrics_token, production=settings.is_production)
     policies = Policies.from_settings(settings.rate_limit)
     install_rate_limits(app, limiter, policies, app.ctx.trusted, user_of=tokens.subject_of)
     db.register(app, settings.effective_database_url)

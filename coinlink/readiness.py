@@ -70,8 +70,9 @@ async def run_checks(
     return all(r["status"] in ("ok", "warn") for r in results), report
 
 
-def ingest_check(bus: Bus, stale_after_s: float) -> Check:
-    """Some worker of some instance leads ingest, and its newest tick is recent enough."""
+def ingest_check(bus: Bus, stale_after_s: float, *, name_leader: bool) -> Check:
+    """Some worker of some instance leads ingest, and its newest tick is recent enough;
+    which one (host and pid) only for ``name_leader`` (an operator)."""
 
     async def check() -> dict[str, Any]:
         raw = await bus.get(channels.INGEST_HEARTBEAT_KEY)
@@ -80,7 +81,9 @@ def ingest_check(bus: Bus, stale_after_s: float) -> Check:
         beat = orjson.loads(raw)
         newest = beat.get("newest_tick")
         lag_s = None if newest is None else round(max(0, beat["at"] - newest) / 1000, 3)
-        report = {"leader": beat["holder"], "lag_s": lag_s}
+        report: dict[str, Any] = {"lag_s": lag_s}
+        if name_leader:
+            report["leader"] = beat["holder"]
         if lag_s is not None and lag_s > stale_after_s:
             raise NotReady(f"newest tick is {lag_s} s old")
         return report

@@ -170,15 +170,20 @@ class JwtSettings(_Group):
     @field_validator("secret")
     @classmethod
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        raw = value.get_secret_value()
-        if len(raw.encode()) < MIN_SECRET_BYTES:
-            raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
-        lowered = raw.lower()
-        if any(word in lowered for word in _PLACEHOLDER_WORDS) or len(set(raw)) < 10:
-            raise ValueError("looks like a placeholder; generate one with `openssl rand -hex 32`")
-        return value
+        return _generated_secret(value)
+
+
+def _generated_secret(value: SecretStr | None) -> SecretStr | None:
+    """A secret that was generated, not typed or copied from an example."""
+    if value is None:
+        return None
+    raw = value.get_secret_value()
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"must be at least {MIN_SECRET_BYTES} bytes")
+    lowered = raw.lower()
+    if any(word in lowered for word in _PLACEHOLDER_WORDS) or len(set(raw)) < 10:
+        raise ValueError("looks like a placeholder; generate one with `openssl rand -hex 32`")
+    return value
 
 
 class RedisSettings(_Group):
@@ -413,8 +418,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=64 * 1024 * 1024)
     """Largest accepted request body; larger ones get 413."""
 
-    docs_enabled: bool = True
-    """Serve ``/docs`` and ``/docs/openapi.json``."""
+    docs_enabled: bool | None = None
+    """Serve ``/docs`` and ``/docs/openapi.json``; default on, but off in production (the
+    Swagger UI loads its script from a CDN)."""
+
+    metrics_token: SecretStr | None = None
+    """Bearer token that ``/metrics`` and ``/readyz``'s leader details require; unset, they
+    are open in development and off in production."""
 
     check_timeout_s: float = Field(default=1.0, gt=0, le=30)
     """Deadline of each ``/readyz`` check."""
@@ -473,6 +483,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_env(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _check_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return _generated_secret(value)
 
     @field_validator("database_url")
     @classmethod
@@ -612,6 +627,10 @@ class Settings(BaseSettings):
     @property
     def effective_log_format(self) -> str:
         return self.log_format or ("console" if self.env == "development" else "json")
+
+    @property
+    def effective_docs_enabled(self) -> bool:
+        return self.docs_enabled if self.docs_enabled is not None else not self.is_production
 
     @property
     def effective_auto_migrate(self) -> bool:

@@ -601,6 +601,7 @@ def test_render_keeps_secrets_out_and_sets_the_rest(
 ) -> None:
     env = render_env(blueprint)
     assert env["COINLINK_JWT_SECRET"] == {"key": "COINLINK_JWT_SECRET", "generateValue": True}
+    assert env["COINLINK_METRICS_TOKEN"] == {"key": "COINLINK_METRICS_TOKEN", "generateValue": True}
     assert env["COINLINK_CORS_ORIGINS"] == {"key": "COINLINK_CORS_ORIGINS", "sync": False}
     assert set(env) - {"PORT"} <= set(variables())
     assert env["PORT"]["value"] == str(PORT), "Render routes to and checks PORT"
@@ -610,6 +611,7 @@ def test_render_keeps_secrets_out_and_sets_the_rest(
         "COINLINK_DATABASE_URL": "postgresql://coinlink:Kq2wX9vB4nR7@dpg-d0abc123-a/coinlink",
         "COINLINK_REDIS_URL": "redis://red-d0abc123:6379",
         "COINLINK_JWT_SECRET": base64.b64encode(bytes(range(1, 33))).decode(),
+        "COINLINK_METRICS_TOKEN": base64.b64encode(bytes(range(33, 65))).decode(),
         "COINLINK_CORS_ORIGINS": REAL_ORIGINS,
     }
     clean_env.setenv("COINLINK_ENV", "production")  # the image's ENV
