@@ -52,7 +52,7 @@ class Drain:
         self.draining = False
         self._deadline = 0.0
         self._watchdog: threading.Timer | None = None
-        self._running: asyncio.Task[None] | None = None
+        self._running: asyncio.Task[None] | None = None  # held: the loop keeps tasks weakly
 
     def install(self, app: Sanic[Any, Any], stop_jobs: StopJobs) -> None:
         """Make SIGTERM start the drain in this worker (Sanic's handler would stop at once)."""
