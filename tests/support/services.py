@@ -98,7 +98,7 @@ def _asyncpg_dsn(url: str) -> str:
     return "postgresql://" + url.split("://", 1)[1]
 
 
-def _binary(name: str) -> str:
+def installed_binary(name: str) -> str:
     found = shutil.which(name) or next(
         iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))), None
     )
@@ -121,7 +121,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
             [
-                _binary("redis-server"),
+                installed_binary("redis-server"),
                 "--port",
                 str(self.port),
                 "--bind",
@@ -169,10 +169,17 @@ class PostgresServer:
     def start(self) -> PostgresServer:
         data = self.directory / "data"
         self._run(
-            _binary("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"
+            installed_binary("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
         )
         self._run(
-            _binary("pg_ctl"),
+            installed_binary("pg_ctl"),
             "-D",
             str(data),
             "-l",
@@ -189,7 +196,13 @@ class PostgresServer:
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
             self._run(
-                _binary("pg_ctl"), "-D", str(self.directory / "data"), "-m", "fast", "-w", "stop"
+                installed_binary("pg_ctl"),
+                "-D",
+                str(self.directory / "data"),
+                "-m",
+                "fast",
+                "-w",
+                "stop",
             )
         shutil.rmtree(self.directory, ignore_errors=True)
 
