@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Make sure the PostgreSQL, Redis and nginx server binaries exist, so the suite can start
 # throwaway servers when none answers (and an nginx in front of app instances with the
-# shipped deploy/nginx/ config). Installs Debian's packages when they are missing.
+# shipped deploy/nginx/ config), and promtool and amtool, which check the shipped
+# deploy/prometheus/ files. Installs Debian's packages when they are missing.
 #
-# The packages would start system services (nginx on port 80); the suite starts its own
+# The packages would start system services (nginx on port 80, Prometheus on 9090,
+# Alertmanager on 9093); the suite starts its own
 # on free ports, so the install runs under a policy-rc.d that forbids starting any
 # service (exit 101, the Debian convention invoke-rc.d and deb-systemd-invoke honour),
 # unless the machine already has one (Docker images ship one that does the same).
@@ -15,11 +17,15 @@ have_postgres() {
 }
 have_redis() { command -v redis-server >/dev/null 2>&1; }
 have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
+have_promtool() { command -v promtool >/dev/null 2>&1; }
+have_amtool() { command -v amtool >/dev/null 2>&1; }
 
 missing=()
 have_postgres || missing+=(postgresql)
 have_redis || missing+=(redis-server)
 have_nginx || missing+=(nginx)
+have_promtool || missing+=(prometheus)
+have_amtool || missing+=(prometheus-alertmanager)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing ${missing[*]} (needed by the test suite)"

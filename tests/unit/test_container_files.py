@@ -33,7 +33,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.production.example"
 NGINX = ROOT / "deploy" / "nginx" / "nginx.conf"
 NGINX_UPSTREAMS = NGINX.with_name("coinlink-upstreams.conf")
-PROMETHEUS = ROOT / "deploy" / "prometheus.yml"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 SETUP_CFG = ROOT / "setup.cfg"
 
 PREFIX = "COINLINK_"
