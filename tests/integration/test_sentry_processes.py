@@ -66,6 +66,8 @@ def fail(client: httpx.Client, trace_id: str) -> None:
     )
     assert response.status_code == 500, response.text
     assert response.json()["error"]["trace_id"] == trace_id
+    # The connection stays open: a marker sent on it next goes to the same worker.
+    assert response.headers["connection"] == "keep-alive"
 
 
 def trace_ids(ingest: SentryIngest) -> Counter[str]:
@@ -210,10 +212,9 @@ def test_a_client_that_hangs_up_mid_request_is_no_error(one_worker: Served) -> N
     server, ingest = one_worker
     before = len(ingest.events())
     trace_id = new_trace_id()
+    request = f"GET {SLOW_ROUTE} HTTP/1.1\r\nHost: coinlink\r\nX-Request-ID: {trace_id}\r\n\r\n"
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(
-            f"GET {SLOW_ROUTE} HTTP/1.1\r\nHost: coinlink\r\nX-Request-ID: {trace_id}\r\n\r\n".encode()
-        )
+        sock.sendall(request.encode())
         wait_for(lambda: SLOW_STARTED in logged_with(server, trace_id), 30, "the handler")
     wait_for(lambda: "request" in logged_with(server, trace_id), 30, "the hang-up handled")
 
