@@ -5,7 +5,7 @@
 :data:`DOMAIN_ERRORS` maps to a status and code here, at the edge. Sanic's own exceptions
 (404, 405, 413, ...) and anything unexpected are rendered by :class:`EnvelopeErrorHandler` in
 the same shape. A 500 is logged with the trace id and the traceback; the client only ever
-sees a generic message.
+sees a generic message. A client that hangs up mid-request is no error (499, logged at info).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import orjson
 import structlog
 from pydantic import ValidationError
 from sanic import HTTPResponse, Request
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 
 from coinlink.accounts.service import AuthError, EmailTaken
@@ -172,6 +172,15 @@ class EnvelopeErrorHandler(ErrorHandler):
     """Renders every exception Sanic catches as the envelope."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):
+            # The client hung up mid-request: nothing failed here, so no traceback and no
+            # Sentry event. Nobody receives the response; the access log shows nginx's 499.
+            log.info(
+                "client_disconnected",
+                trace_id=trace_id_of(request),
+                route=route_label(request) if request else UNMATCHED_ROUTE,
+            )
+            return error_response(request, 499, "client_closed_request", "client disconnected")
         exception = as_api_error(exception) or exception
         if isinstance(exception, ApiError):
             return error_response(

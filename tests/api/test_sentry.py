@@ -2,60 +2,39 @@
 
 from __future__ import annotations
 
-import gzip
-import threading
 import uuid
-import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
 
 import pytest
 import sentry_sdk
-from sanic import HTTPResponse, Request
+from sanic import HTTPResponse, Request, Sanic
+from sanic.exceptions import RequestCancelled
 from sanic_testing.reusable import ReusableClient
 
+from coinlink.http import errors
 from tests.support.apps import build_app
+from tests.support.logs import logged_by
+from tests.support.sentry_ingest import SentryIngest, sentry_ingest
 from tests.support.services import free_port
 
 
-class FakeSentry(BaseHTTPRequestHandler):
-    """Sentry's ingest endpoint, reduced to keeping what arrives."""
-
-    received: ClassVar[list[bytes]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        encoding = self.headers.get("content-encoding", "")
-        if encoding == "gzip":
-            body = gzip.decompress(body)
-        elif encoding == "deflate":
-            body = zlib.decompress(body)
-        self.received.append(body)
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
-def sentry_dsn() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeSentry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    FakeSentry.received = []
-    yield f"http://publickey@127.0.0.1:{server.server_address[1]}/1"
+def ingest() -> Iterator[SentryIngest]:
+    with sentry_ingest() as ingest:
+        yield ingest
     sentry_sdk.get_client().close()
     sentry_sdk.init()  # no DSN: the rest of the suite reports nowhere
-    server.shutdown()
+
+
+def with_sentry(ingest: SentryIngest, pg_url: str, redis_url: str) -> Sanic:
+    return build_app(pg_url, redis_url, sentry_dsn=ingest.dsn)
 
 
 @pytest.mark.expected_errors("unhandled_exception")
 def test_unhandled_error_reaches_sentry_without_pii(
-    sentry_dsn: str, pg_url: str, redis_url: str
+    ingest: SentryIngest, pg_url: str, redis_url: str
 ) -> None:
-    app = build_app(pg_url, redis_url, sentry_dsn=sentry_dsn)
+    app = with_sentry(ingest, pg_url, redis_url)
 
     async def boom(request: Request) -> HTTPResponse:
         raise RuntimeError("sentry-visible failure")
@@ -77,10 +56,30 @@ def test_unhandled_error_reaches_sentry_without_pii(
         assert response.status == 500
         sentry_sdk.flush(5)
 
-    events = b"".join(FakeSentry.received)
+    events = ingest.raw()
     assert b"sentry-visible failure" in events
     assert b'"trace_id":"trace-for-sentry"' in events  # the id the client can quote
     assert b'"route":"/_test/boom"' in events
     for leaked in [*secret.values(), email]:
         assert leaked.encode() not in events
     assert b"ip_address" not in events
+
+
+def test_a_client_hanging_up_is_logged_at_info_and_not_reported(
+    ingest: SentryIngest, pg_url: str, redis_url: str
+) -> None:
+    app = with_sentry(ingest, pg_url, redis_url)
+
+    async def hung_up(request: Request) -> HTTPResponse:
+        raise RequestCancelled()  # what Sanic raises into a request whose client left
+
+    app.add_route(hung_up, "/_test/hung-up")
+    with ReusableClient(app, port=free_port()) as client, logged_by(errors) as logs:
+        _, response = client.get("/_test/hung-up", headers={"x-request-id": "trace-hung-up"})
+        sentry_sdk.flush(5)  # a report, had there been one, is delivered by now
+
+    assert response.status == 499
+    assert [(log["event"], log["log_level"], log["trace_id"]) for log in logs] == [
+        ("client_disconnected", "info", "trace-hung-up")
+    ]
+    assert ingest.envelopes() == []
