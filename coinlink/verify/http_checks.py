@@ -102,7 +102,10 @@ async def auth_round_trip(deployment: Deployment) -> str:
 async def metrics_not_public(deployment: Deployment) -> str:
     anonymous = await deployment.http.get("/metrics")
     if anonymous.status_code not in (401, 404):
-        raise Failed(f"GET /metrics without credentials -> {anonymous.status_code}")
+        raise Failed(
+            f"GET /metrics without credentials -> {anonymous.status_code}: "
+            "set COINLINK_METRICS_TOKEN"
+        )
     token = deployment.target.metrics_token
     if token is None:
         return f"{anonymous.status_code} without credentials (no --metrics-token to try)"
