@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import math
+import statistics
 import time
 
 from coinlink.verify.runner import Deployment, Failed, expect
@@ -15,8 +15,7 @@ WS_P95_MS = 250.0
 
 
 def p95(samples: list[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[math.ceil(0.95 * len(ordered)) - 1]
+    return statistics.quantiles(samples, n=20)[-1]
 
 
 async def latency(deployment: Deployment) -> str:
