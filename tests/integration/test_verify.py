@@ -60,9 +60,7 @@ def server(fresh_pg_url: str, redis_url: str) -> Iterator[ServerProcess]:
         server.stop()
 
 
-def test_a_healthy_deployment_passes_every_check(
-    server: ServerProcess, fresh_pg_url: str
-) -> None:
+def test_a_healthy_deployment_passes_every_check(server: ServerProcess, fresh_pg_url: str) -> None:
     token = admin_headers(server, fresh_pg_url)["authorization"].removeprefix("Bearer ")
     status, report = verify(
         server.base_url, "--admin-token", token, "--metrics-token", METRICS_TOKEN
