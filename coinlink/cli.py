@@ -1,4 +1,4 @@
-"""The ``coinlink`` command line: serve, migrate, check-config, users.
+"""The ``coinlink`` command line: serve, migrate, check-config, users, verify.
 
 Exit codes: 0 success, 1 a failed operation, 2 invalid configuration or arguments,
 3 migrations pending where they may not be applied automatically.
@@ -229,6 +229,16 @@ def cmd_users_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from coinlink.verify import Target, verify
+
+    if not args.url.startswith(("http://", "https://")):
+        print("error: --url must be an http:// or https:// URL", file=sys.stderr)
+        return EXIT_CONFIG
+    target = Target(args.url, args.admin_token, args.metrics_token)
+    return 0 if verify(target, args.json) else EXIT_FAILED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="coinlink", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing = users.add_parser("list", help="list users")
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=cmd_users_list)
+
+    check = commands.add_parser(
+        "verify", help="check a live deployment end to end; exit 1 naming what failed"
+    )
+    check.add_argument("--url", required=True, help="the deployment's base URL")
+    check.add_argument("--admin-token", help="an admin's access token: enables the alert check")
+    check.add_argument("--metrics-token", help="COINLINK_METRICS_TOKEN: /metrics must accept it")
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.set_defaults(func=cmd_verify)
     return parser
 
 
