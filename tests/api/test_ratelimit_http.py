@@ -26,6 +26,7 @@ from blueprints import health
 from coinlink.http import middleware
 from coinlink.http.client_address import TrustedProxies
 from coinlink.http.errors import EnvelopeErrorHandler
+from coinlink.http.operator_access import OperatorAccess
 from coinlink.http.ratelimit import enforce, install
 from coinlink.ratelimit import Policies, RateLimiter
 from coinlink.serving.drain import Drain
@@ -54,6 +55,7 @@ def make_app(redis_url: str | None, prefix: str, **overrides: Any) -> Sanic[Any,
     app = Sanic(f"rl_{uuid.uuid4().hex[:8]}", error_handler=EnvelopeErrorHandler())
     app.config.ACCESS_LOG = False
     app.ctx.settings = settings
+    app.ctx.operators = OperatorAccess(settings.metrics_token, production=False)
     middleware.install(
         app, production=False, access_log_enabled=False, drain=Drain(settings.shutdown)
     )
