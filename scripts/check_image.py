@@ -157,6 +157,18 @@ def check_image(engine: str, image: str, database_url: str, redis_url: str) -> l
             checks.check("/health answers 200", up)
             ready = wait_until(lambda: http_status(f"{base}/readyz") == 200, START_S)
             checks.check("/readyz answers 200 (database and bus reachable)", ready)
+            # The image's own verify command, as the deploy check runs it.
+            verified = run([engine, "exec", name, "coinlink", "verify", "--url", base, "--json"])
+            try:
+                report = json.loads(verified.stdout)["checks"]
+            except (ValueError, KeyError):
+                report = []  # it did not get as far as a report: its stderr says why
+            failed = [check["name"] for check in report if check["status"] == "fail"]
+            checks.check(
+                "coinlink verify passes against it",
+                verified.returncode == 0,
+                ", ".join(failed) or verified.stderr.strip()[-300:],
+            )
 
             probe = run([engine, "exec", name, *test[1:]]) if test else None
             checks.check(

@@ -50,13 +50,13 @@ rollout() {
 }
 
 echo "deploying $image (running before: ${previous:-nothing})"
-if rollout "$image" && bash scripts/check-live.sh "$DEPLOY_URL"; then
+if rollout "$image" && bash scripts/check-live.sh "$DEPLOY_URL" "$image"; then
   echo "deployed $image"
   exit 0
 fi
 echo "::error::$image failed its post-deploy check"
 if [ -n "$previous" ] && [ "$previous" != "$image" ]; then
-  if rollout "$previous" && bash scripts/check-live.sh "$DEPLOY_URL"; then
+  if rollout "$previous" && bash scripts/check-live.sh "$DEPLOY_URL" "$previous"; then
     echo "::warning::rolled back to $previous"
   else
     echo "::error::rollback to $previous failed its check too"
