@@ -17,6 +17,7 @@ import pytest
 from tests.support import log_guard
 from tests.support.accounts import admin_headers
 from tests.support.apps import ROOT, ServerProcess, ingest_heartbeat, instance_env
+from tests.support.nginx import nginx_in_front_of
 from tests.support.services import RedisServer, free_port, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -82,6 +83,17 @@ def test_a_healthy_deployment_passes_every_check(server: ServerProcess, fresh_pg
     ]
     latency = next(c for c in report["checks"] if c["name"] == "latency")
     print(f"verify latency: {latency['detail']}")
+
+
+def test_a_deployment_behind_the_shipped_nginx_passes_too(
+    server: ServerProcess, fresh_pg_url: str
+) -> None:
+    token = admin_headers(server, fresh_pg_url)["authorization"].removeprefix("Bearer ")
+    with nginx_in_front_of([f"127.0.0.1:{server.port}"]) as proxy:
+        status, report = verify(proxy.base_url, "--admin-token", token)
+    # The WebSocket upgrade, headers and CORS through the proxy; /metrics hidden by it.
+    assert status == 0, report
+    assert set(statuses(report).values()) == {"pass"}, report
 
 
 @pytest.mark.expected_errors(*log_guard.REDIS_GONE)
