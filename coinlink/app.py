@@ -39,6 +39,7 @@ from coinlink.market.providers import provider_from_settings
 from coinlink.market.service import MarketService
 from coinlink.market.tick_validator import TickValidator
 from coinlink.market.view import MarketView
+from coinlink.observability import process
 from coinlink.observability.logging import configure_logging
 from coinlink.observability.metrics import mark_worker_dead
 from coinlink.observability.sentry import init_sentry
@@ -121,6 +122,7 @@ def create_app(
         configure_logging(settings.log_level, settings.effective_log_format)
         if settings.sentry_dsn is not None:
             init_sentry(settings.sentry_dsn.get_secret_value(), settings.env)
+        app.ctx.process_task = asyncio.create_task(process.sample_forever(), name="process")
         app.ctx.bus = create_bus(
             settings.redis.url,
             prefix=settings.redis.prefix,
@@ -198,6 +200,7 @@ def create_app(
     async def stop_worker(app: Sanic[Any, Any]) -> None:
         await limiter.close()
         await app.ctx.bus.close()
+        await stop_task(app.ctx.process_task)
         mark_worker_dead(os.getpid())
         app.ctx.drain.finished()
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import orjson
 import structlog
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from coinlink import backoff
 from coinlink.alerts import webhooks
@@ -40,6 +40,14 @@ BATCH = 50
 CONCURRENCY = 10
 
 ATTEMPTS = Counter("webhook_attempts_total", "Webhook POSTs, by outcome.", ["outcome"])
+# Counted by the lease holder after each drain; any other worker says 0 (a former holder's
+# count would go stale), so "livemax" is an instance's leader's count and max() over the
+# instances is the outbox's, without counting it twice during a hand-over.
+BACKLOG = Gauge(
+    "webhook_backlog",
+    "Webhook deliveries outstanding (due or waiting for a retry), counted by the dispatcher.",
+    multiprocess_mode="livemax",
+)
 
 
 class Dispatcher:
@@ -83,6 +91,8 @@ class Dispatcher:
             await self._deliver(token, expires_at)
         except Exception:
             log.exception("webhook_reign_failed")
+        finally:
+            BACKLOG.set(0)  # the successor counts from now on
 
     async def _deliver(self, token: int, expires_at: float) -> None:
         async with webhooks.new_client() as client:
@@ -101,6 +111,7 @@ class Dispatcher:
             self.due.clear()
             try:
                 delivered = await self.drain(client)
+                BACKLOG.set(await self.backlog())
                 wait_s = await self._until_next_due()
             except Exception:
                 log.warning("webhook_drain_failed", exc_info=True)
@@ -111,6 +122,13 @@ class Dispatcher:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait_s):
                         await self.due.wait()
+
+    @staticmethod
+    async def backlog() -> int:
+        """How many webhook deliveries are still outstanding, due now or later."""
+        return await OutboxItem.filter(
+            kind="webhook", done_at__isnull=True, failed_at__isnull=True
+        ).count()
 
     async def _until_next_due(self) -> float:
         nearest = await (

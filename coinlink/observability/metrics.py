@@ -77,6 +77,28 @@ WS_SLOW_CLOSES = Counter(
 )
 WS_CLOSES = Counter("ws_closes_total", "WebSockets closed by the server, by close code.", ["code"])
 
+# Multi-process mode has no process_* metrics: each worker reports its own (a `pid` label
+# per live worker; a stopped worker's series end with it, see mark_worker_dead). CPU is the
+# process's cumulative seconds, a gauge only because it is per pid: each pid's series only
+# grows, so rate() over it is right, and a restarted worker is a new series, never a reset.
+# (A counter incremented by deltas would be summed into one series over dead workers too:
+# right for rate() as well, but it could not show which worker is busy.)
+PROCESS_CPU = Gauge(
+    "coinlink_process_cpu_seconds",
+    "CPU time (user and system) this worker has used since it started.",
+    multiprocess_mode="liveall",
+)
+PROCESS_MEMORY = Gauge(
+    "coinlink_process_resident_memory_bytes",
+    "Resident memory of this worker.",
+    multiprocess_mode="liveall",
+)
+PROCESS_FDS = Gauge(
+    "coinlink_process_open_fds",
+    "Open file descriptors of this worker.",
+    multiprocess_mode="liveall",
+)
+
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROC_DIR_ENV))

@@ -4,6 +4,8 @@ One instance of two workers (so /metrics is the merged multi-process output) wit
 and PostgreSQL; the test drives what gives the labelled metrics their first samples
 (multi-process mode exports a metric only once it has one): REST requests, a WebSocket
 fed by a tick, an alert whose webhook cannot be delivered, failed logins up to a 429.
+It also reads the metrics that stand in for ``process_*`` and the outbox: one process
+series per worker, and the webhook left waiting for its retry counted once.
 """
 
 from __future__ import annotations
@@ -13,23 +15,36 @@ import asyncio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
-from tests.integration.test_alerts_processes import call, create_alert, tick
+from tests.integration.test_alerts_processes import call, create_alert, tick, webhook_for
 from tests.support.accounts import admin_headers, signed_up
-from tests.support.apps import ServerProcess, instance_env, leads
+from tests.support.apps import ServerProcess, ingest_heartbeat, instance_env
 from tests.support.monitoring import used_metrics
 from tests.support.services import eventually, free_port
 from tests.support.ws import WsClient
 
 pytestmark = pytest.mark.timeout(180)
 LOGINS_PER_ADDRESS = 2
+WORKERS = 2
+PROCESS_METRICS = (
+    "coinlink_process_cpu_seconds",
+    "coinlink_process_resident_memory_bytes",
+    "coinlink_process_open_fds",
+)
+
+
+def samples(text: str) -> list[Sample]:
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
 def served(text: str) -> set[str]:
     """The sample names of an exposition (``x_total``, ``x_bucket``: what queries read)."""
-    return {
-        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
-    }
+    return {sample.name for sample in samples(text)}
+
+
+def values(text: str, name: str) -> list[float]:
+    return [sample.value for sample in samples(text) if sample.name == name]
 
 
 async def test_every_metric_the_rules_and_dashboard_read_is_served(
@@ -43,20 +58,15 @@ async def test_every_metric_the_rules_and_dashboard_read_is_served(
         symbols="BTC-USD,ETH-USD",
         rate_limit_login_ip=f"{LOGINS_PER_ADDRESS}/60",
     )
-    server = ServerProcess(env, workers=2)
+    server = ServerProcess(env, workers=WORKERS)
     try:
         await asyncio.to_thread(server.wait_ready)
-        await eventually(lambda: leads(server), 30, "an ingest leader")
+        # The admin tick API takes ticks once the leader's heartbeat is there.
+        await eventually(lambda: ingest_heartbeat(server), 30, "the leader's heartbeat")
         admin = await asyncio.to_thread(admin_headers, server, fresh_pg_url)
         user = await signed_up(server.base_url)
         # A webhook to a port nobody listens on: the attempt is counted, never delivered.
-        prefs = await call(
-            "PUT",
-            server.base_url + "/api/v2/users/me/preferences",
-            headers=user["headers"],
-            json={"webhook_url": f"http://127.0.0.1:{free_port()}/hook"},
-        )
-        assert prefs.status_code == 200, prefs.text
+        await webhook_for(server, user, free_port())
         await create_alert(server, user, "above", "105")
 
         async with await WsClient.open(server.base_url) as client:
@@ -81,9 +91,18 @@ async def test_every_metric_the_rules_and_dashboard_read_is_served(
         await eventually(
             lambda: "webhook_attempts_total" in metrics(), 30, "the webhook attempt counted"
         )
-        exported = served(await asyncio.to_thread(metrics))
+        # The delivery waits for its retry: the lease holder's count, the others' 0s merged.
+        await eventually(
+            lambda: values(metrics(), "webhook_backlog") == [1.0], 30, "the backlog counted"
+        )
+        text = await asyncio.to_thread(metrics)
     finally:
         server.stop()
+
+    for name in PROCESS_METRICS:
+        per_worker = {s.labels["pid"]: s.value for s in samples(text) if s.name == name}
+        assert len(per_worker) == WORKERS and all(v > 0 for v in per_worker.values()), name
+    exported = served(text)
 
     missing = {name: where for name, where in used_metrics().items() if name not in exported}
     assert not missing, f"read by the rules or the dashboard, not served: {missing}"

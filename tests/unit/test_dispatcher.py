@@ -209,6 +209,20 @@ async def test_what_cannot_be_sent_safely_fails_without_a_connection(
     assert logged.startswith(prefix) and rest.rstrip("*") in logged
 
 
+async def test_the_backlog_counts_webhook_deliveries_due_or_waiting_for_a_retry(
+    bus: MemoryBus,
+) -> None:
+    user = await new_user("http://127.0.0.1:9/hook", SECRET)
+    await owed(user, "webhook", due_in=timedelta(seconds=-1))
+    await owed(user, "webhook", due_in=timedelta(minutes=1))  # a retry not yet due
+    await owed(user, "publish")  # the sockets' push, not the dispatcher's
+    finished = await owed(user, "webhook")
+    await OutboxItem.filter(id=finished.id).update(done_at=datetime.now(UTC))
+    abandoned = await owed(user, "webhook")
+    await OutboxItem.filter(id=abandoned.id).update(failed_at=datetime.now(UTC))
+    assert await dispatcher(bus).backlog() == 2
+
+
 # -- the lease holder's loop --------------------------------------------------------------------
 
 
@@ -249,3 +263,19 @@ async def test_only_the_lease_holder_delivers_and_a_successor_takes_over(
             await until_done(late)
     ids = [r.headers["x-coinlink-delivery"] for r in rcv.requests]
     assert sorted(ids) == sorted(str(item.id) for item in [*items, late])  # each once
+
+
+async def test_the_holder_reports_the_backlog_and_zero_once_it_hands_over(bus: MemoryBus) -> None:
+    worker = dispatcher(bus, retry_base_s=60.0, lease_ttl_s=1.0, poll_s=0.2)
+    async with receiver(answer(503, b"busy")) as rcv:
+        user = await hooked_user(rcv)
+        failing = await owed(user, "webhook")
+        await owed(user, "webhook", due_in=timedelta(minutes=5))
+        async with running(worker):
+            await until(lambda: len(rcv.requests) == 1, what="the first attempt")
+            # Both rows wait (one for its retry): counted after the drain.
+            await until(lambda: sample("webhook_backlog") == 2, what="the backlog counted")
+            await OutboxItem.filter(id=failing.id).update(done_at=datetime.now(UTC))
+            await until(lambda: sample("webhook_backlog") == 1, what="the next poll's count")
+            await worker.stop()
+            assert sample("webhook_backlog") == 0  # no stale count once another leads

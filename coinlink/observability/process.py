@@ -1,0 +1,32 @@
+"""A worker's own CPU time, resident memory and open file descriptors, as metrics.
+
+Read from ``/proc/self`` (Linux) every few seconds by a task each worker runs: a scrape
+sees values at most that old, and no scrape pays for reading them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from coinlink.observability.metrics import PROCESS_CPU, PROCESS_FDS, PROCESS_MEMORY
+
+INTERVAL_S = 5.0
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+def sample() -> None:
+    """Set the process gauges to this process's figures now."""
+    PROCESS_CPU.set(time.process_time())
+    with open("/proc/self/statm", "rb") as statm:
+        PROCESS_MEMORY.set(int(statm.read().split()[1]) * _PAGE_BYTES)  # resident pages
+    PROCESS_FDS.set(len(os.listdir("/proc/self/fd")))
+
+
+async def sample_forever(interval_s: float = INTERVAL_S) -> None:
+    """Until cancelled: :func:`sample` at once (the first scrape finds values), then every
+    ``interval_s``."""
+    while True:
+        sample()
+        await asyncio.sleep(interval_s)
