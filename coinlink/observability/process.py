@@ -1,7 +1,7 @@
 """A worker's own CPU time, resident memory and open file descriptors, as metrics.
 
-Read from ``/proc/self`` (Linux) every few seconds by a task each worker runs: a scrape
-sees values at most that old, and no scrape pays for reading them.
+Read from ``/proc/self`` (Linux; elsewhere only the CPU time) every few seconds by a task
+each worker runs: a scrape sees values at most that old, and no scrape pays for reading them.
 """
 
 from __future__ import annotations
@@ -9,19 +9,23 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from pathlib import Path
 
 from coinlink.observability.metrics import PROCESS_CPU, PROCESS_FDS, PROCESS_MEMORY
 
 INTERVAL_S = 5.0
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+_PROC = Path("/proc/self")
 
 
 def sample() -> None:
     """Set the process gauges to this process's figures now."""
     PROCESS_CPU.set(time.process_time())
-    with open("/proc/self/statm", "rb") as statm:
-        PROCESS_MEMORY.set(int(statm.read().split()[1]) * _PAGE_BYTES)  # resident pages
-    PROCESS_FDS.set(len(os.listdir("/proc/self/fd")))
+    if not _PROC.is_dir():
+        return
+    resident_pages = int((_PROC / "statm").read_bytes().split()[1])
+    PROCESS_MEMORY.set(resident_pages * _PAGE_BYTES)
+    PROCESS_FDS.set(len(os.listdir(_PROC / "fd")))
 
 
 async def sample_forever(interval_s: float = INTERVAL_S) -> None:
