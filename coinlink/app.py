@@ -21,7 +21,7 @@ from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
 from blueprints import admin, alerts, auth, health, market, notifications, realtime, users
-from coinlink import __version__, channels, db
+from coinlink import __version__, channels, db, readiness
 from coinlink.accounts.profiles import ProfileService
 from coinlink.accounts.service import AccountService
 from coinlink.accounts.tokens import TokenService
@@ -180,6 +180,13 @@ def create_app(
         )
         app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")
         app.ctx.webhooks_task = asyncio.create_task(app.ctx.webhooks.run(), name="webhooks")
+        dependencies = {
+            "database": readiness.database_check,
+            "redis": readiness.bus_check(app.ctx.bus),
+        }
+        app.ctx.readiness_task = asyncio.create_task(
+            readiness.watch(dependencies, settings.check_timeout_s), name="readiness"
+        )
 
     async def stop_jobs() -> None:
         # The singleton jobs hand over to another instance (the drain runs this first, at
@@ -195,7 +202,9 @@ def create_app(
     async def stop_background(app: Sanic[Any, Any]) -> None:
         # Before the server stops, while the database is open (after Tortoise closes, a write
         # would open a new SQLite thread that keeps the process alive).
-        await app.ctx.drain.finish(app, stop_jobs(), app.ctx.hub.close())
+        await app.ctx.drain.finish(
+            app, stop_jobs(), app.ctx.hub.close(), stop_task(app.ctx.readiness_task)
+        )
 
     async def stop_worker(app: Sanic[Any, Any]) -> None:
         await limiter.close()

@@ -12,8 +12,10 @@ from tortoise.connection import get_connection
 
 from coinlink import channels
 from coinlink.bus import Bus
+from coinlink.observability.metrics import READINESS
 
 Check = Callable[[], Awaitable[dict[str, Any]]]
+WATCH_INTERVAL_S = 15.0
 
 
 class NotReady(Exception):
@@ -68,6 +70,19 @@ async def run_checks(
         if report[name]["status"] == "fail":
             report[name]["status"] = "warn"
     return all(r["status"] in ("ok", "warn") for r in results), report
+
+
+async def watch(
+    checks: dict[str, Check], timeout_s: float, interval_s: float = WATCH_INTERVAL_S
+) -> None:
+    """Until cancelled: run ``checks`` every ``interval_s`` and export each outcome
+    (``readiness_check_ok``), so that a failing dependency shows in the metrics whether or
+    not anything calls ``/readyz``."""
+    while True:
+        _, report = await run_checks(checks, timeout_s)
+        for name, result in report.items():
+            READINESS.labels(name).set(1 if result["status"] == "ok" else 0)
+        await asyncio.sleep(interval_s)
 
 
 def ingest_check(bus: Bus, stale_after_s: float, *, name_leader: bool) -> Check:

@@ -99,6 +99,15 @@ PROCESS_FDS = Gauge(
     multiprocess_mode="liveall",
 )
 
+# What /readyz says, for Prometheus (which cannot call it): each worker runs the checks
+# every few seconds (coinlink.readiness.watch); the lowest of the live workers.
+READINESS = Gauge(
+    "readiness_check_ok",
+    "1 while a readiness check (database, redis) passes, 0 while it fails.",
+    ["check"],
+    multiprocess_mode="livemin",
+)
+
 
 def multiprocess_enabled() -> bool:
     return bool(os.environ.get(MULTIPROC_DIR_ENV))

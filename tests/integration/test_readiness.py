@@ -1,4 +1,5 @@
-"""``/readyz`` follows its dependencies: Redis stops → 503 naming it; Redis back → 200."""
+"""``/readyz`` follows its dependencies: Redis stops → 503 naming it; Redis back → 200; and
+so does ``readiness_check_ok`` in the metrics."""
 
 from __future__ import annotations
 
@@ -9,6 +10,14 @@ from sanic_testing.reusable import ReusableClient
 
 from tests.support.apps import build_app, serve_until
 from tests.support.services import RedisServer, free_port
+
+
+def redis_ok(client: ReusableClient) -> float | None:
+    """``readiness_check_ok{check="redis"}`` on the app's /metrics."""
+    for line in client.get("/metrics")[1].text.splitlines():
+        if line.startswith('readiness_check_ok{check="redis"}'):
+            return float(line.split()[-1])
+    return None
 
 
 def test_readyz_follows_redis_without_a_restart(pg_url: str) -> None:
@@ -31,6 +40,8 @@ def test_readyz_follows_redis_without_a_restart(pg_url: str) -> None:
             assert body["checks"]["database"]["status"] == "ok"
             _, health = client.get("/health")
             assert health.status == 200  # liveness does not depend on Redis
+            # Prometheus sees it too, from the workers' own periodic checks.
+            serve_until(client, lambda: redis_ok(client) == 0.0, 30, "readiness_check_ok 0")
 
             restarted.start()
 
@@ -40,6 +51,7 @@ def test_readyz_follows_redis_without_a_restart(pg_url: str) -> None:
 
             response = serve_until(client, ready, 30, "/readyz back to 200")
             assert response.json["checks"]["redis"]["status"] == "ok"
+            serve_until(client, lambda: redis_ok(client) == 1.0, 30, "readiness_check_ok 1")
     finally:
         restarted.stop()
         redis.stop()
