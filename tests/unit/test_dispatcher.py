@@ -125,16 +125,23 @@ async def test_a_due_delivery_is_posted_signed_and_logged(bus: MemoryBus) -> Non
     assert sample("webhook_attempts_total", outcome="delivered") == delivered_before + 1
 
 
+async def every_kind_of_row(user: User) -> OutboxItem:
+    """One outbox row of each kind for ``user``: a webhook due now (returned), one waiting
+    for its retry, a socket push, a delivered webhook and an abandoned one."""
+    due = await owed(user, "webhook", due_in=timedelta(seconds=-1))
+    await owed(user, "webhook", due_in=timedelta(minutes=1))  # a retry not yet due
+    await owed(user, "publish")  # the sockets' push, not the dispatcher's
+    finished = await owed(user, "webhook")
+    await OutboxItem.filter(id=finished.id).update(done_at=datetime.now(UTC))
+    abandoned = await owed(user, "webhook")
+    await OutboxItem.filter(id=abandoned.id).update(failed_at=datetime.now(UTC))
+    return due
+
+
 async def test_only_due_outstanding_webhook_rows_are_attempted(bus: MemoryBus) -> None:
     async with receiver(answer(200)) as rcv:
         user = await hooked_user(rcv)
-        due = await owed(user, "webhook", due_in=timedelta(seconds=-1))
-        await owed(user, "webhook", due_in=timedelta(minutes=1))  # a retry not yet due
-        await owed(user, "publish")  # the sockets' push, not the dispatcher's
-        finished = await owed(user, "webhook")
-        await OutboxItem.filter(id=finished.id).update(done_at=datetime.now(UTC))
-        abandoned = await owed(user, "webhook")
-        await OutboxItem.filter(id=abandoned.id).update(failed_at=datetime.now(UTC))
+        due = await every_kind_of_row(user)
         assert await drained(dispatcher(bus)) == 1
     assert [r.headers["x-coinlink-delivery"] for r in rcv.requests] == [str(due.id)]
 
@@ -213,13 +220,7 @@ async def test_the_backlog_counts_webhook_deliveries_due_or_waiting_for_a_retry(
     bus: MemoryBus,
 ) -> None:
     user = await new_user("http://127.0.0.1:9/hook", SECRET)
-    await owed(user, "webhook", due_in=timedelta(seconds=-1))
-    await owed(user, "webhook", due_in=timedelta(minutes=1))  # a retry not yet due
-    await owed(user, "publish")  # the sockets' push, not the dispatcher's
-    finished = await owed(user, "webhook")
-    await OutboxItem.filter(id=finished.id).update(done_at=datetime.now(UTC))
-    abandoned = await owed(user, "webhook")
-    await OutboxItem.filter(id=abandoned.id).update(failed_at=datetime.now(UTC))
+    await every_kind_of_row(user)
     assert await dispatcher(bus).backlog() == 2
 
 
