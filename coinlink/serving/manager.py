@@ -57,9 +57,14 @@ def adapt(app: Sanic[Any, Any]) -> None:
     manager: WorkerManager = app.manager
     sanic_signal = manager.shutdown_signal
 
+    signalled: set[int] = set()
+
     def stop_workers() -> None:
+        # Once each: a second SIGTERM could cut a worker's exit short (after its loop closes,
+        # SIGTERM is fatal again).
         for process in manager.processes:
-            if process.pid is not None:
+            if process.pid is not None and process.pid not in signalled:
+                signalled.add(process.pid)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGTERM)
 
@@ -95,7 +100,7 @@ def adapt(app: Sanic[Any, Any]) -> None:
         misses = 0
         while not serving():
             if manager._shutting_down:
-                stop_workers()  # a worker started after the signal has not had it yet
+                stop_workers()  # one started after the signal has not had it yet
                 return False
             if manager.monitor_subscriber.poll(_POLL_S):
                 message = manager.monitor_subscriber.recv()
