@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sanic import Websocket
 
 from coinlink.observability.metrics import WS_CONFLATIONS, WS_SLOW_CLOSES
-from coinlink.realtime.transport import close_now, transport_of
+from coinlink.realtime.transport import close_now, transport_of, write
 
 if TYPE_CHECKING:
     from asyncio import Transport
@@ -95,8 +95,7 @@ class Connection:
         if self.lagging_since is None:
             transport = self.transport
             if transport.get_write_buffer_size() <= HIGH_WATER:
-                if not transport.is_closing():
-                    transport.write(frame)
+                write(transport, frame)
                 return True
             self.lagging_since = time.monotonic()
             self.laggards.add(self)
@@ -126,7 +125,7 @@ class Connection:
         self.conflated.clear()
         self.pending_bytes = 0
         self.lagging_since = None
-        transport.write(b"".join(frames))
+        write(transport, b"".join(frames))
         self.last_sent = time.monotonic()
         return True
 

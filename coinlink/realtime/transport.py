@@ -20,6 +20,7 @@ fan-out": cheaper per delivery than websockets' own ``broadcast()``).
 
 from __future__ import annotations
 
+import contextlib
 from asyncio import Transport
 
 from sanic import Websocket
@@ -44,6 +45,15 @@ def transport_of(ws: Websocket) -> Transport:
     """The transport under an upgraded socket, for :func:`text_frame` bytes to be written to."""
     transport: Transport = ws.io_proto.transport  # type: ignore[union-attr, assignment]
     return transport
+
+
+def write(transport: Transport, data: bytes) -> None:
+    """Write ``data`` unless the socket's sending side is done: closing, or past the close
+    handshake (Sanic then wrote EOF, which ``is_closing()`` does not report)."""
+    if transport.is_closing():
+        return
+    with contextlib.suppress(RuntimeError):  # write() after write_eof(): nothing to send
+        transport.write(data)
 
 
 def close_now(ws: Websocket, code: int, reason: str) -> None:

@@ -87,7 +87,10 @@ class Drain:
         requests on their way are owed; cancel what overruns. Sanic's wait for those
         requests then gets the rest of the budget."""
         tasks = [asyncio.create_task(item, name=getattr(item, "__qualname__", "")) for item in work]
-        _, late = await asyncio.wait(tasks, timeout=self._for_work())
+        done, late = await asyncio.wait(tasks, timeout=self._for_work())
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("stop_failed", task=task.get_name(), exc_info=task.exception())
         for task in late:
             log.warning("stop_overran", task=task.get_name())
             task.cancel()

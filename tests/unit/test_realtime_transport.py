@@ -104,3 +104,28 @@ async def test_a_client_offering_compression_reads_the_frames_then_the_close() -
         assert closed.value.rcvd is not None
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, "too slow to keep up")
         await eventually(transports[0].is_closing, 5, "the transport closing after close_now")
+
+
+async def test_writing_after_the_close_handshake_sends_nothing_and_raises_nothing() -> None:
+    # What Sanic leaves once a close handshake is over: EOF written, the transport open.
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Keep(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            received.put_nowait(data)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Keep, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sent, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+    try:
+        transport.write(sent, b"before")
+        assert await received.get() == b"before"
+        sent.write_eof()
+        assert not sent.is_closing()
+        transport.write(sent, b"after")  # Transport.write would raise RuntimeError here
+    finally:
+        sent.close()
+        server.close()
+        await server.wait_closed()
+    assert received.empty()
