@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -197,6 +198,14 @@ class ServerProcess:
 
     def stopped(self) -> bool:
         return self.process.poll() is not None and self._log.closed
+
+    def worker_pids(self) -> set[int]:
+        """Its serving workers, as their ``Worker ready`` log lines name them."""
+        return {
+            json.loads(line)["pid"]
+            for line in self.output().splitlines()
+            if line.startswith('{"event":"Worker ready')
+        }
 
     def unexpected_errors(self) -> list[str]:
         """Error-level lines of its log that neither it nor the running test expects."""
