@@ -61,6 +61,9 @@ _SWEEP_S = 1.0  # how often heartbeats and token expiry are checked
 # every worker do not come back to a restarted Redis in lockstep.
 _RETRY_BASE_S = 0.5
 _RETRY_CAP_S = 10.0
+# How long a subscription whose `since` is ahead of this hub waits for the hub to get there
+# (a client back from an instance that had handled more, or this worker just started).
+CATCH_UP_S = 2.0
 
 
 def _as_published(ticker: dict[str, Any]) -> dict[str, Any]:
@@ -109,6 +112,7 @@ class Hub:
         self._subscription: Subscription | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._revalidating: asyncio.Task[None] | None = None
+        self._advanced: asyncio.Event | None = None  # set at the next message handled
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -207,6 +211,9 @@ class Hub:
             return  # still in flight after the last local subscriber left
         self.last[channel] = seq
         self.active[channel] = time.monotonic()
+        if self._advanced is not None:
+            self._advanced.set()
+            self._advanced = None
         ring = self.recent.get(channel)
         if ring is None:
             ring = self.recent[channel] = deque(maxlen=self.settings.history_size)
@@ -318,10 +325,27 @@ class Hub:
 
     async def prefetch(self, channel: str, since: int) -> list[Message] | None:
         """History a ``since`` recovery needs that the in-memory ring no longer holds."""
+        if since > self.last.get(channel, 0):
+            await self._catch_up_to(channel, since)
         ring = self.recent.get(channel)
         if since >= self.last.get(channel, 0) or (ring and ring[0][0] <= since + 1):
             return []
         return await self.bus.history(channel, since)
+
+    async def _catch_up_to(self, channel: str, seq: int) -> None:
+        """Until this hub has handled ``seq`` of ``channel`` (for at most CATCH_UP_S): the
+        client has it already, and a snapshot would throw its continuity away."""
+        if seq > await self.bus.last_seq(channel):
+            return  # never published: the client gets a snapshot
+        deadline = time.monotonic() + CATCH_UP_S
+        while self.last.get(channel, 0) < seq:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._advanced is None:
+                self._advanced = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), remaining)
 
     def attach(
         self, conn: Connection, channel: str, since: int | None, fetched: list[Message] | None

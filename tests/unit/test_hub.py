@@ -212,6 +212,20 @@ async def test_since_the_bus_no_longer_has_or_never_had_gets_a_snapshot(
         assert seen(await peer.messages(2)) == [("snapshot", 10, "10"), ("update", 11, "11")]
 
 
+async def test_since_ahead_of_this_hub_waits_for_it_and_recovers(endpoint: WsEndpoint) -> None:
+    # The client saw seq 6 on another instance; this hub has not handled it yet.
+    async with running() as hub:
+        await published(hub, TICKER, *(tick(n) for n in range(1, 6)))
+        await hub.bus.publish_unseen(TICKER, tick(6))
+        conn, peer = await socket(hub, endpoint)
+        subscribing = asyncio.create_task(subscribe(hub, conn, TICKER, since=6))
+        await until(lambda: hub._advanced is not None, what="the subscription waiting")
+        await hub.bus.publish(TICKER, tick(7))  # the hub fills 6 from history, then 7
+        assert await subscribing
+        await hub.bus.publish(TICKER, tick(8))
+        assert seen(await peer.messages(2)) == [("update", 7, "7"), ("update", 8, "8")]
+
+
 async def test_a_replay_too_big_for_half_the_sockets_budget_is_a_snapshot_instead(
     endpoint: WsEndpoint,
 ) -> None:
