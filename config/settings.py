@@ -421,8 +421,8 @@ class Settings(BaseSettings):
     """Largest accepted request body; larger ones get 413."""
 
     docs_enabled: bool | None = None
-    """Serve ``/docs`` and ``/docs/openapi.json``; default on, but off in production (the
-    Swagger UI loads its script from a CDN)."""
+    """Serve ``/docs``, ``/docs/openapi.json`` and ``/docs/asyncapi.json``; default on, but
+    off in production (the Swagger UI loads its script from a CDN)."""
 
     metrics_token: SecretStr | None = None
     """Bearer token that ``/metrics`` and ``/readyz``'s leader details require; unset, they
