@@ -106,7 +106,7 @@ _EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
         "type": "error",
         "id": 2,
         "code": "unknown_channel",
-        "message": "unknown channel: ticker:DOGE-USD",
+        "message": "unknown channel: ticker:PEPE-USD",
     },
     frames.Heartbeat: {"type": "heartbeat", "ts": 1765000010000},
 }
@@ -347,7 +347,7 @@ def _message(model: type[BaseModel]) -> dict[str, Any]:
         "examples": [{"name": name, "payload": _EXAMPLES[model]}],
     }
     if model.__doc__:
-        message["summary"] = model.__doc__.split("\n\n")[0].replace("\n", " ")
+        message["summary"] = " ".join(model.__doc__.split("\n\n")[0].split())
     if model is frames.Error:
         message["description"] = "Codes:\n\n" + "\n".join(
             f"- `{code}`: {text}" for code, text in ERROR_CODES.items()
@@ -361,6 +361,7 @@ def _channels_text(settings: Settings) -> str:
         for c in CLOSES
     )
     _intervals = ", ".join(f"`{i}`" for i in get_args(frames.Interval))
+    symbols = ", ".join(f"`{symbol}`" for symbol in settings.symbols)
     return f"""One WebSocket carries every channel. Text frames, one JSON object each.
 
 Channel names (in `subscribe`, `unsubscribe`, and each frame's `channel`):
@@ -371,7 +372,7 @@ Channel names (in `subscribe`, `unsubscribe`, and each frame's `channel`):
   candle as it changes, and once more with `closed: true`.
 - `notifications`: the authenticated user's own notifications.
 
-Symbols are the server's configured ones, upper case (`{", ".join(settings.symbols[:3])}`...).
+Symbols are this server's configured ones, upper case: {symbols}.
 
 Closes the server initiates (`x-close-codes`):
 
