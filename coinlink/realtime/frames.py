@@ -109,63 +109,61 @@ class Notification(BaseModel):
 
 # -- channel frames ----------------------------------------------------------------------
 
-_SEQ = "The channel's sequence number: each update is exactly one more than the previous."
-_SNAPSHOT_SEQ = "The seq of the state shown; the next update has seq + 1 (0: nothing yet)."
+TickerChannel = Annotated[str, Field(pattern=TICKER_CHANNEL, examples=["ticker:BTC-USD"])]
+CandlesChannel = Annotated[str, Field(pattern=CANDLES_CHANNEL, examples=["candles:BTC-USD:1m"])]
 
 
-class TickerUpdate(_Frame):
+class _Update(_Frame):
     type: Literal["update"]
-    channel: str = Field(pattern=TICKER_CHANNEL, examples=["ticker:BTC-USD"])
-    seq: int = Field(ge=1, description=_SEQ)
-    data: Ticker
+    seq: int = Field(
+        ge=1, description="The channel's sequence number: one more than the previous update's."
+    )
 
 
-class TickerSnapshot(_Frame):
+class _Snapshot(_Frame):
     type: Literal["snapshot"]
-    channel: str = Field(pattern=TICKER_CHANNEL, examples=["ticker:BTC-USD"])
-    seq: int = Field(ge=0, description=_SNAPSHOT_SEQ)
+    seq: int = Field(
+        ge=0, description="The seq of the state shown; the next update has seq + 1 (0: none yet)."
+    )
+
+
+class TickerUpdate(_Update):
+    channel: TickerChannel
     data: Ticker
 
 
-class TickersUpdate(_Frame):
-    type: Literal["update"]
+class TickerSnapshot(_Snapshot):
+    channel: TickerChannel
+    data: Ticker
+
+
+class TickersUpdate(_Update):
     channel: Literal["tickers"]
-    seq: int = Field(ge=1, description=_SEQ)
     data: list[Ticker] = Field(description="Every symbol's ticker that has had a tick.")
 
 
-class TickersSnapshot(_Frame):
-    type: Literal["snapshot"]
+class TickersSnapshot(_Snapshot):
     channel: Literal["tickers"]
-    seq: int = Field(ge=0, description=_SNAPSHOT_SEQ)
     data: list[Ticker]
 
 
-class CandleUpdate(_Frame):
-    type: Literal["update"]
-    channel: str = Field(pattern=CANDLES_CHANNEL, examples=["candles:BTC-USD:1m"])
-    seq: int = Field(ge=1, description=_SEQ)
+class CandleUpdate(_Update):
+    channel: CandlesChannel
     data: Candle
 
 
-class CandleSnapshot(_Frame):
-    type: Literal["snapshot"]
-    channel: str = Field(pattern=CANDLES_CHANNEL, examples=["candles:BTC-USD:1m"])
-    seq: int = Field(ge=0, description=_SNAPSHOT_SEQ)
+class CandleSnapshot(_Snapshot):
+    channel: CandlesChannel
     data: Candle | None = Field(description="null before the channel's first candle.")
 
 
-class NotificationUpdate(_Frame):
-    type: Literal["update"]
+class NotificationUpdate(_Update):
     channel: Literal["notifications"]
-    seq: int = Field(ge=1, description=_SEQ)
     data: Notification
 
 
-class NotificationSnapshot(_Frame):
-    type: Literal["snapshot"]
+class NotificationSnapshot(_Snapshot):
     channel: Literal["notifications"]
-    seq: int = Field(ge=0, description=_SNAPSHOT_SEQ)
     data: None = Field(description="Always null: read notifications from the REST API.")
 
 
