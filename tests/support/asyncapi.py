@@ -4,6 +4,7 @@ and every close to its list of closes, so the whole WebSocket suite enforces the
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from typing import Any
 
@@ -40,38 +41,65 @@ def server_messages(doc: dict[str, Any]) -> list[str]:
     return names
 
 
+class _Message:
+    """One server message: what tells its frames apart (``type``, and ``op`` or ``channel``
+    where the schema fixes them), and the validator of its payload."""
+
+    def __init__(self, schema: dict[str, Any], validator: Draft7Validator) -> None:
+        fields = schema["properties"]
+        self.type = fields["type"]["const"]
+        self.op = fields.get("op", {}).get("const")
+        channel = fields.get("channel", {})
+        self.channel = channel.get("const")
+        self.channel_pattern = re.compile(channel["pattern"]) if "pattern" in channel else None
+        self.validator = validator
+
+    def claims(self, frame: dict[str, Any]) -> bool:
+        """Whether ``frame`` is meant to be this message (valid or not)."""
+        channel = frame.get("channel")
+        return (
+            frame.get("type") == self.type
+            and (self.op is None or frame.get("op") == self.op)
+            and (self.channel is None or channel == self.channel)
+            and (
+                self.channel_pattern is None
+                or (isinstance(channel, str) and self.channel_pattern.match(channel) is not None)
+            )
+        )
+
+
 @cache
-def _validators() -> dict[str, tuple[str, Draft7Validator]]:
-    """Each server message: (the ``type`` its frames have, the validator of its payload)."""
+def _messages() -> dict[str, _Message]:
     doc = served_document()
     registry: Registry[Any] = Registry().with_resource(_BASE, DRAFT7.create_resource(doc))
-    validators = {}
+    messages = {}
     for name in server_messages(doc):
         ref = doc["components"]["messages"][name]["payload"]["$ref"]
-        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
         validator = Draft7Validator(
             {"$ref": _BASE + ref},
             registry=registry,
             format_checker=Draft7Validator.FORMAT_CHECKER,
         )
-        validators[name] = (schema["properties"]["type"]["const"], validator)
-    return validators
+        schema = doc["components"]["schemas"][ref.rsplit("/", 1)[1]]
+        messages[name] = _Message(schema, validator)
+    return messages
 
 
 def check_frame(frame: Any) -> None:
     """AssertionError unless ``frame`` is one of the server messages the document lists."""
-    validators = _validators()
-    if any(validator.is_valid(frame) for _, validator in validators.values()):
+    claimed = {}
+    if isinstance(frame, dict):
+        claimed = {name: m for name, m in _messages().items() if m.claims(frame)}
+    if any(message.validator.is_valid(frame) for message in claimed.values()):
         return
-    kind = frame.get("type") if isinstance(frame, dict) else None
     reasons = [
         f"{name}: {error.message} at {list(error.absolute_path)}"
-        for name, (type_, validator) in validators.items()
-        if type_ == kind and (error := best_match(validator.iter_errors(frame))) is not None
+        for name, message in claimed.items()
+        if (error := best_match(message.validator.iter_errors(frame))) is not None
     ]
     raise AssertionError(
         f"not a frame of the AsyncAPI document: {frame!r}\n"
-        + ("\n".join(reasons) or f"no message has type {kind!r}")
+        + ("\n".join(reasons) or "no message of the document has this type, op or channel")
     )
 
 
