@@ -44,7 +44,13 @@ class ProtocolError(Exception):
 
 
 # Descriptions below are the AsyncAPI document's (coinlink.realtime.asyncapi).
-_CHANNEL = Annotated[str, Field(max_length=64, description="A channel name (see the channels).")]
+_CHANNEL = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description="ticker:{SYMBOL}, tickers, candles:{SYMBOL}:{interval} or notifications",
+    ),
+]
 
 
 class _Op(BaseModel):
