@@ -20,7 +20,17 @@ from sanic_ext import Extend
 from sanic_ext.extensions.http.extension import HTTPExtension
 from sanic_ext.extensions.openapi.extension import OpenAPIExtension
 
-from blueprints import admin, alerts, auth, health, market, notifications, realtime, users
+from blueprints import (
+    admin,
+    alerts,
+    auth,
+    docs_asyncapi,
+    health,
+    market,
+    notifications,
+    realtime,
+    users,
+)
 from coinlink import __version__, channels, db, readiness
 from coinlink.accounts.profiles import ProfileService
 from coinlink.accounts.service import AccountService
@@ -117,6 +127,8 @@ def create_app(
     app.blueprint(alerts.bp)
     app.blueprint(notifications.bp)
     app.blueprint(realtime.bp)
+    if settings.effective_docs_enabled:
+        app.blueprint(docs_asyncapi.bp)
 
     async def start_worker(app: Sanic[Any, Any]) -> None:
         configure_logging(settings.log_level, settings.effective_log_format)

@@ -70,7 +70,9 @@ _PLACEHOLDER_WORDS = (
     "dummy",
     "xxxxxxxx",
 )
-_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
+SYMBOL_PATTERN = r"[A-Z0-9]{2,10}-[A-Z0-9]{2,10}"
+"""A market symbol, ``BASE-QUOTE`` (also the API documents' pattern)."""
+_SYMBOL_RE = re.compile(f"^{SYMBOL_PATTERN}$")
 _ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:\d{1,5})?$")
 _POSTGRES_SCHEMES = ("postgres", "postgresql", "asyncpg")
 _MASK = "********"
@@ -419,8 +421,8 @@ class Settings(BaseSettings):
     """Largest accepted request body; larger ones get 413."""
 
     docs_enabled: bool | None = None
-    """Serve ``/docs`` and ``/docs/openapi.json``; default on, but off in production (the
-    Swagger UI loads its script from a CDN)."""
+    """Serve ``/docs``, ``/docs/openapi.json`` and ``/docs/asyncapi.json``; default on, but
+    off in production (the Swagger UI loads its script from a CDN)."""
 
     metrics_token: SecretStr | None = None
     """Bearer token that ``/metrics`` and ``/readyz``'s leader details require; unset, they

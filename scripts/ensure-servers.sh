@@ -2,7 +2,9 @@
 # Make sure the PostgreSQL, Redis and nginx server binaries exist, so the suite can start
 # throwaway servers when none answers (and an nginx in front of app instances with the
 # shipped deploy/nginx/ config), and promtool and amtool, which check the shipped
-# deploy/prometheus/ files. Installs Debian's packages when they are missing.
+# deploy/prometheus/ files, and node with npm, which check the AsyncAPI document
+# (scripts/ensure-node-tools.sh installs its packages). Installs Debian's packages when
+# they are missing.
 #
 # The packages would start system services (nginx on port 80, Prometheus on 9090,
 # Alertmanager on 9093); the suite starts its own
@@ -19,6 +21,7 @@ have_redis() { command -v redis-server >/dev/null 2>&1; }
 have_nginx() { command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; }
 have_promtool() { command -v promtool >/dev/null 2>&1; }
 have_amtool() { command -v amtool >/dev/null 2>&1; }
+have_node() { command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; }
 
 missing=()
 have_postgres || missing+=(postgresql)
@@ -26,6 +29,7 @@ have_redis || missing+=(redis-server)
 have_nginx || missing+=(nginx)
 have_promtool || missing+=(prometheus)
 have_amtool || missing+=(prometheus-alertmanager)
+have_node || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 echo "installing ${missing[*]} (needed by the test suite)"

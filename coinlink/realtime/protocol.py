@@ -22,41 +22,73 @@ from coinlink.wire import now_ms
 # The largest `id` a client may pick: it must survive a round trip through JavaScript.
 _MAX_ID = 2**53 - 1
 
+ErrorCode = Literal[
+    "invalid_message",
+    "invalid_token",
+    "unauthorized",
+    "unknown_channel",
+    "too_many_subscriptions",
+    "rate_limited",
+]
+"""Every ``code`` an ``error`` frame may carry (the AsyncAPI document lists them)."""
+
 
 class ProtocolError(Exception):
     """A client message the server refuses; ``code`` is the contract's error code."""
 
-    def __init__(self, code: str, message: str, msg_id: int | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, msg_id: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.msg_id = msg_id
 
 
+# Descriptions below are the AsyncAPI document's (coinlink.realtime.asyncapi).
+_CHANNEL = Annotated[
+    str,
+    Field(
+        max_length=64,
+        description="ticker:{SYMBOL}, tickers, candles:{SYMBOL}:{interval} or notifications",
+    ),
+]
+
+
 class _Op(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    id: int = Field(ge=0, le=_MAX_ID)
+    id: int = Field(
+        ge=0, le=_MAX_ID, description="Any integer the client picks; the reply echoes it."
+    )
 
 
 class Auth(_Op):
+    """Authenticate the socket with an access token (needed for ``notifications``)."""
+
     op: Literal["auth"]
-    token: str = Field(min_length=1, max_length=4096)
+    token: str = Field(min_length=1, max_length=4096, description="An access token (JWT).")
 
 
 class Subscribe(_Op):
+    """Follow channels; each gets a snapshot, or with ``since`` the updates it missed."""
+
     op: Literal["subscribe"]
-    channels: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=1000)
-    since: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0)]] = Field(
-        default_factory=dict, max_length=1000
+    channels: list[_CHANNEL] = Field(min_length=1, max_length=1000)
+    since: dict[_CHANNEL, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict,
+        max_length=1000,
+        description="The last seq seen of some of the channels (each must be in channels).",
     )
 
 
 class Unsubscribe(_Op):
+    """Stop following channels."""
+
     op: Literal["unsubscribe"]
-    channels: list[Annotated[str, Field(max_length=64)]] = Field(min_length=1, max_length=1000)
+    channels: list[_CHANNEL] = Field(min_length=1, max_length=1000)
 
 
 class Ping(_Op):
+    """Ask for a ``pong`` (an application-level liveness check with the server's time)."""
+
     op: Literal["ping"]
 
 
@@ -122,7 +154,7 @@ def ack(msg_id: int, op: str, **extra: Any) -> bytes:
     return message({"type": "ack", "id": msg_id, "op": op, **extra})
 
 
-def error(code: str, text: str, msg_id: int | None = None) -> bytes:
+def error(code: ErrorCode, text: str, msg_id: int | None = None) -> bytes:
     return message({"type": "error", "id": msg_id, "code": code, "message": text})
 
 

@@ -68,7 +68,9 @@ def test_without_a_token_production_metrics_are_off(unset: ReusableClient) -> No
 
 def test_docs_are_off_in_production_by_default(guarded: ReusableClient) -> None:
     assert guarded.get("/docs/openapi.json")[1].status == 404
+    assert guarded.get("/docs/asyncapi.json")[1].status == 404
 
 
 def test_docs_are_served_in_production_when_enabled(unset: ReusableClient) -> None:
     assert unset.get("/docs/openapi.json")[1].status == 200
+    assert unset.get("/docs/asyncapi.json")[1].status == 200

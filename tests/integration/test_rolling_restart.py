@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from coinlink.realtime.hub import RESTART_REASON
 from tests.support.accounts import PASSWORD, admin_headers, new_email
 from tests.support.apps import ServerProcess, instance_env
+from tests.support.asyncapi import check_close, check_frame
 from tests.support.nginx import NginxProxy
 from tests.support.services import until, wait_for
 from tests.support.ws import ws_url
@@ -78,6 +79,8 @@ class Follower:
                 try:
                     await self._session(conn, stop)
                 except ConnectionClosed as closed:
+                    if closed.rcvd is not None and closed.rcvd_then_sent:
+                        check_close(closed.rcvd.code, closed.rcvd.reason)
                     self.closes.append(
                         (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
                     )
@@ -108,6 +111,7 @@ class Follower:
         await conn.send(orjson.dumps({"op": op, "id": next(self._ids), **fields}).decode())
 
     def _record(self, message: dict[str, Any]) -> None:
+        check_frame(message)
         kind = message["type"]
         if kind == "ack" and message.get("op") == "subscribe":
             self.acks.append(message)

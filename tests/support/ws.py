@@ -1,4 +1,8 @@
-"""A WebSocket test client for ``/ws`` (the ``websockets`` library) and a bus publisher."""
+"""A WebSocket test client for ``/ws`` (the ``websockets`` library) and a bus publisher.
+
+Every frame and close the clients here receive is checked against the served AsyncAPI
+document (:mod:`tests.support.asyncapi`): a frame it does not describe fails the test.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import itertools
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +21,8 @@ from websockets.frames import Frame
 from websockets.streams import StreamReader
 
 from coinlink.bus import RedisBus
+from coinlink.market.types import INTERVALS
+from tests.support.asyncapi import check_close, check_frame
 
 Json = dict[str, Any]
 
@@ -70,10 +77,20 @@ class WsClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"no matching message; have {self.received[-5:]}")
-            raw = await asyncio.wait_for(self.conn.recv(), remaining)
-            message = orjson.loads(raw)
+            message = await asyncio.wait_for(self.receive(), remaining)
             if message["type"] != "heartbeat":
                 self.received.append(message)
+
+    async def receive(self) -> Json:
+        """The next frame, as it comes (heartbeats too), checked against the document."""
+        try:
+            message: Json = orjson.loads(await self.conn.recv())
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd_then_sent:
+                check_close(exc.rcvd.code, exc.rcvd.reason)  # the server closed first
+            raise
+        check_frame(message)
+        return message
 
     async def updates(self, channel: str, count: int, timeout: float = 20) -> list[Json]:
         return [
@@ -97,7 +114,7 @@ class WsClient:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    self.received.append(orjson.loads(await self.conn.recv()))
+                    self.received.append(await self.receive())
         except ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd else None
 
@@ -117,7 +134,8 @@ class Publisher:
         await self.bus.close()
 
     async def ticks(self, channel: str, count: int, size: int = 0) -> list[int]:
-        items = [(channel, ticker_data(i, size)) for i in range(count)]
+        """``count`` messages on a ``ticker:`` or ``candles:`` channel, numbered from 0."""
+        items = [(channel, market_data(channel, i, size)) for i in range(count)]
         return await self.bus.publish_many(items)
 
 
@@ -176,6 +194,10 @@ class RawReader:
             for opcode, payload in frames:
                 if opcode == PING and self.answer_pings:
                     self.sock.sendall(masked(PONG, payload))
+                elif opcode == TEXT:
+                    check_frame(orjson.loads(payload))
+                elif opcode == CLOSE:
+                    check_close(int.from_bytes(payload[:2], "big"), payload[2:].decode())
             self.frames += frames
         return self.frames
 
@@ -183,15 +205,56 @@ class RawReader:
         return self.read_until(lambda frames: close_code(frames) is not None, within_s)
 
 
-def ticker_data(n: int, size: int = 0) -> bytes:
-    """A ticker-like payload; ``sent_ns`` lets a reader measure latency, ``pad`` adds bulk."""
+def market_data(channel: str, n: int, size: int = 0) -> bytes:
+    """A ticker or candle of ``channel``, as the ingest leader publishes it, with the test's
+    own fields (clients ignore fields they do not know): ``n`` numbers it, ``sent_ns``
+    lets a reader measure latency, ``pad`` adds bulk."""
+    kind, _, rest = channel.partition(":")
+    symbol, _, interval = rest.partition(":")
+    price, now = f"{50_000 + n}.5", time.time_ns()
+    test_fields = {"n": n, "sent_ns": now, "pad": "x" * size}
+    if kind == "ticker":
+        stats = ("open_24h", "high_24h", "low_24h", "change_24h", "change_pct_24h")
+        ticker = {"symbol": symbol, "price": price, "bid": None, "ask": None}
+        ticker |= dict.fromkeys(stats, "0") | {"volume_24h": "0", "quote_volume_24h": "0"}
+        return orjson.dumps({**ticker, "ts": now // 1_000_000, **test_fields})
+    assert kind == "candles", channel
+    length = INTERVALS[interval]
+    start = now // 1_000_000 // length * length
+    ohlc = dict.fromkeys(("open", "high", "low", "close"), price)
     return orjson.dumps(
         {
-            "symbol": "BTC-USD",
-            "price": f"{50_000 + n}.5",
-            "n": n,
-            "sent_ns": time.time_ns(),
-            "pad": "x" * size,
+            "symbol": symbol,
+            "interval": interval,
+            "open_time": start,
+            "close_time": start + length - 1,
+            **ohlc,
+            "volume": "1",
+            "trades": n + 1,
+            "closed": False,
+            **test_fields,
+        }
+    )
+
+
+def notification_data(title: str) -> bytes:
+    """A notification as the alert evaluator publishes it."""
+    return orjson.dumps(
+        {
+            "id": str(uuid.uuid4()),
+            "kind": "price_alert",
+            "title": title,
+            "body": title,
+            "data": {
+                "alert_id": str(uuid.uuid4()),
+                "symbol": "BTC-USD",
+                "condition": "above",
+                "threshold": "50000",
+                "price": "50000.5",
+                "ts": time.time_ns() // 1_000_000,
+            },
+            "created_at": "2026-12-06T00:00:00.000Z",
+            "read_at": None,
         }
     )
 
