@@ -1,0 +1,126 @@
+"""Slow and greedy HTTP clients against ``coinlink serve``, over raw sockets: a request read
+takes at most ``COINLINK_HTTP_READ_TIMEOUT_S`` (then 408), one address holds at most
+``COINLINK_HTTP_MAX_CONNECTIONS_PER_IP`` connections per worker (then 429), and a client
+hanging up mid-request is no error."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.apps import ServerProcess, instance_env, running_server
+from tests.support.services import wait_for
+
+READ_TIMEOUT_S = 2
+MAX_CONNECTIONS = 3
+PACE_S = 0.7  # one byte per PACE_S: each keeps Sanic's own (idle) timeout from firing
+LOGIN_HEAD = (
+    b"POST /api/v2/auth/login HTTP/1.1\r\nHost: test\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def server(module_pg_url: str) -> Iterator[ServerProcess]:
+    env = instance_env(
+        module_pg_url,
+        http_read_timeout_s=str(READ_TIMEOUT_S),
+        http_max_connections_per_ip=str(MAX_CONNECTIONS),
+    )
+    with running_server(env) as server:
+        yield server
+
+
+def connect(server: ServerProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=5)
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, object]]:
+    """Status, headers and JSON body of the one response on ``sock`` (read to its close)."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, json.loads(body)
+
+
+def trickle(sock: socket.socket, data: bytes) -> float:
+    """Send ``data`` a byte per :data:`PACE_S` until the server answers; the seconds it took."""
+    began = time.monotonic()
+    sock.settimeout(PACE_S)
+    for byte in data:
+        sock.sendall(bytes([byte]))
+        try:
+            if sock.recv(1, socket.MSG_PEEK):
+                break
+        except TimeoutError:
+            continue
+    else:
+        raise AssertionError("the server read the whole trickled request")
+    sock.settimeout(5)
+    return time.monotonic() - began
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [LOGIN_HEAD + b"x" * 200, b"GET /health HTTP/1.1\r\nHost: test\r\n" + b"X-Slow: a\r\n" * 100],
+    ids=["body", "headers"],
+)
+def test_a_trickled_request_is_cut_with_408_within_the_bound(
+    server: ServerProcess, request_bytes: bytes
+) -> None:
+    with connect(server) as sock:
+        sock.sendall(request_bytes[:40])  # a request begins; then a byte now and then
+        took = trickle(sock, request_bytes[40:])
+        status, headers, body = read_response(sock)
+    assert status == 408
+    assert body["error"]["code"] == "request_timeout"  # type: ignore[index]
+    assert "within 2 s" in body["error"]["message"]  # type: ignore[index]
+    assert headers["connection"] == "close"
+    # The bound, plus a pace of slack (the answer is seen at the next byte) and scheduling.
+    assert took < READ_TIMEOUT_S + PACE_S + 1.5
+    assert not server.unexpected_errors()
+
+
+def test_a_client_hanging_up_mid_body_is_no_error(server: ServerProcess) -> None:
+    with connect(server) as sock:
+        sock.sendall(LOGIN_HEAD + b'{"email": "a')
+    # A request after it shows the server read the hang-up (and is still serving).
+    assert httpx.get(server.base_url + "/health").status_code == 200
+    wait_for(lambda: server.logged("client_disconnected"), 10, "the hang-up noticed")
+    assert not server.unexpected_errors()
+
+
+def test_an_address_over_its_connection_cap_is_refused_politely(server: ServerProcess) -> None:
+    held = [connect(server) for _ in range(MAX_CONNECTIONS)]
+    try:
+        for sock in held:  # each is accepted and served (keep-alive: it stays open)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        with connect(server) as extra:
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+            status, headers, body = read_response(extra)
+        assert status == 429
+        assert headers["retry-after"] == "1"
+        assert body["error"]["code"] == "too_many_connections"  # type: ignore[index]
+        assert body["error"]["details"] == {"limit": MAX_CONNECTIONS}  # type: ignore[index]
+    finally:
+        held.pop().close()
+    try:
+        # One closed: a new connection is served again.
+        def served() -> bool:
+            with httpx.Client(headers={"connection": "close"}) as client:
+                return client.get(server.base_url + "/health").status_code == 200
+
+        wait_for(served, 10, "a connection under the cap served")
+    finally:
+        for sock in held:
+            sock.close()
+    assert not server.unexpected_errors()
