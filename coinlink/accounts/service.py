@@ -29,7 +29,7 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from coinlink import channels
-from coinlink.accounts.passwords import hash_password, verify_password
+from coinlink.accounts.passwords import HashingSlots, hash_password, verify_password
 from coinlink.accounts.tokens import (
     AccessClaims,
     TokenService,
@@ -109,6 +109,7 @@ class AccountService:
         self.tokens = tokens
         self.bus = bus
         self._dummy_hash: str | None = None
+        self._hashing = HashingSlots(settings.bcrypt_concurrency, settings.bcrypt_wait_s)
         # Per worker: session id -> (still valid, checked at). Bounds the database checks.
         self._session_cache: dict[str, tuple[bool, float]] = {}
 
@@ -116,7 +117,15 @@ class AccountService:
 
     async def warm_up(self) -> None:
         """Make the hash an unknown email is checked against (once per worker, at start)."""
-        self._dummy_hash = await hash_password("not-a-real-password", self.settings.bcrypt_rounds)
+        self._dummy_hash = await self._hash("not-a-real-password")
+
+    async def _hash(self, password: str) -> str:
+        async with self._hashing:
+            return await hash_password(password, self.settings.bcrypt_rounds)
+
+    async def _verify(self, password: str, hashed: str) -> bool:
+        async with self._hashing:
+            return await verify_password(password, hashed)
 
     async def _verify_or_spend(self, password: str, user: User | None) -> bool:
         """Check the password; for an unknown user spend the same bcrypt work anyway."""
@@ -124,16 +133,16 @@ class AccountService:
             if self._dummy_hash is None:
                 await self.warm_up()
             assert self._dummy_hash is not None
-            await verify_password(password, self._dummy_hash)
+            await self._verify(password, self._dummy_hash)
             return False
-        return await verify_password(password, user.password_hash)
+        return await self._verify(password, user.password_hash)
 
     # -- sign-up and sign-in ----------------------------------------------------------
 
     async def register(
         self, email: str, password: str, display_name: str, user_agent: str, ip: str
     ) -> tuple[User, Tokens]:
-        password_hash = await hash_password(password, self.settings.bcrypt_rounds)
+        password_hash = await self._hash(password)
         try:
             async with in_transaction():
                 user = await User.create(
@@ -289,9 +298,9 @@ class AccountService:
     async def change_password(
         self, user: User, current_session: str, current: str, new: str
     ) -> None:
-        if not await verify_password(current, user.password_hash):
+        if not await self._verify(current, user.password_hash):
             raise AuthError("current password is wrong", "invalid_credentials")
-        user.password_hash = await hash_password(new, self.settings.bcrypt_rounds)
+        user.password_hash = await self._hash(new)
         await user.save(update_fields=["password_hash", "updated_at"])
         others = await Session.filter(
             Q(user_id=user.id) & Q(revoked_at__isnull=True) & ~Q(id=current_session)
@@ -299,7 +308,7 @@ class AccountService:
         await self.revoke_sessions(list(others))  # type: ignore[arg-type]
 
     async def delete_account(self, user: User, password: str) -> None:
-        if not await verify_password(password, user.password_hash):
+        if not await self._verify(password, user.password_hash):
             raise AuthError("password is wrong", "invalid_credentials")
         sessions = await Session.filter(user_id=user.id, revoked_at__isnull=True).values_list(
             "id", flat=True

@@ -20,6 +20,7 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 
+from coinlink.accounts.passwords import HashingBusy
 from coinlink.accounts.service import AuthError, EmailTaken
 from coinlink.alerts.notifications import NotificationNotFound
 from coinlink.alerts.service import AlertNotFound
@@ -125,6 +126,7 @@ DomainError = Callable[[Any], ApiError]
 DOMAIN_ERRORS: dict[type[Exception], DomainError] = {
     AuthError: _unauthenticated,
     EmailTaken: lambda e: ApiError(str(e), status=409, code="email_taken"),
+    HashingBusy: lambda e: ServiceUnavailable(str(e), headers={"Retry-After": "1"}),
     UnknownSymbol: lambda e: ApiError(
         str(e), status=404, code="unknown_symbol", details={"symbol": e.symbol}
     ),

@@ -5,6 +5,7 @@ hanging up mid-request is no error."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -124,3 +125,46 @@ def test_an_address_over_its_connection_cap_is_refused_politely(server: ServerPr
         for sock in held:
             sock.close()
     assert not server.unexpected_errors()
+
+
+def test_a_burst_of_logins_beyond_the_hashing_slots_is_refused_at_once(pg_url: str) -> None:
+    """One hashing slot and a short wait: a burst of logins gets some 200s and, soon, 503s
+    with ``Retry-After``; nobody queues for long."""
+    wait_s = 0.3
+    env = instance_env(
+        pg_url,
+        bcrypt_rounds="10",  # ~70 ms a hash: a burst of 20 would queue for over a second
+        bcrypt_concurrency="1",
+        bcrypt_wait_s=str(wait_s),
+        trusted_proxies="127.0.0.1",
+    )
+    with running_server(env) as server:
+        emails = [f"burst-{n}-{time.monotonic_ns()}@example.com" for n in range(20)]
+        with httpx.Client(base_url=server.base_url) as client:
+            for email in emails:
+                body = {"email": email, "password": "correct horse", "display_name": "b"}
+                assert client.post("/api/v2/auth/register", json=body).status_code == 201
+
+        async def login(client: httpx.AsyncClient, n: int) -> tuple[httpx.Response, float]:
+            began = time.monotonic()
+            response = await client.post(
+                "/api/v2/auth/login",
+                json={"email": emails[n], "password": "correct horse"},
+                headers={"x-forwarded-for": f"198.51.100.{n + 1}"},
+            )
+            return response, time.monotonic() - began
+
+        async def burst() -> list[tuple[httpx.Response, float]]:
+            limits = httpx.Limits(max_connections=len(emails))
+            async with httpx.AsyncClient(base_url=server.base_url, limits=limits) as client:
+                return await asyncio.gather(*(login(client, n) for n in range(len(emails))))
+
+        results = asyncio.run(burst())
+        assert not server.unexpected_errors()
+    statuses = sorted(response.status_code for response, _ in results)
+    assert statuses[0] == 200 and statuses[-1] == 503, statuses
+    for response, took in results:
+        if response.status_code == 503:
+            assert response.headers["retry-after"] == "1"
+            assert response.json()["error"]["code"] == "service_unavailable"
+            assert took < wait_s + 1.5  # refused after the wait, not after the queue
