@@ -22,7 +22,7 @@ import httpx
 
 from tests.support.apps import ServerProcess, instance_env
 
-PASSWORD = "correct horse battery"
+PASSWORD = "correct horse battery"  # noqa: S105 - the throwaway users of the run
 
 
 async def timed_login(client: httpx.AsyncClient, email: str, n: int) -> tuple[int, float]:

@@ -14,6 +14,7 @@ presented access token's ``jti`` until it expires.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -99,6 +100,17 @@ def user_dict(user: User) -> dict[str, Any]:
     }
 
 
+USER_AGENT_CHARS = 256  # the column's size
+# What a header may carry that the database refuses (NUL) or cannot encode (the lone
+# surrogates undecodable bytes become), and other control characters.
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def _storable(text: str, limit: int) -> str:
+    """Header text fit to store and show: each unstorable character becomes U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text[:limit])
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -168,7 +180,7 @@ class AccountService:
             user=user,
             last_used_at=now,
             expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_s),
-            user_agent=user_agent,
+            user_agent=_storable(user_agent, USER_AGENT_CHARS),
             ip=ip[:45],
         )
         return await self._issue(user.id, session)

@@ -31,7 +31,7 @@ RETRY_AFTER_S = 1
 class ConnectionCap:
     """Open connections per address in this worker."""
 
-    __slots__ = ("limit", "_open", "_trusted")
+    __slots__ = ("_open", "_trusted", "limit")
 
     def __init__(self, limit: int, trusted: TrustedProxies) -> None:
         self.limit = limit

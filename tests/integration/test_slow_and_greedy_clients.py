@@ -6,7 +6,6 @@ hanging up mid-request is no error."""
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tests.support.apps import ServerProcess, instance_env, running_server
+from tests.support.raw_http import read_response
 from tests.support.services import wait_for
 
 READ_TIMEOUT_S = 2
@@ -39,17 +39,6 @@ def server(module_pg_url: str) -> Iterator[ServerProcess]:
 
 def connect(server: ServerProcess) -> socket.socket:
     return socket.create_connection(("127.0.0.1", server.port), timeout=5)
-
-
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], dict[str, object]]:
-    """Status, headers and JSON body of the one response on ``sock`` (read to its close)."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode().split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, json.loads(body)
 
 
 def trickle(sock: socket.socket, data: bytes) -> float:
