@@ -30,6 +30,7 @@ from coinlink.alerts.evaluator import Evaluator
 from coinlink.alerts.service import AlertService
 from coinlink.bus import create_bus
 from coinlink.http import middleware
+from coinlink.http.auth import user_of
 from coinlink.http.client_address import TrustedProxies
 from coinlink.http.errors import EnvelopeErrorHandler
 from coinlink.http.operator_access import OperatorAccess
@@ -112,7 +113,7 @@ def create_app(
     app.ctx.connection_cap = ConnectionCap(settings.http.max_connections_per_ip, app.ctx.trusted)
     app.ctx.operators = OperatorAccess(settings.metrics_token, production=settings.is_production)
     policies = Policies.from_settings(settings.rate_limit)
-    install_rate_limits(app, limiter, policies, app.ctx.trusted, user_of=tokens.subject_of)
+    install_rate_limits(app, limiter, policies, app.ctx.trusted, user_of=user_of)
     db.register(app, settings.effective_database_url)
     app.blueprint(health.bp)
     app.blueprint(auth.bp)
