@@ -420,10 +420,10 @@ class Settings(BaseSettings):
     """Seconds a login, registration or password change waits for a free hashing slot;
     beyond that it is answered 503 with ``Retry-After``."""
 
-    refresh_reuse_grace_s: float = Field(default=10.0, ge=0, le=60)
+    refresh_reuse_grace_s: float = Field(default=0.0, ge=0, le=60)
     """A refresh token presented again within this many seconds of its first use (two
-    browser tabs) gets the same new tokens again; after it, reuse revokes the session.
-    0: every reuse revokes."""
+    browser tabs) gets the same new tokens again instead of revoking the session; after
+    it, reuse revokes. 0 (default): every reuse revokes, as RFC 9700 has it."""
 
     # HTTP edge.
     host: str = "127.0.0.1"

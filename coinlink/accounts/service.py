@@ -2,7 +2,9 @@
 
 A session is one sign-in and one refresh-token family. Refreshing spends the presented
 token with a conditional UPDATE (``spent_at IS NULL``), so of two concurrent refreshes with
-one token exactly one wins; presenting a spent token is reuse (RFC 9700 §4.14): the whole
+one token exactly one wins. Presenting the spent token again within
+``COINLINK_REFRESH_REUSE_GRACE_S`` (two browser tabs) gets the winner's answer again
+(:mod:`coinlink.accounts.successors`); after it, that is reuse (RFC 9700 §4.14): the whole
 session is revoked, a security event is logged and counted.
 
 Revoking a session (logout, password change, deletion, reuse) marks it revoked in the
@@ -31,6 +33,7 @@ from tortoise.transactions import in_transaction
 
 from coinlink import channels
 from coinlink.accounts.passwords import HashingSlots, hash_password, verify_password
+from coinlink.accounts.successors import seal, unseal
 from coinlink.accounts.tokens import (
     AccessClaims,
     TokenService,
@@ -54,6 +57,10 @@ LOGIN_FAILURES = Counter("auth_login_failures_total", "Failed logins.")
 SESSION_CACHE_S = 5.0
 # The bus answers in well under a millisecond; past this it is treated as down.
 BUS_DEADLINE_S = 0.25
+# A refresh's answer, sealed, under the spent token's hash (coinlink.accounts.successors).
+SUCCESSOR_KEY = "refresh-successor:"
+SUCCESSOR_WAIT_S = 0.5
+SUCCESSOR_POLL_S = 0.02
 BUS_FALLBACKS = Counter(
     "auth_revocation_bus_fallbacks_total",
     "Access checks answered from the database because the bus did not answer.",
@@ -198,6 +205,7 @@ class AccountService:
     async def refresh(self, refresh_token: str) -> Tokens:
         token_hash = hash_refresh_token(refresh_token)
         now = _now()
+        tokens: Tokens | None = None
         # Spend and replace in one transaction: a failure half-way must not leave the
         # client holding a spent token with no successor (its retry would look like reuse).
         async with in_transaction():
@@ -212,14 +220,60 @@ class AccountService:
                 session.last_used_at = now
                 session.expires_at = now + timedelta(seconds=self.settings.refresh_token_ttl_s)
                 await session.save(update_fields=["last_used_at", "expires_at"])
-                return await self._issue(session.user_id, session)  # type: ignore[attr-defined]
+                tokens = await self._issue(session.user_id, session)  # type: ignore[attr-defined]
+        if tokens is not None:
+            await self._keep_successor(refresh_token, token_hash, tokens)
+            return tokens
         stale = await RefreshToken.get_or_none(token_hash=token_hash).select_related("session")
         if stale is None or stale.session.revoked_at is not None:
             raise AuthError("refresh token is not valid")
         if stale.spent_at is None:
             raise AuthError("refresh token has expired")
+        grace_s = self.settings.refresh_reuse_grace_s
+        if (now - stale.spent_at).total_seconds() < grace_s:
+            # A second tab, not a thief (the thief would have to be as quick as the tab):
+            # the same answer again, or no revocation when it is not to be had.
+            again = await self._successor(refresh_token, token_hash)
+            if again is not None:
+                return again
+            raise AuthError(
+                f"refresh token was used {grace_s:g} s ago or less; use the tokens that "
+                "refresh returned"
+            )
         await self._on_reuse(stale.session)
         raise AuthError("refresh token was already used; the session is revoked", "token_reused")
+
+    async def _keep_successor(self, spent_token: str, token_hash: str, tokens: Tokens) -> None:
+        grace_s = self.settings.refresh_reuse_grace_s
+        if not grace_s:
+            return
+        answer = orjson.dumps(tokens.as_dict())
+        try:
+            async with asyncio.timeout(BUS_DEADLINE_S):
+                await self.bus.set(
+                    f"{SUCCESSOR_KEY}{token_hash}", seal(spent_token, answer), ttl_s=grace_s
+                )
+        except (BusError, TimeoutError) as exc:
+            log.warning("refresh_successor_not_kept", error=str(exc) or "timeout")
+
+    async def _successor(self, spent_token: str, token_hash: str) -> Tokens | None:
+        """The answer the first refresh with this token gave, while it is kept. Waits a
+        moment for it: the two tabs' requests may be a few milliseconds apart, and the
+        first one keeps its answer only after its transaction has committed."""
+        deadline = time.monotonic() + SUCCESSOR_WAIT_S
+        while True:
+            try:
+                async with asyncio.timeout(BUS_DEADLINE_S):
+                    [sealed] = await self.bus.get_many(f"{SUCCESSOR_KEY}{token_hash}")
+            except (BusError, TimeoutError):
+                return None
+            answer = unseal(spent_token, sealed) if sealed is not None else None
+            if answer is not None:
+                kept = orjson.loads(answer)
+                return Tokens(kept["access_token"], kept["refresh_token"], kept["expires_in"])
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(SUCCESSOR_POLL_S)
 
     async def _on_reuse(self, session: Session) -> None:
         TOKEN_REUSE.inc()
