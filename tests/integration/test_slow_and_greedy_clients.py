@@ -79,6 +79,37 @@ def test_a_trickled_request_is_cut_with_408_within_the_bound(
     assert not server.unexpected_errors()
 
 
+def test_the_bound_restarts_with_each_request_of_a_keep_alive_connection(
+    server: ServerProcess,
+) -> None:
+    with connect(server) as sock:
+        for _ in range(2):  # each well within the bound, the two together beyond it
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\n")
+            trickle_for(sock, READ_TIMEOUT_S * 0.6)
+            sock.sendall(b"\r\n")
+            assert read_response(sock)[0] == 200
+        sock.sendall(LOGIN_HEAD[:40])
+        trickle(sock, LOGIN_HEAD[40:] + b"x" * 200)
+        assert read_response(sock)[0] == 408
+
+
+def trickle_for(sock: socket.socket, seconds: float) -> None:
+    """Send a header line a byte at a time for about ``seconds``, the server silent."""
+    line = b"X-Slow: " + b"a" * 200
+    began = time.monotonic()
+    sock.settimeout(PACE_S / 2)
+    sent = 0
+    while time.monotonic() - began < seconds:
+        sock.sendall(line[sent : sent + 1])
+        sent += 1
+        try:
+            assert not sock.recv(1, socket.MSG_PEEK), "the server answered early"
+        except TimeoutError:
+            continue
+    sock.sendall(line[sent:] + b"\r\n")
+    sock.settimeout(5)
+
+
 def test_a_client_hanging_up_mid_body_is_no_error(server: ServerProcess) -> None:
     with connect(server) as sock:
         sock.sendall(LOGIN_HEAD + b'{"email": "a')
