@@ -230,7 +230,7 @@ class AccountService:
         if stale.spent_at is None:
             raise AuthError("refresh token has expired")
         grace_s = self.settings.refresh_reuse_grace_s
-        if (now - stale.spent_at).total_seconds() < grace_s:
+        if grace_s and (now - stale.spent_at).total_seconds() < grace_s:
             # A second tab, not a thief (the thief would have to be as quick as the tab):
             # the same answer again, or no revocation when it is not to be had.
             again = await self._successor(refresh_token, token_hash)
