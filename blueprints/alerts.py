@@ -12,7 +12,6 @@ from sanic_ext import openapi
 from coinlink.alerts.service import MAX_COOLDOWN_S, MAX_PRICE, AlertService, check_window
 from coinlink.alerts.store import alert_dict
 from coinlink.http.auth import BEARER, requires_auth
-from coinlink.http.errors import RequestValidationError
 from coinlink.http.pagination import PageQuery, decode_cursor, page
 from coinlink.http.request import Body, openapi_body, parse_body, parse_query
 
@@ -85,9 +84,7 @@ async def create(request: Request) -> HTTPResponse:
 @requires_auth
 async def list_alerts(request: Request) -> HTTPResponse:
     query = parse_query(request, AlertsQuery)
-    before = decode_cursor(query.cursor, 1)[0] if query.cursor else None
-    if before is not None and not isinstance(before, int):
-        raise RequestValidationError({"cursor": "is not a cursor this list gave out"})
+    before = decode_cursor(query.cursor, int)[0] if query.cursor else None
     rows = await _alerts(request).listed(
         request.ctx.claims.user_id, query.status, query.limit, before
     )

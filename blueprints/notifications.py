@@ -34,7 +34,7 @@ async def list_notifications(request: Request) -> HTTPResponse:
     query = parse_query(request, NotificationsQuery)
     after = None
     if query.cursor:
-        moment, last_id = decode_cursor(query.cursor, 2)
+        moment, last_id = decode_cursor(query.cursor, str, str)
         try:
             after = (datetime.fromisoformat(moment), UUID(last_id))
         except (TypeError, ValueError):
@@ -82,8 +82,6 @@ async def read_all(request: Request) -> HTTPResponse:
 @requires_auth
 async def deliveries(request: Request) -> HTTPResponse:
     query = parse_query(request, PageQuery)
-    before = decode_cursor(query.cursor, 1)[0] if query.cursor else None
-    if before is not None and not isinstance(before, int):
-        raise _bad_cursor()
+    before = decode_cursor(query.cursor, int)[0] if query.cursor else None
     rows = await notifications.attempts(request.ctx.claims.user_id, query.limit, before)
     return json(page(rows, query.limit, lambda a: [a.id], notifications.attempt_dict))

@@ -40,6 +40,7 @@ from coinlink.alerts.evaluator import Evaluator
 from coinlink.alerts.service import AlertService
 from coinlink.bus import create_bus
 from coinlink.http import middleware
+from coinlink.http.auth import user_of
 from coinlink.http.client_address import TrustedProxies
 from coinlink.http.errors import EnvelopeErrorHandler
 from coinlink.http.operator_access import OperatorAccess
@@ -55,6 +56,7 @@ from coinlink.observability.metrics import mark_worker_dead
 from coinlink.observability.sentry import init_sentry
 from coinlink.ratelimit import Policies, RateLimiter
 from coinlink.realtime.hub import Hub, HubSettings
+from coinlink.serving.connection_cap import ConnectionCap
 from coinlink.serving.drain import Drain
 from config import Settings, load_settings
 
@@ -74,6 +76,9 @@ def create_app(
     app = Sanic(name, configure_logging=False, dumps=_dumps, error_handler=EnvelopeErrorHandler())
     app.config.update(
         REQUEST_MAX_SIZE=settings.max_body_bytes,
+        # Sanic's own check counts from the last byte; coinlink.serving.protocol bounds the
+        # whole read (headers and body) from the first.
+        REQUEST_TIMEOUT=settings.http.read_timeout_s,
         ACCESS_LOG=False,
         # Sanic's wait for requests on their way at shutdown; the drain sets what is left
         # of COINLINK_SHUTDOWN_BUDGET_S (a stop without a drain: Ctrl-C, tests).
@@ -115,9 +120,10 @@ def create_app(
         timeout_s=min(0.25, settings.redis.timeout_s),
     )
     app.ctx.trusted = TrustedProxies(settings.trusted_proxies)
+    app.ctx.connection_cap = ConnectionCap(settings.http.max_connections_per_ip, app.ctx.trusted)
     app.ctx.operators = OperatorAccess(settings.metrics_token, production=settings.is_production)
     policies = Policies.from_settings(settings.rate_limit)
-    install_rate_limits(app, limiter, policies, app.ctx.trusted, user_of=tokens.subject_of)
+    install_rate_limits(app, limiter, policies, app.ctx.trusted, user_of=user_of)
     db.register(app, settings.effective_database_url)
     app.blueprint(health.bp)
     app.blueprint(auth.bp)

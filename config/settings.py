@@ -293,6 +293,19 @@ class IngestSettings(_Group):
     (plus a tenth, at most 0.25 s); a stopping one hands over at once."""
 
 
+class HttpSettings(_Group):
+    """Bounds on slow and greedy HTTP clients (``coinlink serve``; docs/operations.md)."""
+
+    read_timeout_s: float = Field(default=10.0, ge=1, le=60)
+    """Seconds a client has to send a request's headers and body, counted from its first
+    byte; later: 408 ``request_timeout`` and the connection closes."""
+
+    max_connections_per_ip: int = Field(default=256, ge=1, le=1_000_000)
+    """Open connections (HTTP and WebSocket) one address may hold per worker; more are
+    answered 429 ``too_many_connections`` and closed. Connections from
+    ``COINLINK_TRUSTED_PROXIES`` are not counted: a proxy caps its own clients."""
+
+
 class ShutdownSettings(_Group):
     """How a server stops on SIGTERM without losing a request (docs/operations.md)."""
 
@@ -401,6 +414,19 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
     """bcrypt cost factor; production refuses less than 12."""
 
+    bcrypt_concurrency: int = Field(default=2, ge=1, le=256)
+    """Passwords hashed or checked at once per worker (about one a core: more only queue
+    for the CPU)."""
+
+    bcrypt_wait_s: float = Field(default=1.0, ge=0, le=60)
+    """Seconds a login, registration or password change waits for a free hashing slot;
+    beyond that it is answered 503 with ``Retry-After``."""
+
+    refresh_reuse_grace_s: float = Field(default=0.0, ge=0, le=60)
+    """A refresh token presented again within this many seconds of its first use (two
+    browser tabs) gets the same new tokens again instead of revoking the session; after
+    it, reuse revokes. 0 (default): every reuse revokes, as RFC 9700 has it."""
+
     # HTTP edge.
     host: str = "127.0.0.1"
     """Address ``coinlink serve`` binds to."""
@@ -435,6 +461,7 @@ class Settings(BaseSettings):
     """Apply the rate-limit policies (``COINLINK_RATE_LIMIT_*``)."""
 
     rate_limit: RateLimitSettings = RateLimitSettings()
+    http: HttpSettings = HttpSettings()
     ws: WebSocketSettings = WebSocketSettings()
 
     # Market data.

@@ -2,7 +2,9 @@
 
 A session is one sign-in and one refresh-token family. Refreshing spends the presented
 token with a conditional UPDATE (``spent_at IS NULL``), so of two concurrent refreshes with
-one token exactly one wins; presenting a spent token is reuse (RFC 9700 §4.14): the whole
+one token exactly one wins. Presenting the spent token again within
+``COINLINK_REFRESH_REUSE_GRACE_S`` (two browser tabs) gets the winner's answer again
+(:mod:`coinlink.accounts.successors`); after it, that is reuse (RFC 9700 §4.14): the whole
 session is revoked, a security event is logged and counted.
 
 Revoking a session (logout, password change, deletion, reuse) marks it revoked in the
@@ -14,6 +16,7 @@ presented access token's ``jti`` until it expires.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -29,7 +32,8 @@ from tortoise.expressions import Q
 from tortoise.transactions import in_transaction
 
 from coinlink import channels
-from coinlink.accounts.passwords import hash_password, verify_password
+from coinlink.accounts.passwords import HashingSlots, hash_password, verify_password
+from coinlink.accounts.successors import seal, unseal
 from coinlink.accounts.tokens import (
     AccessClaims,
     TokenService,
@@ -53,6 +57,10 @@ LOGIN_FAILURES = Counter("auth_login_failures_total", "Failed logins.")
 SESSION_CACHE_S = 5.0
 # The bus answers in well under a millisecond; past this it is treated as down.
 BUS_DEADLINE_S = 0.25
+# A refresh's answer, sealed, under the spent token's hash (coinlink.accounts.successors).
+SUCCESSOR_KEY = "refresh-successor:"
+SUCCESSOR_WAIT_S = 0.5
+SUCCESSOR_POLL_S = 0.02
 BUS_FALLBACKS = Counter(
     "auth_revocation_bus_fallbacks_total",
     "Access checks answered from the database because the bus did not answer.",
@@ -99,6 +107,17 @@ def user_dict(user: User) -> dict[str, Any]:
     }
 
 
+USER_AGENT_CHARS = 256  # the column's size
+# What a header may carry that the database refuses (NUL) or cannot encode (the lone
+# surrogates undecodable bytes become), and other control characters.
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def _storable(text: str, limit: int) -> str:
+    """Header text fit to store and show: each unstorable character becomes U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text[:limit])
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -109,6 +128,7 @@ class AccountService:
         self.tokens = tokens
         self.bus = bus
         self._dummy_hash: str | None = None
+        self._hashing = HashingSlots(settings.bcrypt_concurrency, settings.bcrypt_wait_s)
         # Per worker: session id -> (still valid, checked at). Bounds the database checks.
         self._session_cache: dict[str, tuple[bool, float]] = {}
 
@@ -116,7 +136,15 @@ class AccountService:
 
     async def warm_up(self) -> None:
         """Make the hash an unknown email is checked against (once per worker, at start)."""
-        self._dummy_hash = await hash_password("not-a-real-password", self.settings.bcrypt_rounds)
+        self._dummy_hash = await self._hash("not-a-real-password")
+
+    async def _hash(self, password: str) -> str:
+        async with self._hashing:
+            return await hash_password(password, self.settings.bcrypt_rounds)
+
+    async def _verify(self, password: str, hashed: str) -> bool:
+        async with self._hashing:
+            return await verify_password(password, hashed)
 
     async def _verify_or_spend(self, password: str, user: User | None) -> bool:
         """Check the password; for an unknown user spend the same bcrypt work anyway."""
@@ -124,16 +152,16 @@ class AccountService:
             if self._dummy_hash is None:
                 await self.warm_up()
             assert self._dummy_hash is not None
-            await verify_password(password, self._dummy_hash)
+            await self._verify(password, self._dummy_hash)
             return False
-        return await verify_password(password, user.password_hash)
+        return await self._verify(password, user.password_hash)
 
     # -- sign-up and sign-in ----------------------------------------------------------
 
     async def register(
         self, email: str, password: str, display_name: str, user_agent: str, ip: str
     ) -> tuple[User, Tokens]:
-        password_hash = await hash_password(password, self.settings.bcrypt_rounds)
+        password_hash = await self._hash(password)
         try:
             async with in_transaction():
                 user = await User.create(
@@ -159,7 +187,7 @@ class AccountService:
             user=user,
             last_used_at=now,
             expires_at=now + timedelta(seconds=self.settings.refresh_token_ttl_s),
-            user_agent=user_agent,
+            user_agent=_storable(user_agent, USER_AGENT_CHARS),
             ip=ip[:45],
         )
         return await self._issue(user.id, session)
@@ -177,6 +205,7 @@ class AccountService:
     async def refresh(self, refresh_token: str) -> Tokens:
         token_hash = hash_refresh_token(refresh_token)
         now = _now()
+        tokens: Tokens | None = None
         # Spend and replace in one transaction: a failure half-way must not leave the
         # client holding a spent token with no successor (its retry would look like reuse).
         async with in_transaction():
@@ -191,14 +220,60 @@ class AccountService:
                 session.last_used_at = now
                 session.expires_at = now + timedelta(seconds=self.settings.refresh_token_ttl_s)
                 await session.save(update_fields=["last_used_at", "expires_at"])
-                return await self._issue(session.user_id, session)  # type: ignore[attr-defined]
+                tokens = await self._issue(session.user_id, session)  # type: ignore[attr-defined]
+        if tokens is not None:
+            await self._keep_successor(refresh_token, token_hash, tokens)
+            return tokens
         stale = await RefreshToken.get_or_none(token_hash=token_hash).select_related("session")
         if stale is None or stale.session.revoked_at is not None:
             raise AuthError("refresh token is not valid")
         if stale.spent_at is None:
             raise AuthError("refresh token has expired")
+        grace_s = self.settings.refresh_reuse_grace_s
+        if grace_s and (now - stale.spent_at).total_seconds() < grace_s:
+            # A second tab, not a thief (the thief would have to be as quick as the tab):
+            # the same answer again, or no revocation when it is not to be had.
+            again = await self._successor(refresh_token, token_hash)
+            if again is not None:
+                return again
+            raise AuthError(
+                f"refresh token was used {grace_s:g} s ago or less; use the tokens that "
+                "refresh returned"
+            )
         await self._on_reuse(stale.session)
         raise AuthError("refresh token was already used; the session is revoked", "token_reused")
+
+    async def _keep_successor(self, spent_token: str, token_hash: str, tokens: Tokens) -> None:
+        grace_s = self.settings.refresh_reuse_grace_s
+        if not grace_s:
+            return
+        answer = orjson.dumps(tokens.as_dict())
+        try:
+            async with asyncio.timeout(BUS_DEADLINE_S):
+                await self.bus.set(
+                    f"{SUCCESSOR_KEY}{token_hash}", seal(spent_token, answer), ttl_s=grace_s
+                )
+        except (BusError, TimeoutError) as exc:
+            log.warning("refresh_successor_not_kept", error=str(exc) or "timeout")
+
+    async def _successor(self, spent_token: str, token_hash: str) -> Tokens | None:
+        """The answer the first refresh with this token gave, while it is kept. Waits a
+        moment for it: the two tabs' requests may be a few milliseconds apart, and the
+        first one keeps its answer only after its transaction has committed."""
+        deadline = time.monotonic() + SUCCESSOR_WAIT_S
+        while True:
+            try:
+                async with asyncio.timeout(BUS_DEADLINE_S):
+                    [sealed] = await self.bus.get_many(f"{SUCCESSOR_KEY}{token_hash}")
+            except (BusError, TimeoutError):
+                return None
+            answer = unseal(spent_token, sealed) if sealed is not None else None
+            if answer is not None:
+                kept = orjson.loads(answer)
+                return Tokens(kept["access_token"], kept["refresh_token"], kept["expires_in"])
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(SUCCESSOR_POLL_S)
 
     async def _on_reuse(self, session: Session) -> None:
         TOKEN_REUSE.inc()
@@ -289,9 +364,9 @@ class AccountService:
     async def change_password(
         self, user: User, current_session: str, current: str, new: str
     ) -> None:
-        if not await verify_password(current, user.password_hash):
+        if not await self._verify(current, user.password_hash):
             raise AuthError("current password is wrong", "invalid_credentials")
-        user.password_hash = await hash_password(new, self.settings.bcrypt_rounds)
+        user.password_hash = await self._hash(new)
         await user.save(update_fields=["password_hash", "updated_at"])
         others = await Session.filter(
             Q(user_id=user.id) & Q(revoked_at__isnull=True) & ~Q(id=current_session)
@@ -299,7 +374,7 @@ class AccountService:
         await self.revoke_sessions(list(others))  # type: ignore[arg-type]
 
     async def delete_account(self, user: User, password: str) -> None:
-        if not await verify_password(password, user.password_hash):
+        if not await self._verify(password, user.password_hash):
             raise AuthError("password is wrong", "invalid_credentials")
         sessions = await Session.filter(user_id=user.id, revoked_at__isnull=True).values_list(
             "id", flat=True

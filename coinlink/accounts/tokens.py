@@ -128,13 +128,6 @@ class TokenService:
             expires_at=int(claims["exp"]),
         )
 
-    def subject_of(self, token: str) -> str | None:
-        """The user id of a valid access token, else ``None`` (for the rate limiter's keys)."""
-        try:
-            return self.decode_access(token).user_id
-        except InvalidToken:
-            return None
-
 
 def new_refresh_token() -> tuple[str, str]:
     """A fresh refresh token and the hash that is stored in its place."""

@@ -20,6 +20,7 @@ from sanic import HTTPResponse, Request
 from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 
+from coinlink.accounts.passwords import HashingBusy
 from coinlink.accounts.service import AuthError, EmailTaken
 from coinlink.alerts.notifications import NotificationNotFound
 from coinlink.alerts.service import AlertNotFound
@@ -125,6 +126,7 @@ DomainError = Callable[[Any], ApiError]
 DOMAIN_ERRORS: dict[type[Exception], DomainError] = {
     AuthError: _unauthenticated,
     EmailTaken: lambda e: ApiError(str(e), status=409, code="email_taken"),
+    HashingBusy: lambda e: ServiceUnavailable(str(e), headers={"Retry-After": "1"}),
     UnknownSymbol: lambda e: ApiError(
         str(e), status=404, code="unknown_symbol", details={"symbol": e.symbol}
     ),
@@ -168,6 +170,22 @@ def error_response(
     return HTTPResponse(body, status=status, headers=headers, content_type="application/json")
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the request's path has a route for."""
+    router = request.app.router
+    found = []
+    for method in _METHODS:
+        try:
+            router.get(request.path, method, request.headers.get("host"))
+        except SanicException:
+            continue
+        found.append(method)
+    return found
+
+
 class EnvelopeErrorHandler(ErrorHandler):
     """Renders every exception Sanic catches as the envelope."""
 
@@ -209,6 +227,10 @@ class EnvelopeErrorHandler(ErrorHandler):
             code = _CODES_BY_STATUS.get(status, "error")
             message = _SANIC_MESSAGES.get(status) or str(exception) or code.replace("_", " ")
             headers = dict(getattr(exception, "headers", None) or {})
+            if status == 405 and request is not None and "Allow" not in headers:
+                # Sanic's router names the allowed methods only for routes without a path
+                # parameter; RFC 9110 wants them on every 405.
+                headers["Allow"] = ", ".join(allowed_methods(request))
             return error_response(request, status, code, message, None, headers)
         status = getattr(exception, "status_code", 500)
         status = status if isinstance(status, int) and 500 <= status < 600 else 500

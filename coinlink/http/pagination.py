@@ -21,6 +21,8 @@ T = TypeVar("T")
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_CURSOR_TEXT = 64
 
 
 class PageQuery(Query):
@@ -32,15 +34,27 @@ def encode_cursor(*key: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(list(key))).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, arity: int) -> list[Any]:
-    """The key a cursor holds, or 422 ``cursor`` when it is not one of ours."""
+def decode_cursor(cursor: str, *kinds: type[int] | type[str]) -> list[Any]:
+    """The key a cursor holds, one element of each of ``kinds`` (an int fits a BIGINT, a
+    str is short), or 422 ``cursor`` when it is not one of ours."""
     try:
         key = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (binascii.Error, ValueError):
         key = None
-    if not isinstance(key, list) or len(key) != arity:
+    if not (
+        isinstance(key, list)
+        and len(key) == len(kinds)
+        and all(_fits(item, kind) for item, kind in zip(key, kinds, strict=True))
+    ):
         raise RequestValidationError({"cursor": "is not a cursor this list gave out"})
     return key
+
+
+def _fits(item: Any, kind: type[int] | type[str]) -> bool:
+    # type(), not isinstance: a bool is an int to Python, never in one of our cursors.
+    if kind is int:
+        return type(item) is int and _INT64_MIN <= item <= _INT64_MAX
+    return type(item) is str and len(item) <= _MAX_CURSOR_TEXT
 
 
 def page(

@@ -2,10 +2,11 @@
 
 :func:`install` adds a request middleware that resolves the client address (trusted
 proxies applied; stored as ``request.ctx.client_ip``) and applies one policy per request:
-``user`` keyed by user id when the bearer token names one, else ``anonymous`` keyed by
-address (IPv6 by its /64: one subscriber gets a whole /64 and could otherwise rotate
-through it). ``POST /api/v2/auth/login`` and ``.../register`` also pay ``login_ip`` and
-``register`` per address; the login handler adds ``login_account`` per email through
+``user`` keyed by user id when the bearer token is valid and its session open (a revoked
+or logged-out token buys no budget of its own), else ``anonymous`` keyed by address (IPv6
+by its /64: one subscriber gets a whole /64 and could otherwise rotate through it).
+``POST /api/v2/auth/login`` and ``.../register`` also pay ``login_ip`` and ``register``
+per address; the login handler adds ``login_account`` per email through
 :func:`enforce`. The most restrictive decision becomes the ``RateLimit-*`` headers; a
 refusal is the 429 envelope with ``Retry-After``.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -113,7 +114,7 @@ def install(
     limiter: RateLimiter,
     policies: Policies,
     trusted: TrustedProxies,
-    user_of: Callable[[str], str | None],
+    user_of: Callable[[Request, str], Awaitable[str | None]],
 ) -> None:
     """Add the rate-limit middleware, unless ``rate_limits_enabled`` is off.
 
@@ -146,7 +147,7 @@ def install(
         authorization = request.headers.get("authorization")
         if authorization and authorization[:7].lower() == "bearer ":
             token = authorization[7:].strip()
-            user_id = user_of(token) if token else None
+            user_id = await user_of(request, token) if token else None
         # Decided without a coroutine when no Redis call is needed (most requests).
         if user_id is not None:
             decision = hit_now("user", user, user_id) or await hit("user", user, user_id)

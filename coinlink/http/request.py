@@ -10,7 +10,7 @@ store NUL, bcrypt refuses it, and none of them belongs in a name, an email or a 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -26,12 +26,13 @@ from sanic import Request
 
 from coinlink.accounts.emails import normalise_email
 from coinlink.accounts.passwords import password_problem
-from coinlink.http.errors import InvalidJson, RequestValidationError
+from coinlink.http.errors import ApiError, InvalidJson, RequestValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MAX_DEPTH = 32
 
 
 def _password(value: str) -> str:
@@ -73,7 +74,7 @@ def parse_body(request: Request, model: type[M]) -> M:
         raise InvalidJson(f"body is not valid JSON: {exc.msg}") from None
     if not isinstance(data, dict):
         raise InvalidJson("body must be a JSON object")
-    bad = dict(_control_characters(data, ""))
+    bad = _control_characters(data)
     if bad:
         raise RequestValidationError(bad)
     try:
@@ -82,16 +83,33 @@ def parse_body(request: Request, model: type[M]) -> M:
         raise RequestValidationError.from_pydantic(exc) from None
 
 
-def _control_characters(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
-        if _CONTROL.search(value):
-            yield path or "body", "must not contain control characters"
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _control_characters(item, f"{path}.{key}" if path else str(key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _control_characters(item, f"{path}.{index}" if path else str(index))
+def _control_characters(data: dict[str, Any]) -> dict[str, str]:
+    """Each string's path holding a control character; 400 for a body nested deeper than
+    :data:`MAX_DEPTH` (no body of ours nests more than a few levels; a walk, or pydantic,
+    over a thousand levels would run out of stack)."""
+    bad: dict[str, str] = {}
+    pending: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while pending:
+        value, path, depth = pending.pop()
+        if isinstance(value, str):
+            if _CONTROL.search(value):
+                bad.setdefault(path or "body", "must not contain control characters")
+            continue
+        if isinstance(value, dict):
+            items: Iterable[tuple[Any, Any]] = value.items()
+        elif isinstance(value, list):
+            items = enumerate(value)
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            raise ApiError(
+                f"body nests deeper than {MAX_DEPTH} levels",
+                details={"max_depth": MAX_DEPTH},
+            )
+        pending.extend(
+            (item, f"{path}.{key}" if path else str(key), depth + 1) for key, item in items
+        )
+    return bad
 
 
 def parse_query(request: Request, model: type[M]) -> M:

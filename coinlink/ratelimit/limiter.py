@@ -13,8 +13,12 @@ remaining, reset and retry-after in one EVALSHA, one key of a few bytes per clie
 Redis's own clock (``TIME``) so every instance agrees, and a PX expiry of the period so
 idle keys vanish by themselves.
 
-Keys are ``<prefix><policy>:<digest>``: the caller's key (an IP, a user id, an email) is
-hashed, so no address or email sits in Redis and an attacker-chosen key cannot be huge.
+Keys are ``<prefix><policy>:<limit>/<period>:<digest>``: the caller's key (an IP, a user
+id, an email) is hashed, so no address or email sits in Redis and an attacker-chosen key
+cannot be huge. The rate is in the name because a key's state (its TAT) only means
+something under the rate that wrote it: a client that spent a 10/60 budget would stay
+refused for up to a minute after the limit was raised to 1000/60. A changed rate starts
+with a whole budget at once, and the old keys expire by themselves.
 The local tables (slices, cached refusals, the fallback GCRA) are keyed by the same digest
 and bounded: expired entries are pruned a few at a time, and each table is capped.
 
@@ -230,7 +234,7 @@ class RateLimiter:
         # A deadline over the whole call: connect + EVALSHA (+ SCRIPT LOAD after a restart).
         async with asyncio.timeout(self.timeout_s):
             result = await script(
-                keys=[f"{self.prefix}{policy_name}:{digest}"],
+                keys=[f"{self.prefix}{policy_name}:{rate.tag}:{digest}"],
                 args=[rate.interval_us, rate.capacity_us, rate.expiry_ms, cost],
             )
         raise_swallowed_cancel()

@@ -36,6 +36,8 @@ class Rate:
     capacity_us: int = field(init=False, repr=False, compare=False)
     expiry_ms: int = field(init=False, repr=False, compare=False)
     slice_units: int = field(init=False, repr=False, compare=False)
+    tag: str = field(init=False, repr=False, compare=False)
+    """``limit/period``, part of the key's name in Redis: a changed rate starts afresh."""
 
     def __post_init__(self) -> None:
         if self.limit < 1 or not self.period_s > 0:
@@ -46,6 +48,7 @@ class Rate:
         object.__setattr__(self, "capacity_us", interval * self.limit)
         object.__setattr__(self, "expiry_ms", -(-interval * self.limit // 1000))
         object.__setattr__(self, "slice_units", slice_size(self.limit))
+        object.__setattr__(self, "tag", f"{self.limit}/{self.period_s:g}")
 
 
 class Decision(NamedTuple):

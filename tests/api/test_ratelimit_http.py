@@ -31,6 +31,7 @@ from coinlink.http.ratelimit import enforce, install
 from coinlink.ratelimit import Policies, RateLimiter
 from coinlink.serving.drain import Drain
 from config import load_settings
+from tests.support.accounts import bearer, login, register
 from tests.support.apps import TEST_ORIGIN, TEST_SECRET, build_app
 from tests.support.script_calls import ScriptCalls
 from tests.support.services import RedisServer, free_port
@@ -40,7 +41,7 @@ LOGIN = "/api/v2/auth/login"
 REGISTER = "/api/v2/auth/register"
 
 
-def user_of(token: str) -> str | None:
+async def user_of(request: Request, token: str) -> str | None:
     return "u1" if token == "good" else None
 
 
@@ -351,3 +352,32 @@ def test_the_app_factory_wires_the_limiter(pg_url: str, redis_url: str, bus_pref
         _, health_response = client.get("/health")
         assert health_response.status == 200
         assert "ratelimit-limit" not in health_response.headers
+
+
+def test_a_logged_out_token_buys_no_budget_of_its_own(
+    pg_url: str, redis_url: str, bus_prefix: str
+) -> None:
+    """Once the address's anonymous budget is spent, a token whose session was logged out
+    is refused with it: only a token of an open session has a per-user budget."""
+    app = build_app(
+        pg_url,
+        redis_url,
+        redis_prefix=bus_prefix,
+        rate_limit_anonymous="3/60",
+        rate_limit_register="100/60",
+        rate_limit_login_ip="100/60",
+    )
+    with ReusableClient(app, port=free_port()) as client:
+        registered = register(client)
+        live = bearer(registered["tokens"])
+        gone = bearer(login(client, registered["email"])["tokens"])
+        assert client.post("/api/v2/auth/logout", headers=gone)[1].status == 204
+        # Register and login spent two of the address's three; one more, then refusals.
+        spent = [client.get("/api/v2/market/tickers")[1].status for _ in range(2)]
+        assert spent == [200, 429]
+        refused = client.get("/api/v2/market/tickers", headers=gone)[1]
+        assert refused.status == 429
+        assert limit_headers(refused)[0] == 3  # the anonymous policy's
+        _, served = client.get("/api/v2/market/tickers", headers=live)
+        assert served.status == 200
+        assert limit_headers(served)[0] == 100_000  # the user policy (build_app's)

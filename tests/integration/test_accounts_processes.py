@@ -93,3 +93,33 @@ def test_logout_on_one_instance_is_seen_by_every_worker_of_both(
         first, "POST", "/api/v2/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
     )
     assert refreshed.status_code == 401
+
+
+def test_with_a_reuse_grace_concurrent_refreshes_all_get_the_one_new_pair(
+    pg_url: str, redis_url: str
+) -> None:
+    """Several tabs refresh with one token at once, across workers: each gets the same new
+    pair, and the session lives on."""
+    env = instance_env(pg_url, redis_url, refresh_reuse_grace_s="10")
+    server = ServerProcess(env, workers=2).wait_ready()
+    try:
+        tokens = signed_up(server.base_url)
+
+        def refresh(_: int) -> httpx.Response:
+            body = {"refresh_token": tokens["refresh_token"]}
+            return fresh(server.base_url, "POST", "/api/v2/auth/refresh", json=body)
+
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(refresh, range(8)))
+        assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
+        pairs = {
+            (r.json()["tokens"]["access_token"], r.json()["tokens"]["refresh_token"])
+            for r in responses
+        }
+        assert len(pairs) == 1
+        [(access, _)] = pairs
+        headers = {"authorization": f"Bearer {access}"}
+        assert fresh(server.base_url, "GET", "/api/v2/users/me", headers=headers).status_code == 200
+    finally:
+        server.stop()
+    assert not server.unexpected_errors()

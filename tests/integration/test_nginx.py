@@ -7,6 +7,7 @@ X-Forwarded-For from nginx at 127.0.0.1 only, rate-limits each of them apart.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
 from collections.abc import Iterator
@@ -282,3 +283,45 @@ def test_an_instance_that_never_accepts_gets_a_json_504() -> None:
             client_at("127.0.0.10", proxy.base_url) as client,
         ):
             assert_nginx_envelope(client.get(MARKET), 504, "upstream_timeout")
+
+
+PER_CLIENT = 256  # the shipped config's limit_conn
+
+
+def test_a_client_over_its_requests_in_flight_gets_a_json_429() -> None:
+    """An instance that accepts and never answers holds every request in flight: the
+    client's 257th is refused by nginx at once, in the envelope, with ``Retry-After``;
+    another client's request is still passed on."""
+    held: list[socket.socket] = []
+    clients: list[socket.socket] = []
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(PER_CLIENT + 16)
+        silent.settimeout(0.1)
+
+        def passed_on(count: int) -> bool:
+            with contextlib.suppress(TimeoutError):
+                held.append(silent.accept()[0])
+            return len(held) >= count
+
+        def send_from(address: str, port: int) -> None:
+            sock = socket.create_connection(
+                ("127.0.0.1", port), timeout=5, source_address=(address, 0)
+            )
+            clients.append(sock)
+            sock.sendall(f"GET {MARKET} HTTP/1.1\r\nHost: test\r\n\r\n".encode())
+
+        try:
+            with nginx_in_front_of([f"127.0.0.1:{silent.getsockname()[1]}"]) as proxy:
+                for _ in range(PER_CLIENT):
+                    send_from("127.0.0.20", proxy.port)
+                wait_for(lambda: passed_on(PER_CLIENT), 30, "every request passed on")
+                with client_at("127.0.0.20", proxy.base_url) as client:
+                    refused = client.get(MARKET)
+                assert_nginx_envelope(refused, 429, "too_many_connections")
+                assert refused.headers["retry-after"] == "1"
+                send_from("127.0.0.21", proxy.port)
+                wait_for(lambda: passed_on(PER_CLIENT + 1), 10, "another client passed on")
+        finally:
+            for sock in clients + held:
+                sock.close()

@@ -456,3 +456,22 @@ async def test_sliced_policies_hold_with_redis_down(
         assert events(captured_log).count("ratelimit_fallback") == 1
     finally:
         await limiter.close()
+
+
+async def test_a_raised_limit_applies_at_once(redis_url: str, bus_prefix: str) -> None:
+    """A process restarted with a higher limit (the old one's spent state still in Redis)
+    grants the new budget at once."""
+    before = RateLimiter(redis_url, prefix=bus_prefix)
+    await before.start()
+    try:
+        decisions = [await before.hit("anonymous", Rate(3, 60), "198.51.100.9") for _ in range(4)]
+        assert [d.allowed for d in decisions] == [True, True, True, False]
+    finally:
+        await before.close()
+    after = RateLimiter(redis_url, prefix=bus_prefix)
+    await after.start()
+    try:
+        raised = await after.hit("anonymous", Rate(30, 60), "198.51.100.9")
+        assert raised.allowed and raised.remaining == 29
+    finally:
+        await after.close()

@@ -201,6 +201,61 @@ async def test_after_logout_its_refresh_tokens_are_refused_and_not_as_reuse(
     assert sample("auth_refresh_token_reuse_total") == reuse_before
 
 
+# -- the reuse grace (two browser tabs) -----------------------------------------------------
+
+GRACE_S = 10.0
+
+
+@pytest.fixture
+def tabs(accounts: AccountService) -> AccountService:
+    """The service with a reuse grace, on the same database and bus."""
+    settings = accounts.settings.model_copy(update={"refresh_reuse_grace_s": GRACE_S})
+    return AccountService(settings, accounts.tokens, accounts.bus)
+
+
+async def test_within_the_grace_a_spent_token_gets_the_same_answer_again(
+    tabs: AccountService,
+) -> None:
+    _, first = await signed_up(tabs)
+    reuse_before = sample("auth_refresh_token_reuse_total")
+    second = await tabs.refresh(first.refresh_token)
+    # The other tab, on another worker: the answer comes through the bus.
+    assert await another_worker(tabs).refresh(first.refresh_token) == second
+    assert sample("auth_refresh_token_reuse_total") == reuse_before
+    assert await tabs.access_allowed(claims_of(tabs, second))
+    assert claims_of(tabs, await tabs.refresh(second.refresh_token))  # the successor works
+    # What the bus holds is sealed: neither token is in it.
+    key = service_module.SUCCESSOR_KEY + hash_refresh_token(first.refresh_token)
+    [kept] = await tabs.bus.get_many(key)
+    assert kept is not None
+    assert second.refresh_token.encode() not in kept
+    assert second.access_token.encode() not in kept
+
+
+async def test_after_the_grace_reuse_revokes_the_session(tabs: AccountService) -> None:
+    _, first = await signed_up(tabs)
+    second = await tabs.refresh(first.refresh_token)
+    late = datetime.now(UTC) - timedelta(seconds=GRACE_S + 1)
+    await RefreshToken.filter(token_hash=hash_refresh_token(first.refresh_token)).update(
+        spent_at=late
+    )
+    with pytest.raises(AuthError) as caught:
+        await tabs.refresh(first.refresh_token)
+    assert caught.value.code == "token_reused"
+    assert not await tabs.access_allowed(claims_of(tabs, second))
+
+
+async def test_within_the_grace_a_lost_answer_revokes_nothing(tabs: AccountService) -> None:
+    _, first = await signed_up(tabs)
+    second = await tabs.refresh(first.refresh_token)
+    bus_of(tabs).lose_everything()
+    with pytest.raises(AuthError) as caught:
+        await tabs.refresh(first.refresh_token)
+    assert caught.value.code == "invalid_token"
+    assert "use the tokens that refresh returned" in str(caught.value)
+    assert await tabs.access_allowed(claims_of(tabs, second))
+
+
 # -- revocation ----------------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 
+from sanic.http import Http
 from sanic.server.protocols.http_protocol import HttpProtocol
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 from sanic.worker.manager import WorkerManager
@@ -37,3 +38,11 @@ def test_the_protocol_internals_are_where_the_protocol_adapter_expects() -> None
     check_signature(protocol, WebSocketProtocol.connection_made, "(self, transport)")
     check_signature(protocol, WebSocketProtocol.data_received, "(self, data)")
     assert "recv_buffer" in HttpProtocol.__slots__, "unparsed request bytes moved"
+    check_signature(protocol, WebSocketProtocol.connection_lost, "(self, exc)")
+    check_signature(protocol, WebSocketProtocol.eof_received, "(self) -> bool | None")
+    # The read bound reads the connection's stage and body state and answers through
+    # Http.exception, as Sanic's own timeout check does.
+    timeouts = inspect.getsource(HttpProtocol.check_timeouts)
+    assert "self._http.exception = RequestTimeout" in timeouts, "timeouts answer differently"
+    assert "self._task.cancel" in timeouts
+    assert {"stage", "exception", "request_body", "upgrade_websocket"} <= set(Http.__slots__)
