@@ -6,10 +6,10 @@ from decimal import Decimal
 
 from pydantic import Field
 from sanic import Blueprint, HTTPResponse, Request, json
-from sanic_ext import openapi
 
-from coinlink.http.auth import BEARER, requires_admin
-from coinlink.http.request import Body, openapi_body, parse_body
+from coinlink.http.contract import Reply, operation
+from coinlink.http.request import Body
+from coinlink.http.schemas import Reply as Model
 from coinlink.market.service import MarketService
 
 bp = Blueprint("admin", url_prefix="/api/v2/admin")
@@ -21,24 +21,34 @@ class TickIn(Body):
     volume: Decimal = Field(
         default=Decimal(0), ge=0, lt=Decimal(10) ** 25, allow_inf_nan=False, max_digits=38
     )
-    ts: int | None = Field(default=None, ge=0, le=10**14)
+    ts: int | None = Field(
+        default=None,
+        ge=0,
+        le=10**14,
+        description="epoch ms; now when omitted",
+        json_schema_extra={"format": "int64"},
+    )
+
+
+class Accepted(Model):
+    accepted: bool = Field(description="false: the tick validator dropped it (see the logs)")
 
 
 @bp.post("/ticks")
-@openapi.definition(
+@operation(
     summary="Inject a tick: it takes the providers' path (validation, candles, fan-out)",
     tag="admin",
-    body=openapi_body(TickIn),
-    secured=BEARER,
+    auth="admin",
+    body=TickIn,
+    replies={202: Reply("handed to the pipeline", Accepted)},
+    errors={
+        404: "`not_found` (COINLINK_ADMIN_TICKS is off) or `unknown_symbol`",
+        503: "`service_unavailable`: no ingest leader yet; retry after `Retry-After` s",
+    },
 )
-@openapi.response(202, description="accepted for the pipeline")
-@openapi.response(403, description="forbidden: not an admin")
-@openapi.response(404, description="disabled (COINLINK_ADMIN_TICKS=false) or unknown_symbol")
-@openapi.response(503, description="no ingest leader yet (Retry-After)")
-@requires_admin
-async def inject_tick(request: Request) -> HTTPResponse:
+async def inject_tick(request: Request, body: TickIn) -> HTTPResponse:
     market: MarketService = request.app.ctx.market
-    market.ensure_admin_ticks()  # "disabled" before anything about the body
-    tick = parse_body(request, TickIn)
+    market.ensure_admin_ticks()
+    tick = body
     accepted = await market.inject_tick(tick.symbol, tick.price, tick.volume, tick.ts)
     return json({"accepted": accepted}, status=202)

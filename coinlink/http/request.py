@@ -101,8 +101,3 @@ def parse_query(request: Request, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError.from_pydantic(exc) from None
-
-
-def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI request body of ``model`` (sanic-ext does not derive it from pydantic)."""
-    return {"application/json": model.model_json_schema()}
