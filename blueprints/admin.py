@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
 from pydantic import Field
 from sanic import Blueprint, HTTPResponse, Request, json
 
 from coinlink.http.contract import Reply, operation
 from coinlink.http.request import Body
+from coinlink.http.schemas import DecimalString, DecimalText, EpochMillis, decimal_pattern
 from coinlink.http.schemas import Reply as Model
 from coinlink.market.service import MarketService
 
@@ -17,10 +19,18 @@ bp = Blueprint("admin", url_prefix="/api/v2/admin")
 
 class TickIn(Body):
     symbol: str = Field(max_length=21)
-    price: Decimal = Field(gt=0, lt=Decimal(10) ** 17, allow_inf_nan=False, max_digits=30)
-    volume: Decimal = Field(
-        default=Decimal(0), ge=0, lt=Decimal(10) ** 25, allow_inf_nan=False, max_digits=38
-    )
+    # At most 28 significant digits each: the precision of Python's decimal arithmetic.
+    price: Annotated[
+        Decimal,
+        DecimalText(
+            decimal_pattern(17, 11, positive=True),
+            "above 0 and below 10^17, at most 11 decimals",
+        ),
+    ]
+    volume: Annotated[
+        Decimal,
+        DecimalText(decimal_pattern(20, 8, positive=False), "below 10^20, at most 8 decimals"),
+    ] = Decimal(0)
     ts: int | None = Field(
         default=None,
         ge=0,
@@ -30,8 +40,17 @@ class TickIn(Body):
     )
 
 
+class SentTick(Model):
+    symbol: str
+    price: DecimalString
+    volume: DecimalString
+    ts: EpochMillis
+
+
 class Accepted(Model):
-    accepted: bool = Field(description="false: the tick validator dropped it (see the logs)")
+    accepted: SentTick = Field(
+        description="the tick as sent to the ingest leader, which validates it like any other"
+    )
 
 
 @bp.post("/ticks")
@@ -48,7 +67,5 @@ class Accepted(Model):
 )
 async def inject_tick(request: Request, body: TickIn) -> HTTPResponse:
     market: MarketService = request.app.ctx.market
-    market.ensure_admin_ticks()
-    tick = body
-    accepted = await market.inject_tick(tick.symbol, tick.price, tick.volume, tick.ts)
+    accepted = await market.inject_tick(body.symbol, body.price, body.volume, body.ts)
     return json({"accepted": accepted}, status=202)

@@ -7,61 +7,109 @@ from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 
-from coinlink.alerts.service import MAX_COOLDOWN_S, MAX_PRICE, AlertService, check_window
+from coinlink.alerts.engine import PCT_WINDOWS
+from coinlink.alerts.service import MAX_COOLDOWN_S, AlertService, check_window
 from coinlink.alerts.store import alert_dict
 from coinlink.http.contract import Reply, operation
 from coinlink.http.errors import RequestValidationError
 from coinlink.http.pagination import PageQuery, decode_cursor, page
 from coinlink.http.request import Body
-from coinlink.http.schemas import Count, DecimalString, Page
+from coinlink.http.schemas import (
+    Count,
+    DecimalString,
+    DecimalText,
+    Page,
+    decimal_pattern,
+    unchanged,
+)
 from coinlink.http.schemas import Reply as Model
 
 bp = Blueprint("alerts", url_prefix="/api/v2/alerts")
 
+# At most 28 significant digits: the precision of Python's decimal arithmetic.
+PRICE_PATTERN = decimal_pattern(16, 12, positive=True)
+PERCENT_PATTERN = rf"^(?:1000(?:\.0{{1,12}})?|{decimal_pattern(3, 12, positive=True)[1:-1]})$"
 Threshold = Annotated[
-    Decimal, Field(gt=0, lt=MAX_PRICE, allow_inf_nan=False, max_digits=30, decimal_places=12)
+    Decimal,
+    DecimalText(PRICE_PATTERN, 'above 0 and below 10^16, at most 12 decimals, e.g. "70000.5"'),
+]
+Percent = Annotated[
+    Decimal,
+    DecimalText(PERCENT_PATTERN, 'a percentage above 0, up to 1000, e.g. "2.5"'),
 ]
 Cooldown = Annotated[int, Field(ge=0, le=MAX_COOLDOWN_S)]
 Condition = Literal["above", "below", "pct_change"]
 Status = Literal["active", "disabled", "triggered"]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Symbol = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=21)]
 
 
-class AlertIn(Body):
-    symbol: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=21)]
-    condition: Condition
-    threshold: Threshold
-    window_s: int | None = Field(
-        default=None, description="pct_change only: the window the change is measured over"
-    )
+class _NewAlert(Body):
+    symbol: Symbol
     repeat: bool = False
     cooldown_s: Cooldown = 300
     note: Note = ""
 
-    @field_validator("threshold", mode="before")
+
+class LevelAlertIn(_NewAlert):
+    """Fires on a tick at or above (below) the threshold price."""
+
+    condition: Literal["above", "below"]
+    threshold: Threshold
+    window_s: None = Field(default=None, description="pct_change alerts only")
+
+    @field_validator("window_s", mode="before")
     @classmethod
-    def _decimal_text(cls, value: object) -> object:
-        # Decimal strings as the contract says; a JSON number is accepted too, but never
-        # a boolean (which pydantic would read as 1 or 0).
-        if isinstance(value, bool):
-            raise ValueError("must be a decimal string")
+    def _no_window(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError("window_s applies to pct_change alerts only")
         return value
 
+
+class PctChangeAlertIn(_NewAlert):
+    """Fires when the price moves by the threshold percentage within ``window_s``."""
+
+    condition: Literal["pct_change"]
+    threshold: Percent
+    window_s: int = Field(json_schema_extra={"enum": list(PCT_WINDOWS)})
+
     @model_validator(mode="after")
-    def _window(self) -> AlertIn:
+    def _window(self) -> PctChangeAlertIn:
         check_window(self.condition, self.window_s, self.threshold)
         return self
 
 
+class AlertIn(
+    RootModel[
+        Annotated[
+            LevelAlertIn | PctChangeAlertIn,
+            Discriminator("condition"),
+        ]
+    ]
+):
+    """A new alert, by its ``condition``."""
+
+
 class AlertChange(Body):
-    threshold: Threshold | None = None
-    repeat: bool | None = None
-    cooldown_s: Cooldown | None = None
-    note: Note | None = None
-    status: Literal["active", "disabled"] | None = None
+    """The fields to change; null is refused (the schema omits it)."""
+
+    threshold: Threshold | SkipJsonSchema[None] = unchanged()
+    repeat: bool | SkipJsonSchema[None] = unchanged()
+    cooldown_s: Cooldown | SkipJsonSchema[None] = unchanged()
+    note: Note | SkipJsonSchema[None] = unchanged()
+    status: Literal["active", "disabled"] | SkipJsonSchema[None] = unchanged()
 
 
 class AlertsQuery(PageQuery):
@@ -138,7 +186,7 @@ _ALERT_ID = {"alert_id": "$response.body#/id"}
     },
 )
 async def create_alert(request: Request, body: AlertIn) -> HTTPResponse:
-    alert = await _alerts(request).create(request.ctx.claims.user_id, body.model_dump())
+    alert = await _alerts(request).create(request.ctx.claims.user_id, body.root.model_dump())
     return json(alert_dict(alert), status=201)
 
 

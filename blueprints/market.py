@@ -21,7 +21,11 @@ UNKNOWN_SYMBOL = {404: "`unknown_symbol`: `details.symbol` is not served here"}
 
 class TickersQuery(Query):
     symbols: str | None = Field(
-        default=None, max_length=2000, description="comma-separated symbols; all when omitted"
+        default=None,
+        max_length=2000,
+        # Not enforced (any other text is an unknown symbol, a 404): it keeps URLs short.
+        pattern=r"^[A-Za-z0-9, -]*$",
+        description="comma-separated symbols; all when omitted",
     )
 
 

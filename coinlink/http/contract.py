@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from sanic import HTTPResponse, Request
 
 from coinlink.http.auth import Forbidden, authenticate, current_user
-from coinlink.http.request import Body, Query, parse_body, parse_query
+from coinlink.http.request import Query, parse_body, parse_query
 
 Auth = Literal["none", "bearer", "admin"]
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[HTTPResponse]])
@@ -44,7 +44,7 @@ class Operation:
     tag: str
     auth: Auth
     query: type[Query] | None
-    body: type[Body] | None
+    body: type[BaseModel] | None
     replies: Mapping[int, Reply]
     errors: Mapping[int, str]
     """Error statuses this route returns besides those its declaration implies (401 for a
@@ -60,7 +60,7 @@ def operation(
     replies: Mapping[int, Reply],
     auth: Auth = "none",
     query: type[Query] | None = None,
-    body: type[Body] | None = None,
+    body: type[BaseModel] | None = None,
     errors: Mapping[int, str] | None = None,
     rate_limited: bool = True,
     description: str | None = None,

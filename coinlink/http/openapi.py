@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
+from pydantic_core import core_schema
 from sanic import Sanic
 from sanic_routing.route import Route
 
 from coinlink.http.contract import Operation, Reply, declaration
+from coinlink.http.request import NO_CONTROL_CHARACTERS
 from coinlink.http.schemas import ErrorEnvelope
 
 OPENAPI_VERSION = "3.1.0"
@@ -53,6 +55,16 @@ class _Names(GenerateJsonSchema):
         return f"{generic[2]}{generic[1]}" if generic else super().normalize_name(name)
 
 
+class _Bodies(_Names):
+    """Request bodies' strings say what parse_body refuses in all of them."""
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        result = super().str_schema(schema)
+        if self.mode == "validation" and not {"pattern", "format"} & set(result):
+            result["pattern"] = NO_CONTROL_CHARACTERS
+        return result
+
+
 class Undeclared(Exception):
     """Routes without a declaration: the document would not describe them."""
 
@@ -67,7 +79,9 @@ def document(app: Sanic[Any, Any], *, version: str, description: str) -> dict[st
         for reply in op.replies.values():
             if reply.model is not None:
                 models[(reply.model, "serialization")] = None
-    refs, definitions = models_json_schema(list(models), ref_template=_REF, schema_generator=_Names)
+    refs, definitions = models_json_schema(
+        list(models), ref_template=_REF, schema_generator=_Bodies
+    )
     schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
 
     def ref(model: type[BaseModel], mode: Mode) -> dict[str, Any]:

@@ -7,9 +7,13 @@ instants as epoch milliseconds (int64), record instants as ISO 8601 UTC.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic_core import core_schema
 
 # decimal_str: no exponent, no needless trailing zeros, no "-0".
 DecimalString = Annotated[
@@ -60,3 +64,50 @@ class Items(Reply, Generic[T]):
     """A complete list (not paged)."""
 
     items: list[T]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    del schema["default"]
+
+
+def unchanged() -> Any:
+    """The default of a field a change may leave out (``None``: not changed). The schema
+    shows no default, and its type has no null: sending null is an error."""
+    return Field(default=None, json_schema_extra=_no_default)
+
+
+def decimal_pattern(digits: int, places: int, *, positive: bool) -> str:
+    """The regular expression of a plain decimal below ``10**digits`` with at most ``places``
+    decimals (no sign, exponent or leading zeros), above zero when ``positive``."""
+    fraction = rf"(?:\.[0-9]{{1,{places}}})?"
+    whole = rf"[1-9][0-9]{{0,{digits - 1}}}{fraction}"
+    if not positive:
+        return rf"^(?:0{fraction}|{whole})$"
+    # Below one: some digit of the fraction is not zero.
+    small = "|".join(rf"0{{{k}}}[1-9][0-9]{{0,{places - 1 - k}}}" for k in range(places))
+    return rf"^(?:{whole}|0\.(?:{small}))$"
+
+
+@dataclass(frozen=True, slots=True)
+class DecimalText:
+    """``Annotated[Decimal, DecimalText(...)]``: a request's decimal, a JSON string matching
+    ``pattern`` (the contract's decimal strings; never a JSON number, which a client's float
+    may already have rounded). The pattern is the whole rule, so the schema says it all."""
+
+    pattern: str
+    description: str
+
+    def check(self, value: object) -> Decimal:
+        if not isinstance(value, str) or not re.fullmatch(self.pattern, value):
+            raise ValueError(f"must be a decimal string: {self.description}")
+        return Decimal(value)
+
+    def __get_pydantic_core_schema__(
+        self, source: type[Any], handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_before_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return {"type": "string", "pattern": self.pattern, "description": self.description}
