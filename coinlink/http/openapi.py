@@ -83,6 +83,8 @@ def document(app: Sanic[Any, Any], *, version: str, description: str) -> dict[st
         list(models), ref_template=_REF, schema_generator=_Bodies
     )
     schemas: dict[str, Any] = dict(definitions.get("$defs", {}))
+    for name, schema in schemas.items():
+        schema["title"] = name  # a generic's title is "Page[Alert]": generated clients use it
 
     def ref(model: type[BaseModel], mode: Mode) -> dict[str, Any]:
         return dict(refs[(model, mode)])
