@@ -42,4 +42,5 @@ async def openapi_json(request: Request) -> HTTPResponse:
 
 @bp.get("")
 async def reference(request: Request) -> HTTPResponse:
+    # The WebSocket API's AsyncAPI document adds its section here: extra_sections=(...).
     return html(docs_page.render(openapi(request)))

@@ -95,7 +95,7 @@ def document(app: Sanic[Any, Any], *, version: str, description: str) -> dict[st
         if op.operation_id in seen:
             raise ValueError(f"two routes declare operationId {op.operation_id}")
         seen.add(op.operation_id)
-        path, path_parameters = _path(route)
+        path, path_parameters = openapi_path(route), _path_parameters(route)
         item = paths.setdefault(path, {})
         item[method.lower()] = _operation(op, path_parameters, ref, schemas)
     return {
@@ -135,9 +135,13 @@ def _declared_routes(app: Sanic[Any, Any]) -> Iterator[tuple[Route, str, Operati
         raise Undeclared(f"routes without @operation: {', '.join(missing)}")
 
 
-def _path(route: Route) -> tuple[str, list[dict[str, Any]]]:
+def openapi_path(route: Route) -> str:
     """The OpenAPI path of a Sanic route (``<alert_id:str>`` -> ``{alert_id}``)."""
-    parameters = [
+    return "/" + _PARAMETER.sub(r"{\1}", route.path)
+
+
+def _path_parameters(route: Route) -> list[dict[str, Any]]:
+    return [
         {
             "name": name,
             "in": "path",
@@ -146,7 +150,6 @@ def _path(route: Route) -> tuple[str, list[dict[str, Any]]]:
         }
         for name, label in _PARAMETER.findall(route.path)
     ]
-    return "/" + _PARAMETER.sub(r"{\1}", route.path), parameters
 
 
 def _operation(
