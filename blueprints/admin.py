@@ -10,7 +10,13 @@ from sanic import Blueprint, HTTPResponse, Request, json
 
 from coinlink.http.contract import Reply, operation
 from coinlink.http.request import Body
-from coinlink.http.schemas import DecimalString, DecimalText, EpochMillis, decimal_pattern
+from coinlink.http.schemas import (
+    DecimalString,
+    DecimalText,
+    EpochMillis,
+    decimal_pattern,
+    epoch_ms_parameter,
+)
 from coinlink.http.schemas import Reply as Model
 from coinlink.market.service import MarketService
 
@@ -31,13 +37,7 @@ class TickIn(Body):
         Decimal,
         DecimalText(decimal_pattern(20, 8, positive=False), "below 10^20, at most 8 decimals"),
     ] = Decimal(0)
-    ts: int | None = Field(
-        default=None,
-        ge=0,
-        le=10**14,
-        description="epoch ms; now when omitted",
-        json_schema_extra={"format": "int64"},
-    )
+    ts: int | None = epoch_ms_parameter("epoch ms; now when omitted")
 
 
 class SentTick(Model):

@@ -66,6 +66,17 @@ class Items(Reply, Generic[T]):
     items: list[T]
 
 
+def epoch_ms_parameter(description: str) -> Any:
+    """An optional request time in epoch milliseconds (int64), up to the year 5138."""
+    return Field(
+        default=None,
+        ge=0,
+        le=10**14,
+        description=description,
+        json_schema_extra={"format": "int64"},
+    )
+
+
 def _no_default(schema: dict[str, Any]) -> None:
     del schema["default"]
 
