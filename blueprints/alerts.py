@@ -66,6 +66,12 @@ class _NewAlert(Body):
 class LevelAlertIn(_NewAlert):
     """Fires on a tick at or above (below) the threshold price."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"symbol": "BTC-USD", "condition": "above", "threshold": "70000"}]
+        }
+    )
+
     condition: Literal["above", "below"]
     threshold: Threshold
     window_s: None = Field(default=None, description="pct_change alerts only")
@@ -80,6 +86,14 @@ class LevelAlertIn(_NewAlert):
 
 class PctChangeAlertIn(_NewAlert):
     """Fires when the price moves by the threshold percentage within ``window_s``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"symbol": "ETH-USD", "condition": "pct_change", "threshold": "5", "window_s": 3600}
+            ]
+        }
+    )
 
     condition: Literal["pct_change"]
     threshold: Percent

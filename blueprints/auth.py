@@ -32,6 +32,11 @@ class Register(Body):
 
 
 class Login(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "ada@example.com", "password": "correct horse battery"}]
+        }
+    )
     email: Email
     password: Password
 

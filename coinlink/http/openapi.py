@@ -9,7 +9,7 @@ render, as ``components.schemas`` referenced by ``$ref``.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -46,6 +46,7 @@ _TAGS = {
 }
 
 Mode = Literal["validation", "serialization"]
+Ref = Callable[[type[BaseModel], Mode], dict[str, Any]]
 
 
 class _Names(GenerateJsonSchema):
@@ -155,7 +156,7 @@ def _path_parameters(route: Route) -> list[dict[str, Any]]:
 def _operation(
     op: Operation,
     path_parameters: list[dict[str, Any]],
-    ref: Any,
+    ref: Ref,
     schemas: dict[str, Any],
 ) -> dict[str, Any]:
     result: dict[str, Any] = {
@@ -213,7 +214,7 @@ def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
     return prop
 
 
-def _reply(reply: Reply, ref: Any, rate_limited: bool) -> dict[str, Any]:
+def _reply(reply: Reply, ref: Ref, rate_limited: bool) -> dict[str, Any]:
     result: dict[str, Any] = {"description": reply.description}
     headers = {name: _header_ref(name) for name in _RATE_LIMIT_HEADERS} if rate_limited else {}
     headers.update(
