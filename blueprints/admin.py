@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Annotated
 
 from pydantic import Field
 from sanic import Blueprint, HTTPResponse, Request, json
-from sanic_ext import openapi
 
-from coinlink.http.auth import BEARER, requires_admin
-from coinlink.http.request import Body, openapi_body, parse_body
+from coinlink.http.contract import Reply, operation
+from coinlink.http.request import Body
+from coinlink.http.schemas import (
+    DecimalString,
+    DecimalText,
+    EpochMillis,
+    decimal_pattern,
+    epoch_ms_parameter,
+)
+from coinlink.http.schemas import Reply as Model
 from coinlink.market.service import MarketService
 
 bp = Blueprint("admin", url_prefix="/api/v2/admin")
@@ -17,28 +25,47 @@ bp = Blueprint("admin", url_prefix="/api/v2/admin")
 
 class TickIn(Body):
     symbol: str = Field(max_length=21)
-    price: Decimal = Field(gt=0, lt=Decimal(10) ** 17, allow_inf_nan=False, max_digits=30)
-    volume: Decimal = Field(
-        default=Decimal(0), ge=0, lt=Decimal(10) ** 25, allow_inf_nan=False, max_digits=38
+    # At most 28 significant digits each: the precision of Python's decimal arithmetic.
+    price: Annotated[
+        Decimal,
+        DecimalText(
+            decimal_pattern(17, 11, positive=True),
+            "above 0 and below 10^17, at most 11 decimals",
+        ),
+    ]
+    volume: Annotated[
+        Decimal,
+        DecimalText(decimal_pattern(20, 8, positive=False), "below 10^20, at most 8 decimals"),
+    ] = Decimal(0)
+    ts: int | None = epoch_ms_parameter("epoch ms; now when omitted")
+
+
+class SentTick(Model):
+    symbol: str
+    price: DecimalString
+    volume: DecimalString
+    ts: EpochMillis
+
+
+class Accepted(Model):
+    accepted: SentTick = Field(
+        description="the tick as sent to the ingest leader, which validates it like any other"
     )
-    ts: int | None = Field(default=None, ge=0, le=10**14)
 
 
 @bp.post("/ticks")
-@openapi.definition(
+@operation(
     summary="Inject a tick: it takes the providers' path (validation, candles, fan-out)",
     tag="admin",
-    body=openapi_body(TickIn),
-    secured=BEARER,
+    auth="admin",
+    body=TickIn,
+    replies={202: Reply("handed to the pipeline", Accepted)},
+    errors={
+        404: "`not_found` (COINLINK_ADMIN_TICKS is off) or `unknown_symbol`",
+        503: "`service_unavailable`: no ingest leader yet; retry after `Retry-After` s",
+    },
 )
-@openapi.response(202, description="accepted for the pipeline")
-@openapi.response(403, description="forbidden: not an admin")
-@openapi.response(404, description="disabled (COINLINK_ADMIN_TICKS=false) or unknown_symbol")
-@openapi.response(503, description="no ingest leader yet (Retry-After)")
-@requires_admin
-async def inject_tick(request: Request) -> HTTPResponse:
+async def inject_tick(request: Request, body: TickIn) -> HTTPResponse:
     market: MarketService = request.app.ctx.market
-    market.ensure_admin_ticks()  # "disabled" before anything about the body
-    tick = parse_body(request, TickIn)
-    accepted = await market.inject_tick(tick.symbol, tick.price, tick.volume, tick.ts)
+    accepted = await market.inject_tick(body.symbol, body.price, body.volume, body.ts)
     return json({"accepted": accepted}, status=202)

@@ -2,62 +2,170 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
+from uuid import UUID
 
-from pydantic import Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 from sanic import Blueprint, HTTPResponse, Request, empty, json
-from sanic_ext import openapi
 
-from coinlink.alerts.service import MAX_COOLDOWN_S, MAX_PRICE, AlertService, check_window
+from coinlink.alerts.engine import PCT_WINDOWS
+from coinlink.alerts.service import MAX_COOLDOWN_S, AlertService, check_window
 from coinlink.alerts.store import alert_dict
-from coinlink.http.auth import BEARER, requires_auth
+from coinlink.http.contract import Reply, operation
 from coinlink.http.pagination import PageQuery, decode_cursor, page
-from coinlink.http.request import Body, openapi_body, parse_body, parse_query
+from coinlink.http.request import Body
+from coinlink.http.schemas import (
+    Count,
+    DecimalString,
+    DecimalText,
+    Page,
+    decimal_pattern,
+    unchanged,
+)
+from coinlink.http.schemas import Reply as Model
 
 bp = Blueprint("alerts", url_prefix="/api/v2/alerts")
 
+# At most 28 significant digits: the precision of Python's decimal arithmetic.
+PRICE_PATTERN = decimal_pattern(16, 12, positive=True)
+PERCENT_PATTERN = rf"^(?:1000(?:\.0{{1,12}})?|{decimal_pattern(3, 12, positive=True)[1:-1]})$"
 Threshold = Annotated[
-    Decimal, Field(gt=0, lt=MAX_PRICE, allow_inf_nan=False, max_digits=30, decimal_places=12)
+    Decimal,
+    DecimalText(PRICE_PATTERN, 'above 0 and below 10^16, at most 12 decimals, e.g. "70000.5"'),
+]
+Percent = Annotated[
+    Decimal,
+    DecimalText(PERCENT_PATTERN, 'a percentage above 0, up to 1000, e.g. "2.5"'),
 ]
 Cooldown = Annotated[int, Field(ge=0, le=MAX_COOLDOWN_S)]
+Condition = Literal["above", "below", "pct_change"]
+Status = Literal["active", "disabled", "triggered"]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
+Symbol = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=21)]
 
 
-class AlertIn(Body):
-    symbol: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=21)]
-    condition: Literal["above", "below", "pct_change"]
-    threshold: Threshold
-    window_s: int | None = None
+class _NewAlert(Body):
+    symbol: Symbol
     repeat: bool = False
     cooldown_s: Cooldown = 300
     note: Note = ""
 
-    @field_validator("threshold", mode="before")
+
+class LevelAlertIn(_NewAlert):
+    """Fires on a tick at or above (below) the threshold price."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"symbol": "BTC-USD", "condition": "above", "threshold": "70000"}]
+        }
+    )
+
+    condition: Literal["above", "below"]
+    threshold: Threshold
+    window_s: None = Field(default=None, description="pct_change alerts only")
+
+    @field_validator("window_s", mode="before")
     @classmethod
-    def _decimal_text(cls, value: object) -> object:
-        # Decimal strings as the contract says; a JSON number is accepted too, but never
-        # a boolean (which pydantic would read as 1 or 0).
-        if isinstance(value, bool):
-            raise ValueError("must be a decimal string")
+    def _no_window(cls, value: object) -> object:
+        if value is not None:
+            raise ValueError("window_s applies to pct_change alerts only")
         return value
 
+
+class PctChangeAlertIn(_NewAlert):
+    """Fires when the price moves by the threshold percentage within ``window_s``."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"symbol": "ETH-USD", "condition": "pct_change", "threshold": "5", "window_s": 3600}
+            ]
+        }
+    )
+
+    condition: Literal["pct_change"]
+    threshold: Percent
+    window_s: int = Field(json_schema_extra={"enum": list(PCT_WINDOWS)})
+
     @model_validator(mode="after")
-    def _window(self) -> AlertIn:
+    def _window(self) -> PctChangeAlertIn:
         check_window(self.condition, self.window_s, self.threshold)
         return self
 
 
+class AlertIn(
+    RootModel[
+        Annotated[
+            LevelAlertIn | PctChangeAlertIn,
+            Discriminator("condition"),
+        ]
+    ]
+):
+    """A new alert, by its ``condition``."""
+
+
 class AlertChange(Body):
-    threshold: Threshold | None = None
-    repeat: bool | None = None
-    cooldown_s: Cooldown | None = None
-    note: Note | None = None
-    status: Literal["active", "disabled"] | None = None
+    """The fields to change; null is refused (the schema omits it)."""
+
+    threshold: Threshold | SkipJsonSchema[None] = unchanged()
+    repeat: bool | SkipJsonSchema[None] = unchanged()
+    cooldown_s: Cooldown | SkipJsonSchema[None] = unchanged()
+    note: Note | SkipJsonSchema[None] = unchanged()
+    status: Literal["active", "disabled"] | SkipJsonSchema[None] = unchanged()
 
 
 class AlertsQuery(PageQuery):
-    status: Literal["active", "disabled", "triggered"] | None = None
+    status: Status | None = None
+
+
+class Alert(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "0b9f3c56-3a43-4c8e-9d0e-8f7f2a1b6c01",
+                    "symbol": "BTC-USD",
+                    "condition": "above",
+                    "threshold": "70000",
+                    "window_s": None,
+                    "repeat": False,
+                    "cooldown_s": 300,
+                    "note": "",
+                    "status": "active",
+                    "trigger_count": 0,
+                    "last_triggered_at": None,
+                    "created_at": "2026-12-06T09:30:00.000Z",
+                }
+            ]
+        }
+    )
+    id: UUID
+    symbol: str
+    condition: Condition
+    threshold: DecimalString
+    window_s: int | None
+    repeat: bool
+    cooldown_s: Count
+    note: str
+    status: Status
+    trigger_count: Count
+    last_triggered_at: datetime | None
+    created_at: datetime
+
+
+NOT_FOUND = {404: "`not_found`: no such alert of the caller's"}
+THE_ALERT = Reply("the alert", Alert)
 
 
 def _alerts(request: Request) -> AlertService:
@@ -65,25 +173,45 @@ def _alerts(request: Request) -> AlertService:
     return alerts
 
 
+_ALERT_ID = {"alert_id": "$response.body#/id"}
+
+
 @bp.post("")
-@openapi.definition(
-    summary="Create a price alert", tag="alerts", body=openapi_body(AlertIn), secured=BEARER
+@operation(
+    summary="Create a price alert",
+    tag="alerts",
+    auth="bearer",
+    body=AlertIn,
+    replies={
+        201: Reply(
+            "the alert",
+            Alert,
+            links={
+                "GetAlert": ("get_alert", _ALERT_ID),
+                "PatchAlert": ("patch_alert", _ALERT_ID),
+                "DeleteAlert": ("delete_alert", _ALERT_ID),
+            },
+        )
+    },
+    errors={
+        404: "`unknown_symbol`: the symbol is not served here",
+        409: "`alert_limit_reached`: `details.cap` alerts already (COINLINK_ALERTS_MAX_PER_USER)",
+    },
 )
-@openapi.response(201, description="the alert")
-@openapi.response(404, description="unknown_symbol")
-@openapi.response(409, description="alert_limit_reached")
-@requires_auth
-async def create(request: Request) -> HTTPResponse:
-    body = parse_body(request, AlertIn)
-    alert = await _alerts(request).create(request.ctx.claims.user_id, body.model_dump())
+async def create_alert(request: Request, body: AlertIn) -> HTTPResponse:
+    alert = await _alerts(request).create(request.ctx.claims.user_id, body.root.model_dump())
     return json(alert_dict(alert), status=201)
 
 
 @bp.get("")
-@openapi.definition(summary="The caller's alerts, newest first", tag="alerts", secured=BEARER)
-@requires_auth
-async def list_alerts(request: Request) -> HTTPResponse:
-    query = parse_query(request, AlertsQuery)
+@operation(
+    summary="The caller's alerts, newest first",
+    tag="alerts",
+    auth="bearer",
+    query=AlertsQuery,
+    replies={200: Reply("one page", Page[Alert])},
+)
+async def list_alerts(request: Request, query: AlertsQuery) -> HTTPResponse:
     before = decode_cursor(query.cursor, int)[0] if query.cursor else None
     rows = await _alerts(request).listed(
         request.ctx.claims.user_id, query.status, query.limit, before
@@ -92,34 +220,40 @@ async def list_alerts(request: Request) -> HTTPResponse:
 
 
 @bp.get("/<alert_id:str>")
-@openapi.definition(summary="One of the caller's alerts", tag="alerts", secured=BEARER)
-@openapi.response(404, description="not_found (also for another user's alert)")
-@requires_auth
+@operation(
+    summary="One of the caller's alerts",
+    tag="alerts",
+    auth="bearer",
+    replies={200: THE_ALERT},
+    errors=NOT_FOUND,
+)
 async def get_alert(request: Request, alert_id: str) -> HTTPResponse:
     return json(alert_dict(await _alerts(request).get(request.ctx.claims.user_id, alert_id)))
 
 
 @bp.patch("/<alert_id:str>")
-@openapi.definition(
+@operation(
     summary="Change an alert (threshold, repeat, cooldown, note, active or disabled)",
     tag="alerts",
-    body=openapi_body(AlertChange),
-    secured=BEARER,
+    auth="bearer",
+    body=AlertChange,
+    replies={200: THE_ALERT},
+    errors=NOT_FOUND,
 )
-@openapi.response(404, description="not_found (also for another user's alert)")
-@requires_auth
-async def patch_alert(request: Request, alert_id: str) -> HTTPResponse:
-    body = parse_body(request, AlertChange)
+async def patch_alert(request: Request, alert_id: str, body: AlertChange) -> HTTPResponse:
     changes = body.model_dump(exclude_unset=True)
     alert = await _alerts(request).change(request.ctx.claims.user_id, alert_id, changes)
     return json(alert_dict(alert))
 
 
 @bp.delete("/<alert_id:str>")
-@openapi.definition(summary="Delete an alert", tag="alerts", secured=BEARER)
-@openapi.response(204, description="deleted")
-@openapi.response(404, description="not_found (also for another user's alert)")
-@requires_auth
+@operation(
+    summary="Delete an alert",
+    tag="alerts",
+    auth="bearer",
+    replies={204: Reply("deleted")},
+    errors=NOT_FOUND,
+)
 async def delete_alert(request: Request, alert_id: str) -> HTTPResponse:
     await _alerts(request).delete(request.ctx.claims.user_id, alert_id)
     return empty()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from sanic import Blueprint, HTTPResponse, Request, empty, json
-from sanic_ext import openapi
 
 from coinlink.accounts.service import AccountService, user_dict
-from coinlink.http.auth import BEARER, client_ip, current_user, requires_auth
+from coinlink.http.auth import client_ip, current_user
+from coinlink.http.contract import Reply, operation
 from coinlink.http.errors import NotFound
 from coinlink.http.ratelimit import enforce
-from coinlink.http.request import Body, DisplayName, Email, Password, openapi_body, parse_body
+from coinlink.http.request import Body, DisplayName, Email, Password
+from coinlink.http.schemas import Page
+from coinlink.http.schemas import Reply as Model
 from coinlink.wire import iso_time
 
 bp = Blueprint("auth", url_prefix="/api/v2/auth")
@@ -28,6 +32,11 @@ class Register(Body):
 
 
 class Login(Body):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "ada@example.com", "password": "correct horse battery"}]
+        }
+    )
     email: Email
     password: Password
 
@@ -42,6 +51,60 @@ class PasswordChange(Body):
     new_password: Password
 
 
+class User(Model):
+    id: UUID
+    email: str = Field(examples=["ada@example.com"])
+    display_name: str
+    is_admin: bool
+    created_at: datetime
+
+
+class Tokens(Model):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJIUzI1NiJ9.e30.c2lnbmF0dXJl",
+                    "refresh_token": "rt_5u8Yy9kQ2bVd1xW3",
+                    "token_type": "Bearer",
+                    "expires_in": 900,
+                }
+            ]
+        }
+    )
+    access_token: str = Field(description="send as `Authorization: Bearer <access_token>`")
+    refresh_token: str = Field(description="single use: POST /api/v2/auth/refresh")
+    token_type: Literal["Bearer"]
+    expires_in: int = Field(ge=0, description="seconds until the access token expires")
+
+
+class SignedIn(Model):
+    user: User
+    tokens: Tokens
+
+
+class Refreshed(Model):
+    tokens: Tokens
+
+
+class SessionInfo(Model):
+    id: UUID
+    created_at: datetime
+    last_used_at: datetime
+    user_agent: str
+    ip: str
+    current: bool = Field(description="the session of the token that asked")
+
+
+NO_CACHE = "no-store: token responses are never cached"
+SIGNED_IN = Reply("the account and its first tokens", SignedIn, headers={"Cache-Control": NO_CACHE})
+INVALID_CREDENTIALS = {401: "`invalid_credentials`: the password is wrong"}
+LOGIN_LIMIT = (
+    "`rate_limited`: too many attempts for this account or from this address; wait "
+    "`Retry-After` seconds"
+)
+
+
 def _accounts(request: Request) -> AccountService:
     service: AccountService = request.app.ctx.accounts
     return service
@@ -52,14 +115,14 @@ def _user_agent(request: Request) -> str:
 
 
 @bp.post("/register")
-@openapi.definition(
-    summary="Create an account and sign in", tag="auth", body=openapi_body(Register)
+@operation(
+    summary="Create an account and sign in",
+    tag="auth",
+    body=Register,
+    replies={201: SIGNED_IN},
+    errors={409: "`email_taken`: sign in instead"},
 )
-@openapi.response(201, description="{user, tokens}")
-@openapi.response(409, description="email_taken")
-@openapi.response(422, description="validation_error")
-async def register(request: Request) -> HTTPResponse:
-    body = parse_body(request, Register)
+async def register(request: Request, body: Register) -> HTTPResponse:
     user, tokens = await _accounts(request).register(
         body.email, body.password, body.display_name, _user_agent(request), client_ip(request)
     )
@@ -67,12 +130,17 @@ async def register(request: Request) -> HTTPResponse:
 
 
 @bp.post("/login")
-@openapi.definition(summary="Sign in with email and password", tag="auth", body=openapi_body(Login))
-@openapi.response(200, description="{user, tokens}")
-@openapi.response(401, description="invalid_credentials")
-@openapi.response(429, description="rate_limited")
-async def login(request: Request) -> HTTPResponse:
-    body = parse_body(request, Login)
+@operation(
+    summary="Sign in with email and password",
+    tag="auth",
+    body=Login,
+    replies={200: SIGNED_IN},
+    errors={
+        401: "`invalid_credentials`: email or password is wrong",
+        429: LOGIN_LIMIT,
+    },
+)
+async def login(request: Request, body: Login) -> HTTPResponse:
     await enforce(request, "login_account", body.email)
     user, tokens = await _accounts(request).login(
         body.email, body.password, _user_agent(request), client_ip(request)
@@ -81,23 +149,25 @@ async def login(request: Request) -> HTTPResponse:
 
 
 @bp.post("/refresh")
-@openapi.definition(summary="Rotate a refresh token", tag="auth", body=openapi_body(Refresh))
-@openapi.response(200, description="{tokens}")
-@openapi.response(401, description="invalid_token or token_reused (the session is revoked)")
-async def refresh(request: Request) -> HTTPResponse:
-    body = parse_body(request, Refresh)
+@operation(
+    summary="Rotate a refresh token: a new pair, the old refresh token is spent",
+    tag="auth",
+    body=Refresh,
+    replies={200: Reply("the new tokens", Refreshed, headers={"Cache-Control": NO_CACHE})},
+    errors={401: "`invalid_token` (unknown or expired) or `token_reused` (the session is revoked)"},
+)
+async def refresh(request: Request, body: Refresh) -> HTTPResponse:
     tokens = await _accounts(request).refresh(body.refresh_token)
     return json({"tokens": tokens.as_dict()}, headers=NO_STORE)
 
 
 @bp.post("/logout")
-@openapi.definition(
+@operation(
     summary="Sign out: revoke this session (a body, if any, is ignored)",
     tag="auth",
-    secured=BEARER,
+    auth="bearer",
+    replies={204: Reply("signed out")},
 )
-@openapi.response(204, description="signed out")
-@requires_auth
 async def logout(request: Request) -> HTTPResponse:
     # The session comes from the access token; an optional {refresh_token} body is not
     # needed, and a malformed one must never keep a session alive.
@@ -106,8 +176,12 @@ async def logout(request: Request) -> HTTPResponse:
 
 
 @bp.get("/sessions")
-@openapi.definition(summary="The caller's active sessions", tag="auth", secured=BEARER)
-@requires_auth
+@operation(
+    summary="The caller's active sessions, the most recently used first (at most 100)",
+    tag="auth",
+    auth="bearer",
+    replies={200: Reply("the sessions (`next_cursor` is always null)", Page[SessionInfo])},
+)
 async def sessions(request: Request) -> HTTPResponse:
     claims = request.ctx.claims
     listed = await _accounts(request).list_sessions(claims.user_id, MAX_SESSIONS_LISTED)
@@ -127,10 +201,13 @@ async def sessions(request: Request) -> HTTPResponse:
 
 
 @bp.delete("/sessions/<session_id:uuid>")
-@openapi.definition(summary="Revoke one of the caller's sessions", tag="auth", secured=BEARER)
-@openapi.response(204, description="revoked")
-@openapi.response(404, description="unknown id or another user's")
-@requires_auth
+@operation(
+    summary="Revoke one of the caller's sessions",
+    tag="auth",
+    auth="bearer",
+    replies={204: Reply("revoked")},
+    errors={404: "`not_found`: no such session of the caller's"},
+)
 async def revoke_session(request: Request, session_id: UUID) -> HTTPResponse:
     if not await _accounts(request).revoke_own_session(request.ctx.claims.user_id, session_id):
         raise NotFound("no such session")
@@ -138,17 +215,15 @@ async def revoke_session(request: Request, session_id: UUID) -> HTTPResponse:
 
 
 @bp.post("/password")
-@openapi.definition(
+@operation(
     summary="Change the password; every other session is revoked",
     tag="auth",
-    body=openapi_body(PasswordChange),
-    secured=BEARER,
+    auth="bearer",
+    body=PasswordChange,
+    replies={204: Reply("changed")},
+    errors={**INVALID_CREDENTIALS, 429: LOGIN_LIMIT},
 )
-@openapi.response(204, description="changed")
-@openapi.response(401, description="invalid_credentials")
-@requires_auth
-async def change_password(request: Request) -> HTTPResponse:
-    body = parse_body(request, PasswordChange)
+async def change_password(request: Request, body: PasswordChange) -> HTTPResponse:
     user = await current_user(request)
     # A stolen access token must not buy unlimited password guesses: the login budget.
     await enforce(request, "login_account", user.email)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import Any, Literal
 
+from pydantic import ConfigDict, Field
 from sanic import Blueprint, HTTPResponse, Request, json
-from sanic_ext import openapi
 
 from coinlink import __version__
+from coinlink.http.contract import Reply, operation
+from coinlink.http.schemas import Reply as Model
 from coinlink.observability.metrics import render
 from coinlink.readiness import bus_check, database_check, ingest_check, run_checks
 
@@ -16,9 +19,39 @@ ADVISORY = frozenset({"ingest"})  # reported, but never makes this instance unre
 _STARTED = time.monotonic()
 
 
+class Health(Model):
+    status: Literal["ok"]
+    version: str
+    uptime_s: int = Field(ge=0)
+
+
+class Check(Model):
+    """One dependency's check; checks add their own fields (``backend``, ``lag_s``, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+    status: Literal["ok", "warn", "fail"]
+    latency_ms: float = Field(ge=0)
+    error: str | None = None
+
+
+class Readiness(Model):
+    status: Literal["ready", "unavailable", "draining"]
+    checks: dict[str, Check]
+
+
+METRICS_ACCESS: dict[int, str] = {
+    401: "`unauthorized`: send the bearer token set in COINLINK_METRICS_TOKEN",
+    404: "`not_found`: off in production until COINLINK_METRICS_TOKEN is set",
+}
+_PROBE: dict[str, Any] = {"tag": "operations", "rate_limited": False}
+
+
 @bp.get("/health")
-@openapi.summary("Liveness: the process answers (touches no dependency)")
-@openapi.tag("operations")
+@operation(
+    summary="Liveness: the process answers (touches no dependency)",
+    replies={200: Reply("alive", Health)},
+    **_PROBE,
+)
 async def health(request: Request) -> HTTPResponse:
     return json(
         {"status": "ok", "version": __version__, "uptime_s": round(time.monotonic() - _STARTED)}
@@ -26,10 +59,14 @@ async def health(request: Request) -> HTTPResponse:
 
 
 @bp.get("/readyz")
-@openapi.summary("Readiness: database and Redis answer within their deadline")
-@openapi.tag("operations")
-@openapi.response(200, description="ready")
-@openapi.response(503, description="a check failed (see checks), or the server is stopping")
+@operation(
+    summary="Readiness: database and Redis answer within their deadline",
+    replies={
+        200: Reply("ready", Readiness),
+        503: Reply("a check failed (see checks), or the server is stopping", Readiness),
+    },
+    **_PROBE,
+)
 async def readyz(request: Request) -> HTTPResponse:
     if request.app.ctx.drain.draining:  # stopping: load balancers must route elsewhere
         return json({"status": "draining", "checks": {}}, status=503)
@@ -50,8 +87,12 @@ async def readyz(request: Request) -> HTTPResponse:
 
 
 @bp.get("/metrics")
-@openapi.summary("Prometheus metrics of every worker process (bearer COINLINK_METRICS_TOKEN)")
-@openapi.tag("operations")
+@operation(
+    summary="Prometheus metrics of every worker process (bearer COINLINK_METRICS_TOKEN)",
+    replies={200: Reply("the Prometheus text format", media_type="text/plain")},
+    errors=METRICS_ACCESS,
+    **_PROBE,
+)
 async def metrics(request: Request) -> HTTPResponse:
     request.app.ctx.operators.require(request)
     body, content_type = render()

@@ -6,22 +6,33 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from sanic import Blueprint, HTTPResponse, Request, json
-from sanic_ext import openapi
 
-from coinlink.http.request import Query, parse_query
+from coinlink.http.contract import Reply, operation
+from coinlink.http.request import Query
+from coinlink.http.schemas import Count, DecimalString, EpochMillis, Items, epoch_ms_parameter
+from coinlink.http.schemas import Reply as Model
 from coinlink.market.service import MarketService
 
 bp = Blueprint("market", url_prefix="/api/v2/market")
 
+Interval = Literal["1m", "5m", "15m", "1h", "4h", "1d"]
+UNKNOWN_SYMBOL = {404: "`unknown_symbol`: `details.symbol` is not served here"}
+
 
 class TickersQuery(Query):
-    symbols: str | None = Field(default=None, max_length=2000)
+    symbols: str | None = Field(
+        default=None,
+        max_length=2000,
+        # Not enforced (any other text is an unknown symbol, a 404): it keeps URLs short.
+        pattern=r"^[A-Za-z0-9, -]*$",
+        description="comma-separated symbols; all when omitted",
+    )
 
 
 class CandlesQuery(Query):
-    interval: Literal["1m", "5m", "15m", "1h", "4h", "1d"] = "1m"
-    start: int | None = Field(default=None, ge=0, le=10**14)
-    end: int | None = Field(default=None, ge=0, le=10**14)
+    interval: Interval = "1m"
+    start: int | None = epoch_ms_parameter("open_time from, epoch ms")
+    end: int | None = epoch_ms_parameter("open_time until, epoch ms (not before start)")
     limit: int = Field(default=500, ge=1, le=1000)
 
     @field_validator("end")
@@ -31,6 +42,55 @@ class CandlesQuery(Query):
         if start is not None and end is not None and start > end:
             raise ValueError("end must not be before start")
         return end
+
+
+class Asset(Model):
+    symbol: str = Field(examples=["BTC-USD"])
+    base: str
+    quote: str
+    name: str
+    price_precision: Count
+    status: Literal["trading"]
+
+
+class Ticker(Model):
+    """Fields are null until the symbol's first tick."""
+
+    symbol: str = Field(examples=["BTC-USD"])
+    price: DecimalString | None
+    bid: DecimalString | None
+    ask: DecimalString | None
+    open_24h: DecimalString | None
+    high_24h: DecimalString | None
+    low_24h: DecimalString | None
+    volume_24h: DecimalString | None
+    quote_volume_24h: DecimalString | None
+    change_24h: DecimalString | None
+    change_pct_24h: DecimalString | None
+    ts: EpochMillis | None = Field(description="the newest tick's time, epoch ms")
+    seq: int = Field(ge=0, json_schema_extra={"format": "int64"})
+    stale: bool = Field(description="no tick within COINLINK_STALENESS_S")
+
+
+class Candle(Model):
+    symbol: str
+    interval: Interval
+    open_time: EpochMillis
+    close_time: EpochMillis
+    open: DecimalString
+    high: DecimalString
+    low: DecimalString
+    close: DecimalString
+    volume: DecimalString
+    trades: Count
+    closed: bool
+
+
+class Summary(Model):
+    gainers: list[Ticker]
+    losers: list[Ticker]
+    volume_leaders: list[Ticker]
+    generated_at: EpochMillis
 
 
 def _market(request: Request) -> MarketService:
@@ -43,44 +103,58 @@ def _json(body: bytes) -> HTTPResponse:
 
 
 @bp.get("/assets")
-@openapi.definition(summary="The symbols this instance serves", tag="market")
+@operation(
+    summary="The symbols this instance serves",
+    tag="market",
+    replies={200: Reply("the assets", Items[Asset])},
+)
 async def assets(request: Request) -> HTTPResponse:
     return json({"items": _market(request).assets()})
 
 
 @bp.get("/tickers")
-@openapi.definition(summary="Tickers of the listed symbols (all when omitted)", tag="market")
-@openapi.parameter("symbols", str, description="comma-separated symbols")
-@openapi.response(404, description="unknown_symbol")
-async def tickers(request: Request) -> HTTPResponse:
-    query = parse_query(request, TickersQuery)
+@operation(
+    summary="Tickers of the listed symbols (all when omitted)",
+    tag="market",
+    query=TickersQuery,
+    replies={200: Reply("the tickers, in the order asked", Items[Ticker])},
+    errors=UNKNOWN_SYMBOL,
+)
+async def tickers(request: Request, query: TickersQuery) -> HTTPResponse:
     wanted = [s for s in query.symbols.split(",") if s.strip()] if query.symbols else None
     return json({"items": _market(request).tickers(wanted)})
 
 
 @bp.get("/tickers/<symbol>")
-@openapi.definition(summary="One ticker", tag="market")
-@openapi.response(404, description="unknown_symbol")
+@operation(
+    summary="One ticker",
+    tag="market",
+    replies={200: Reply("the ticker", Ticker)},
+    errors=UNKNOWN_SYMBOL,
+)
 async def ticker(request: Request, symbol: str) -> HTTPResponse:
     return _json(_market(request).ticker_json(symbol))
 
 
 @bp.get("/candles/<symbol>")
-@openapi.definition(summary="OHLCV candles, oldest first, with the current one", tag="market")
-@openapi.parameter("interval", str, description="1m 5m 15m 1h 4h 1d (default 1m)")
-@openapi.parameter("start", int, description="open_time from, ms")
-@openapi.parameter("end", int, description="open_time until, ms")
-@openapi.parameter("limit", int, description="1 to 1000 (default 500)")
-@openapi.response(404, description="unknown_symbol")
-@openapi.response(422, description="bad interval, start after end, limit out of range")
-async def candles(request: Request, symbol: str) -> HTTPResponse:
-    market = _market(request)
-    symbol = market.symbol(symbol)  # an unknown symbol is a 404 before the query is read
-    q = parse_query(request, CandlesQuery)
-    return json({"items": await market.candles(symbol, q.interval, q.start, q.end, q.limit)})
+@operation(
+    summary="OHLCV candles, oldest first, with the current one",
+    tag="market",
+    query=CandlesQuery,
+    replies={200: Reply("the candles", Items[Candle])},
+    errors=UNKNOWN_SYMBOL,
+)
+async def candles(request: Request, symbol: str, query: CandlesQuery) -> HTTPResponse:
+    q = query
+    items = await _market(request).candles(symbol, q.interval, q.start, q.end, q.limit)
+    return json({"items": items})
 
 
 @bp.get("/summary")
-@openapi.definition(summary="Gainers, losers and volume leaders (cached)", tag="market")
+@operation(
+    summary="Gainers, losers and volume leaders (cached)",
+    tag="market",
+    replies={200: Reply("the summary", Summary)},
+)
 async def summary(request: Request) -> HTTPResponse:
     return _json(_market(request).summary_json())

@@ -6,14 +6,16 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 from sanic import Blueprint, HTTPResponse, Request, empty, json
-from sanic_ext import openapi
 
+from blueprints.auth import INVALID_CREDENTIALS, LOGIN_LIMIT, User
 from coinlink.accounts.profiles import ProfileService, preferences_dict
 from coinlink.accounts.service import AccountService, user_dict
 from coinlink.alerts import webhooks
-from coinlink.http.auth import BEARER, current_user, requires_auth
+from coinlink.http.auth import current_user
+from coinlink.http.contract import Reply, operation
 from coinlink.http.ratelimit import enforce
-from coinlink.http.request import Body, DisplayName, Password, openapi_body, parse_body
+from coinlink.http.request import Body, DisplayName, Password
+from coinlink.http.schemas import Reply as Model
 
 bp = Blueprint("users", url_prefix="/api/v2/users")
 
@@ -55,44 +57,55 @@ class Preferences(Body):
         return [symbol.strip().upper() for symbol in value]  # de-duplicated once checked
 
 
+class PreferencesOut(Model):
+    base_currency: str = Field(examples=["USD"])
+    watchlist: list[str] = Field(examples=[["BTC-USD", "ETH-USD"]])
+    webhook_url: str | None
+
+
+class WebhookSecret(Model):
+    secret: str = Field(description="shown once: keep it to check webhook signatures")
+
+
 def _profiles(request: Request) -> ProfileService:
     profiles: ProfileService = request.app.ctx.profiles
     return profiles
 
 
 @bp.get("/me")
-@openapi.definition(summary="The caller's profile", tag="users", secured=BEARER)
-@requires_auth
+@operation(
+    summary="The caller's profile",
+    tag="users",
+    auth="bearer",
+    replies={200: Reply("the profile", User)},
+)
 async def me(request: Request) -> HTTPResponse:
     return json(user_dict(await current_user(request)))
 
 
 @bp.patch("/me")
-@openapi.definition(
+@operation(
     summary="Change the display name (other fields are read-only: 422)",
     tag="users",
-    body=openapi_body(ProfileUpdate),
-    secured=BEARER,
+    auth="bearer",
+    body=ProfileUpdate,
+    replies={200: Reply("the profile", User)},
 )
-@requires_auth
-async def update_me(request: Request) -> HTTPResponse:
-    body = parse_body(request, ProfileUpdate)
+async def update_me(request: Request, body: ProfileUpdate) -> HTTPResponse:
     user = await _profiles(request).rename(await current_user(request), body.display_name)
     return json(user_dict(user))
 
 
 @bp.delete("/me")
-@openapi.definition(
+@operation(
     summary="Delete the account with its sessions, alerts and notifications",
     tag="users",
-    body=openapi_body(DeleteAccount),
-    secured=BEARER,
+    auth="bearer",
+    body=DeleteAccount,
+    replies={204: Reply("deleted")},
+    errors={**INVALID_CREDENTIALS, 429: LOGIN_LIMIT},
 )
-@openapi.response(204, description="deleted")
-@openapi.response(401, description="invalid_credentials")
-@requires_auth
-async def delete_me(request: Request) -> HTTPResponse:
-    body = parse_body(request, DeleteAccount)
+async def delete_me(request: Request, body: DeleteAccount) -> HTTPResponse:
     user = await current_user(request)
     await enforce(request, "login_account", user.email)  # no unlimited password guesses
     accounts: AccountService = request.app.ctx.accounts
@@ -101,23 +114,26 @@ async def delete_me(request: Request) -> HTTPResponse:
 
 
 @bp.get("/me/preferences")
-@openapi.definition(summary="The caller's preferences", tag="users", secured=BEARER)
-@requires_auth
+@operation(
+    summary="The caller's preferences",
+    tag="users",
+    auth="bearer",
+    replies={200: Reply("the preferences", PreferencesOut)},
+)
 async def get_preferences(request: Request) -> HTTPResponse:
     return json(preferences_dict(await current_user(request)))
 
 
 @bp.put("/me/preferences")
-@openapi.definition(
+@operation(
     summary="Replace the caller's preferences",
     tag="users",
-    body=openapi_body(Preferences),
-    secured=BEARER,
+    auth="bearer",
+    body=Preferences,
+    replies={200: Reply("the preferences", PreferencesOut)},
+    errors={422: "also: an unknown symbol, an unsafe webhook URL, a quote not served"},
 )
-@openapi.response(422, description="unknown symbol, bad URL, watchlist over 100")
-@requires_auth
-async def put_preferences(request: Request) -> HTTPResponse:
-    body = parse_body(request, Preferences)
+async def put_preferences(request: Request, body: Preferences) -> HTTPResponse:
     user = await _profiles(request).set_preferences(
         await current_user(request), body.base_currency, body.watchlist, body.webhook_url
     )
@@ -125,13 +141,12 @@ async def put_preferences(request: Request) -> HTTPResponse:
 
 
 @bp.post("/me/webhook-secret")
-@openapi.definition(
+@operation(
     summary="Generate (or rotate) the key of the caller's webhook signatures; shown once",
     tag="users",
-    secured=BEARER,
+    auth="bearer",
+    replies={201: Reply("the new secret", WebhookSecret)},
 )
-@openapi.response(201, description="{secret}")
-@requires_auth
 async def rotate_webhook_secret(request: Request) -> HTTPResponse:
     secret = await _profiles(request).rotate_webhook_secret(await current_user(request))
     return json({"secret": secret}, status=201)

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from functools import wraps
-from typing import Any, TypeVar
-
-from sanic import HTTPResponse, Request
+from sanic import Request
 
 from coinlink.accounts.service import AccountService, AuthError
 from coinlink.accounts.tokens import AccessClaims, InvalidToken
 from coinlink.http.client_address import client_ip as resolve_client_ip
 from coinlink.http.errors import ApiError
 from models.accounts import User
-
-# OpenAPI: the scheme every authenticated operation declares (registered in create_app).
-BEARER: dict[str, Any] = {"bearer": []}
-
-Handler = TypeVar("Handler", bound=Callable[..., Awaitable[HTTPResponse]])
 
 
 class Unauthorized(ApiError):
@@ -78,17 +69,6 @@ async def user_of(request: Request, token: str) -> str | None:
     return claims.user_id if claims is not None else None
 
 
-def requires_auth(handler: Handler) -> Handler:
-    """Run the handler only for a valid access token; ``request.ctx.claims`` holds it."""
-
-    @wraps(handler)
-    async def wrapper(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
-        await authenticate(request)
-        return await handler(request, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def client_ip(request: Request) -> str:
     """The client's address, trusted proxies applied (resolved once per request)."""
     resolved = getattr(request.ctx, "client_ip", None)
@@ -98,7 +78,7 @@ def client_ip(request: Request) -> str:
 
 
 async def current_user(request: Request) -> User:
-    """The authenticated caller's row (``requires_auth`` ran); 401 if it is gone."""
+    """The authenticated caller's row (:func:`authenticate` ran); 401 if it is gone."""
     user = await User.get_or_none(id=request.ctx.claims.user_id)
     if user is None:  # deleted while its token still lived
         raise invalid_access_token()
@@ -108,16 +88,3 @@ async def current_user(request: Request) -> User:
 class Forbidden(ApiError):
     status = 403
     code = "forbidden"
-
-
-def requires_admin(handler: Handler) -> Handler:
-    """Like :func:`requires_auth`, and 403 ``forbidden`` for users who are not admins."""
-
-    @wraps(handler)
-    async def wrapper(request: Request, *args: Any, **kwargs: Any) -> HTTPResponse:
-        await authenticate(request)
-        if not (await current_user(request)).is_admin:
-            raise Forbidden("this needs an admin account")
-        return await handler(request, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]

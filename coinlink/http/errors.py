@@ -95,11 +95,24 @@ class RequestValidationError(ApiError):
         super().__init__(message, details={"fields": fields})
 
     @classmethod
-    def from_pydantic(cls, exc: ValidationError, prefix: str = "") -> RequestValidationError:
+    def from_pydantic(
+        cls, exc: ValidationError, prefix: str = "", *, tagged: bool = False
+    ) -> RequestValidationError:
+        """``tagged``: the model is a union chosen by a tag field, whose value pydantic puts
+        first in each error's location (``pct_change.window_s``): left out."""
         fields: dict[str, str] = {}
         for error in exc.errors(include_url=False):
-            path = ".".join(str(part) for part in error["loc"]) or "body"
+            loc = error["loc"][1:] if tagged else error["loc"]
+            path = ".".join(str(part) for part in loc) or "body"
             message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                context = error.get("ctx", {})
+                path = str(context.get("discriminator", "")).strip("'") or path
+                message = (
+                    "is required"
+                    if error["type"] == "union_tag_not_found"
+                    else (f"must be one of {context.get('expected_tags', '')}")
+                )
             if error["type"] == "extra_forbidden":
                 message = "unknown or read-only field"
             fields.setdefault(prefix + path, message)
@@ -174,16 +187,16 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods the request's path has a route for."""
-    router = request.app.router
-    found = []
+    """The methods the request's path answers (RFC 9110: a 405 says them in ``Allow``).
+    Sanic names them for fixed paths only, not for paths with a parameter."""
+    allowed = []
     for method in _METHODS:
         try:
-            router.get(request.path, method, request.headers.get("host"))
+            request.app.router.get(request.path, method, request.host)
         except SanicException:
             continue
-        found.append(method)
-    return found
+        allowed.append(method)
+    return allowed
 
 
 class EnvelopeErrorHandler(ErrorHandler):
@@ -227,9 +240,7 @@ class EnvelopeErrorHandler(ErrorHandler):
             code = _CODES_BY_STATUS.get(status, "error")
             message = _SANIC_MESSAGES.get(status) or str(exception) or code.replace("_", " ")
             headers = dict(getattr(exception, "headers", None) or {})
-            if status == 405 and request is not None and "Allow" not in headers:
-                # Sanic's router names the allowed methods only for routes without a path
-                # parameter; RFC 9110 wants them on every 405.
+            if status == 405 and "Allow" not in headers and request is not None:
                 headers["Allow"] = ", ".join(allowed_methods(request))
             return error_response(request, status, code, message, None, headers)
         status = getattr(exception, "status_code", 500)

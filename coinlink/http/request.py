@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    RootModel,
     StringConstraints,
     ValidationError,
 )
@@ -33,6 +34,8 @@ M = TypeVar("M", bound=BaseModel)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_DEPTH = 32
+NO_CONTROL_CHARACTERS = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*$"
+"""The same rule as a JSON Schema pattern (for the OpenAPI document)."""
 
 
 def _password(value: str) -> str:
@@ -42,11 +45,17 @@ def _password(value: str) -> str:
     return value
 
 
-Email = Annotated[str, Field(max_length=254), AfterValidator(normalise_email)]
+Email = Annotated[
+    str,
+    Field(max_length=254, json_schema_extra={"format": "email"}),
+    AfterValidator(normalise_email),
+]
 """An email address, validated and normalised to lower case."""
 
 # Never stripped: spaces are part of a password. Bytes are checked, not characters (bcrypt).
-Password = Annotated[str, Field(json_schema_extra={"minLength": 8}), AfterValidator(_password)]
+Password = Annotated[
+    str, Field(json_schema_extra={"minLength": 8, "maxLength": 72}), AfterValidator(_password)
+]
 """8 to 72 bytes of UTF-8."""
 
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
@@ -54,9 +63,10 @@ DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length
 
 
 class Body(BaseModel):
-    """Base of request bodies: unknown fields are errors (no mass assignment)."""
+    """Base of request bodies: unknown fields are errors (no mass assignment), and values
+    are of their JSON type (strict: no ``"600"`` for 600, no ``0`` or ``"yes"`` for true)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Query(BaseModel):
@@ -78,9 +88,23 @@ def parse_body(request: Request, model: type[M]) -> M:
     if bad:
         raise RequestValidationError(bad)
     try:
-        return model.model_validate(data)
+        return model.model_validate(_integral_numbers(data))
     except ValidationError as exc:
-        raise RequestValidationError.from_pydantic(exc) from None
+        # A RootModel body is a union of models chosen by a tag (an alert's condition).
+        tagged = issubclass(model, RootModel)
+        raise RequestValidationError.from_pydantic(exc, tagged=tagged) from None
+
+
+def _integral_numbers(value: Any) -> Any:
+    """JSON has one number type: ``600.0`` is the integer 600 (as in JSON Schema), which
+    strict models would refuse as a float."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_numbers(item) for item in value]
+    return value
 
 
 def _control_characters(data: dict[str, Any]) -> dict[str, str]:
@@ -113,14 +137,11 @@ def _control_characters(data: dict[str, Any]) -> dict[str, str]:
 
 
 def parse_query(request: Request, model: type[M]) -> M:
-    # A repeated parameter is ambiguous; the first value wins, as with most APIs.
-    data = {key: values[0] for key, values in request.args.items()}
+    # A repeated parameter is ambiguous; the first value wins, as with most APIs. A blank
+    # one (``?limit=``) is a value, refused if it does not fit, not a missing parameter.
+    args = request.get_args(keep_blank_values=True)
+    data = {key: values[0] for key, values in args.items()}
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError.from_pydantic(exc) from None
-
-
-def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI request body of ``model`` (sanic-ext does not derive it from pydantic)."""
-    return {"application/json": model.model_json_schema()}

@@ -9,6 +9,7 @@ from sanic import Sanic
 from sanic_testing.reusable import ReusableClient
 
 from tests.support.apps import build_app
+from tests.support.contract_client import ContractClient
 from tests.support.services import free_port
 
 
@@ -19,5 +20,6 @@ def app(pg_url: str, redis_url: str) -> Sanic:
 
 @pytest.fixture(scope="module")
 def client(app: Sanic) -> Iterator[ReusableClient]:
-    with ReusableClient(app, port=free_port()) as client:
+    # Every response is checked against the OpenAPI document (status and body).
+    with ContractClient(app, port=free_port()) as client:
         yield client

@@ -96,7 +96,18 @@ def test_pct_change_needs_a_known_window(client: ReusableClient, alice: dict[str
         ({"threshold": "1.0000000000001"}, "threshold"),
         ({"threshold": True}, "threshold"),
         ({"threshold": "abc"}, "threshold"),
+        ({"threshold": 70000}, "threshold"),  # decimal strings only: a float may be rounded
+        ({"threshold": "070000"}, "threshold"),
+        ({"threshold": "1e4"}, "threshold"),
         ({"condition": "sideways"}, "condition"),
+        ({"condition": None}, "condition"),
+        ({"cooldown_s": "600"}, "cooldown_s"),  # JSON types are strict
+        ({"cooldown_s": 600.5}, "cooldown_s"),
+        ({"repeat": 0}, "repeat"),
+        ({"repeat": "yes"}, "repeat"),
+        ({"window_s": 60}, "window_s"),
+        ({"condition": "pct_change", "threshold": "1001", "window_s": 60}, "threshold"),
+        ({"condition": "pct_change", "threshold": "5"}, "window_s"),
         ({"cooldown_s": -1}, "cooldown_s"),
         ({"cooldown_s": 10**9}, "cooldown_s"),
         ({"note": "x" * 201}, "note"),

@@ -58,6 +58,14 @@ def test_wrong_method_is_405_envelope_with_allow(client: ReusableClient) -> None
     assert "GET" in response.headers.get("allow", "")
 
 
+def test_a_405_on_a_path_with_a_parameter_says_what_is_allowed(client: ReusableClient) -> None:
+    """Sanic names the allowed methods only for fixed paths; RFC 9110 wants them always."""
+    _, response = client.request("/api/v2/alerts/some-id", http_method="trace")
+    assert_envelope(response, 405, "method_not_allowed")
+    allowed = {method.strip() for method in response.headers["allow"].split(",")}
+    assert {"GET", "PATCH", "DELETE"} <= allowed and "POST" not in allowed
+
+
 def test_malformed_json_is_400_invalid_json(client: ReusableClient) -> None:
     _, response = client.post(
         "/_test/echo", content=b'{"name": "x", ', headers={"content-type": "application/json"}

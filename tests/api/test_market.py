@@ -201,6 +201,7 @@ def test_tick_injection_is_for_admins_only(client: ReusableClient) -> None:
         ("/api/v2/market/candles/BTC-USD?limit=0", 422, "limit"),
         ("/api/v2/market/candles/BTC-USD?limit=1001", 422, "limit"),
         ("/api/v2/market/candles/BTC-USD?limit=ten", 422, "limit"),
+        ("/api/v2/market/candles/BTC-USD?limit=", 422, "limit"),  # blank is not absent
         ("/api/v2/market/candles/BTC-USD?start=-5", 422, "start"),
         ("/api/v2/market/candles/BTC-USD?colour=red", 422, "colour"),
     ],

@@ -84,13 +84,8 @@ def forge(
     return jwt.encode(payload, key, algorithm=algorithm, headers=headers)
 
 
-def admin_headers(server: ServerProcess, database_url: str) -> dict[str, str]:
-    """Bearer headers of a new user made admin in the database (as an operator would)."""
-    email = new_email()
-    response = httpx.post(
-        server.base_url + "/api/v2/auth/register", json={"email": email, "password": PASSWORD}
-    )
-    assert response.status_code == 201, response.text
+def make_admin(database_url: str, email: str) -> None:
+    """Make an account an admin in the database (as an operator would)."""
 
     async def promote() -> None:
         conn = await asyncpg.connect("postgresql://" + database_url.split("://", 1)[1])
@@ -100,4 +95,14 @@ def admin_headers(server: ServerProcess, database_url: str) -> dict[str, str]:
             await conn.close()
 
     asyncio.run(promote())
+
+
+def admin_headers(server: ServerProcess, database_url: str) -> dict[str, str]:
+    """Bearer headers of a new user made admin in the database (as an operator would)."""
+    email = new_email()
+    response = httpx.post(
+        server.base_url + "/api/v2/auth/register", json={"email": email, "password": PASSWORD}
+    )
+    assert response.status_code == 201, response.text
+    make_admin(database_url, email)
     return {"authorization": f"Bearer {response.json()['tokens']['access_token']}"}
