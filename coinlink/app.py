@@ -24,7 +24,6 @@ from blueprints import (
     alerts,
     auth,
     docs,
-    docs_asyncapi,
     health,
     market,
     notifications,
@@ -130,7 +129,6 @@ def create_app(
     app.blueprint(realtime.bp)
     if settings.effective_docs_enabled:
         app.blueprint(docs.bp)
-        app.blueprint(docs_asyncapi.bp)
 
     async def start_worker(app: Sanic[Any, Any]) -> None:
         configure_logging(settings.log_level, settings.effective_log_format)

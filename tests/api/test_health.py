@@ -61,10 +61,16 @@ def test_openapi_document_lists_operations(client: ReusableClient) -> None:
     assert {"/health", "/readyz", "/metrics"} <= set(paths)
 
 
-def test_docs_page_is_served(client: ReusableClient) -> None:
+def test_docs_page_is_served_with_both_apis(client: ReusableClient) -> None:
     _, response = client.get("/docs")
     assert response.status == 200
     assert "text/html" in response.headers["content-type"]
+    page = response.text
+    assert "<script" not in page
+    # A REST operation and a WebSocket message, each with its fields linked.
+    assert 'id="createAlert"' in page or "/api/v2/alerts" in page
+    assert 'id="message-SubscribeAck"' in page
+    assert 'href="#ws-schema-Subscribed"' in page
 
 
 def test_metrics_do_not_take_label_values_from_the_client(client: ReusableClient) -> None:
