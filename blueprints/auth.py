@@ -99,6 +99,10 @@ class SessionInfo(Model):
 NO_CACHE = "no-store: token responses are never cached"
 SIGNED_IN = Reply("the account and its first tokens", SignedIn, headers={"Cache-Control": NO_CACHE})
 INVALID_CREDENTIALS = {401: "`invalid_credentials`: the password is wrong"}
+# Password hashing is bounded per worker (COINLINK_BCRYPT_CONCURRENCY).
+HASHING_BUSY = {
+    503: "`service_unavailable`: too many passwords are being checked; retry after `Retry-After`"
+}
 LOGIN_LIMIT = (
     "`rate_limited`: too many attempts for this account or from this address; wait "
     "`Retry-After` seconds"
@@ -120,7 +124,7 @@ def _user_agent(request: Request) -> str:
     tag="auth",
     body=Register,
     replies={201: SIGNED_IN},
-    errors={409: "`email_taken`: sign in instead"},
+    errors={409: "`email_taken`: sign in instead", **HASHING_BUSY},
 )
 async def register(request: Request, body: Register) -> HTTPResponse:
     user, tokens = await _accounts(request).register(
@@ -138,6 +142,7 @@ async def register(request: Request, body: Register) -> HTTPResponse:
     errors={
         401: "`invalid_credentials`: email or password is wrong",
         429: LOGIN_LIMIT,
+        **HASHING_BUSY,
     },
 )
 async def login(request: Request, body: Login) -> HTTPResponse:
@@ -221,7 +226,7 @@ async def revoke_session(request: Request, session_id: UUID) -> HTTPResponse:
     auth="bearer",
     body=PasswordChange,
     replies={204: Reply("changed")},
-    errors={**INVALID_CREDENTIALS, 429: LOGIN_LIMIT},
+    errors={**INVALID_CREDENTIALS, 429: LOGIN_LIMIT, **HASHING_BUSY},
 )
 async def change_password(request: Request, body: PasswordChange) -> HTTPResponse:
     user = await current_user(request)

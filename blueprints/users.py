@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, StringConstraints, field_validator
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 
-from blueprints.auth import INVALID_CREDENTIALS, LOGIN_LIMIT, User
+from blueprints.auth import HASHING_BUSY, INVALID_CREDENTIALS, LOGIN_LIMIT, User
 from coinlink.accounts.profiles import ProfileService, preferences_dict
 from coinlink.accounts.service import AccountService, user_dict
 from coinlink.alerts import webhooks
@@ -103,7 +103,7 @@ async def update_me(request: Request, body: ProfileUpdate) -> HTTPResponse:
     auth="bearer",
     body=DeleteAccount,
     replies={204: Reply("deleted")},
-    errors={**INVALID_CREDENTIALS, 429: LOGIN_LIMIT},
+    errors={**INVALID_CREDENTIALS, 429: LOGIN_LIMIT, **HASHING_BUSY},
 )
 async def delete_me(request: Request, body: DeleteAccount) -> HTTPResponse:
     user = await current_user(request)

@@ -256,8 +256,11 @@ def _errors(op: Operation) -> dict[int, str]:
         )
     if op.auth == "admin":
         add(403, "`forbidden`: the account is not an admin")
+    # Every route: the server bounds each request's read and each address's connections.
+    add(408, "`request_timeout`: headers and body took over COINLINK_HTTP_READ_TIMEOUT_S")
     if op.rate_limited:
         add(429, "`rate_limited`: wait `Retry-After` seconds")
+    add(429, "`too_many_connections`: this address holds too many open connections")
     for status, text in op.errors.items():
         add(status, text)
     return {status: "; ".join(texts) for status, texts in errors.items()}
