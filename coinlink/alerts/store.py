@@ -27,7 +27,10 @@ log = structlog.get_logger(logger_name="coinlink.alerts")
 
 class AlertLimitReached(Exception):
     def __init__(self, cap: int) -> None:
-        super().__init__(f"at most {cap} alerts per user; delete some first")
+        super().__init__(
+            f"at most {cap} alerts per user (the operator's COINLINK_ALERTS_MAX_PER_USER);"
+            " delete some first"
+        )
         self.cap = cap
 
 

@@ -53,7 +53,6 @@ _CODES_BY_STATUS = {
 _SANIC_MESSAGES = {
     404: "no such route",
     405: "method not allowed on this route",
-    413: "request body too large",
 }
 
 
@@ -143,7 +142,7 @@ DOMAIN_ERRORS: dict[type[Exception], DomainError] = {
     UnknownSymbol: lambda e: ApiError(
         str(e), status=404, code="unknown_symbol", details={"symbol": e.symbol}
     ),
-    AdminTicksDisabled: lambda e: NotFound(str(e)),
+    AdminTicksDisabled: lambda e: NotFound(str(e), details={"setting": e.SETTING}),
     NoIngestLeader: lambda e: ServiceUnavailable(str(e), headers={"Retry-After": "1"}),
     AlertLimitReached: lambda e: ApiError(
         str(e), status=409, code="alert_limit_reached", details={"cap": e.cap}
@@ -239,10 +238,15 @@ class EnvelopeErrorHandler(ErrorHandler):
             status = exception.status_code
             code = _CODES_BY_STATUS.get(status, "error")
             message = _SANIC_MESSAGES.get(status) or str(exception) or code.replace("_", " ")
+            details = None
+            if status == 413 and request is not None:
+                limit = request.app.config.REQUEST_MAX_SIZE
+                message = f"request body over {limit} bytes (COINLINK_MAX_BODY_BYTES)"
+                details = {"max_bytes": limit}
             headers = dict(getattr(exception, "headers", None) or {})
             if status == 405 and "Allow" not in headers and request is not None:
                 headers["Allow"] = ", ".join(allowed_methods(request))
-            return error_response(request, status, code, message, None, headers)
+            return error_response(request, status, code, message, details, headers)
         status = getattr(exception, "status_code", 500)
         status = status if isinstance(status, int) and 500 <= status < 600 else 500
         trace_id = trace_id_of(request)

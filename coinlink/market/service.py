@@ -44,8 +44,13 @@ class UnknownSymbol(Exception):
 
 
 class AdminTicksDisabled(Exception):
+    SETTING = "COINLINK_ADMIN_TICKS"
+
     def __init__(self) -> None:
-        super().__init__("admin tick injection is disabled (COINLINK_ADMIN_TICKS=false)")
+        super().__init__(
+            f"admin tick injection is off on this instance; the operator enables it with "
+            f"{self.SETTING}=true"
+        )
 
 
 class NoIngestLeader(Exception):

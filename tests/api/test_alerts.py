@@ -135,6 +135,7 @@ def test_the_cap_gives_409_and_deleting_makes_room(
     ids = [create(client, alice, threshold=str(70000 + i)).json["id"] for i in range(CAP)]
     refused = create(client, alice)
     assert refused.status == 409 and refused.json["error"]["code"] == "alert_limit_reached"
+    assert "COINLINK_ALERTS_MAX_PER_USER" in refused.json["error"]["message"]
     _, gone = client.delete(f"/api/v2/alerts/{ids[0]}", headers=bearer(alice["tokens"]))
     assert gone.status == 204
     assert create(client, alice).status == 201

@@ -494,6 +494,10 @@ def test_preferences_round_trip(client: ReusableClient) -> None:
         ({"webhook_url": "http://a.com:99999/"}, "webhook_url"),
         ({"webhook_url": "https://example.com/a b"}, "webhook_url"),
         ({"webhook_url": "https://example.com/\x00"}, "webhook_url"),
+        # A-labels the idna codec refuses (were 500s).
+        ({"webhook_url": "https://xn--/x"}, "webhook_url"),
+        ({"webhook_url": "https://xn--ab-.com/x"}, "webhook_url"),
+        ({"webhook_url": "https://hooks.xn--55qx5d.xn--/x"}, "webhook_url"),
         ({"watchlist": ["btc-usd", "BTC-USD", "foo"]}, "watchlist.2"),
         ({"base_currency": "EUR"}, "base_currency"),
         ({"colour": "blue"}, "colour"),
@@ -506,6 +510,18 @@ def test_bad_preferences_are_422(client: ReusableClient, body: dict[str, Any], f
     )
     assert response.status == 422, response.text
     assert field in response.json["error"]["details"]["fields"]
+
+
+def test_private_webhook_refusal_names_the_setting(client: ReusableClient) -> None:
+    account = register(client)
+    _, response = client.put(
+        "/api/v2/users/me/preferences",
+        headers=bearer(account["tokens"]),
+        json={"webhook_url": "http://127.0.0.1:9000/hook"},
+    )
+    assert response.status == 422, response.text
+    why = response.json["error"]["details"]["fields"]["webhook_url"]
+    assert "loopback" in why and "COINLINK_WEBHOOK_ALLOW_PRIVATE=true" in why
 
 
 def test_account_deletion(client: ReusableClient) -> None:

@@ -10,6 +10,8 @@ from sanic import HTTPResponse, Request, Sanic, json
 from sanic_testing.reusable import ReusableClient
 
 from coinlink.http.request import Body, parse_body
+from models.accounts import User
+from tests.support.accounts import bearer, register
 from tests.support.services import free_port
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -97,6 +99,9 @@ def test_body_over_limit_is_413(client: ReusableClient, app: Sanic) -> None:
     limit = app.ctx.settings.max_body_bytes
     _, response = client.post("/_test/echo", content=b"x" * (limit + 1))
     assert_envelope(response, 413, "payload_too_large")
+    # The refusal names the limit and the setting that raises it.
+    assert response.json["error"]["details"] == {"max_bytes": limit}
+    assert "COINLINK_MAX_BODY_BYTES" in response.json["error"]["message"]
 
 
 def test_body_at_limit_is_accepted_for_parsing(client: ReusableClient, app: Sanic) -> None:
@@ -116,3 +121,16 @@ def test_unhandled_exception_is_500_without_traceback(client: ReusableClient) ->
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+
+
+def test_disabled_admin_ticks_name_the_setting(client: ReusableClient) -> None:
+    account = register(client)
+    client._run(User.filter(id=account["user"]["id"]).update(is_admin=True))
+    _, response = client.post(
+        "/api/v2/admin/ticks",
+        headers=bearer(account["tokens"]),
+        json={"symbol": "BTC-USD", "price": "1"},
+    )
+    error = assert_envelope(response, 404, "not_found")
+    assert error["details"] == {"setting": "COINLINK_ADMIN_TICKS"}
+    assert "COINLINK_ADMIN_TICKS=true" in error["message"]

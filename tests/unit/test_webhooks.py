@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from coinlink import backoff
 from coinlink.alerts import webhooks
@@ -206,6 +208,34 @@ async def test_allow_private_skips_the_address_rules_only() -> None:
     for url in ("ftp://127.0.0.1/", "http://u:p@127.0.0.1/", "http://127.0.0.1:0/"):
         with pytest.raises(UnsafeUrl):
             await check_url(url, allow_private=True)
+
+
+_LABELS = st.one_of(
+    st.from_regex(r"[a-z0-9_-]{0,70}", fullmatch=True),
+    st.from_regex(r"xn--[a-z0-9-]{0,12}", fullmatch=True),  # punycode, valid or not
+    st.text(max_size=12),  # any script, mixed, full-width dots, emoji, joiners...
+    st.sampled_from(["", "%2e", "%61", "127", "0x7f", "[::1]", "[v1.x]", "\u3002", "ß"]),
+)
+_HOSTS = st.lists(_LABELS, min_size=1, max_size=5).map(".".join) | st.builds(
+    "{}.".format, st.lists(_LABELS, min_size=1, max_size=3).map(".".join)
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(host=_HOSTS, allow_private=st.booleans())
+async def test_any_host_name_is_accepted_or_refused_with_a_reason(
+    host: str, allow_private: bool
+) -> None:
+    """Odd IDNA names (bad A-labels, overlong or empty labels, trailing dots, mixed scripts,
+    IP literals, percent-encoding) gave a 500: each is now a URL or an :class:`UnsafeUrl`."""
+    try:
+        url = await check_url(
+            f"https://{host}/hook", allow_private=allow_private, resolve=fake_dns({})
+        )
+    except UnsafeUrl as exc:
+        assert exc.message
+    else:
+        assert url.startswith("https://")
 
 
 def test_unsafe_reason_accepts_public_addresses() -> None:

@@ -48,6 +48,7 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 
 MAX_URL_LENGTH: Final = 2048
+ALLOW_PRIVATE_SETTING: Final = "COINLINK_WEBHOOK_ALLOW_PRIVATE"
 RESOLVE_TIMEOUT_S: Final = 2.0
 
 _SCHEMES: Final = frozenset({"http", "https"})
@@ -177,7 +178,8 @@ def _parse(url: str) -> httpx.URL:
         raise UnsafeUrl("the URL must not contain spaces or control characters")
     try:
         parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        # UnicodeError: the idna codec refuses some A-labels (``xn--``, ``xn--ab-``).
         raise UnsafeUrl(f"not a valid URL: {exc}") from None
     if parsed.scheme not in _SCHEMES:
         shown = f"{parsed.scheme!r}" if parsed.scheme else "none"
@@ -193,7 +195,8 @@ def _parse(url: str) -> httpx.URL:
         if "%" in host:
             raise UnsafeUrl("an IPv6 zone identifier (%...) is not allowed")
     elif not _HOSTNAME.match(host):
-        raise UnsafeUrl(f"{parsed.host!r} is not a valid host name")
+        # The name as sent, not ``parsed.host``: decoding a bad A-label back would raise.
+        raise UnsafeUrl(f"{host!r} is not a valid host name")
     if parsed.port == _DEFAULT_PORTS[parsed.scheme]:
         parsed = parsed.copy_with(port=None)
     return parsed.copy_with(fragment=None)
@@ -218,6 +221,7 @@ async def inspect_url(url: str, *, allow_private: bool, resolve: Resolver, pin: 
                 where = f"{ip} is" if literal is not None else f"{host} resolves to {ip},"
                 raise UnsafeUrl(
                     f"{where} {reason}; webhooks may only call publicly routable addresses"
+                    f" unless the operator sets {ALLOW_PRIVATE_SETTING}=true"
                 )
     # Connect to the first answer, like a resolver-ordered connect would; all were checked.
     # A scoped (link-local) address cannot go in a URL: only reachable with allow_private.
