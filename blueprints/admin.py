@@ -15,6 +15,7 @@ from coinlink.http.schemas import (
     DecimalText,
     EpochMillis,
     decimal_pattern,
+    RequestMillis,
     epoch_ms_parameter,
 )
 from coinlink.http.schemas import Reply as Model
@@ -37,7 +38,7 @@ class TickIn(Body):
         Decimal,
         DecimalText(decimal_pattern(20, 8, positive=False), "below 10^20, at most 8 decimals"),
     ] = Decimal(0)
-    ts: int | None = epoch_ms_parameter("epoch ms; now when omitted")
+    ts: RequestMillis | None = epoch_ms_parameter("epoch ms; now when omitted")
 
 
 class SentTick(Model):

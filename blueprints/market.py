@@ -9,7 +9,14 @@ from sanic import Blueprint, HTTPResponse, Request, json
 
 from coinlink.http.contract import Reply, operation
 from coinlink.http.request import Query
-from coinlink.http.schemas import Count, DecimalString, EpochMillis, Items, epoch_ms_parameter
+from coinlink.http.schemas import (
+    Count,
+    DecimalString,
+    EpochMillis,
+    Items,
+    RequestMillis,
+    epoch_ms_parameter,
+)
 from coinlink.http.schemas import Reply as Model
 from coinlink.market.service import MarketService
 
@@ -31,8 +38,8 @@ class TickersQuery(Query):
 
 class CandlesQuery(Query):
     interval: Interval = "1m"
-    start: int | None = epoch_ms_parameter("open_time from, epoch ms")
-    end: int | None = epoch_ms_parameter("open_time until, epoch ms (not before start)")
+    start: RequestMillis | None = epoch_ms_parameter("open_time from, epoch ms")
+    end: RequestMillis | None = epoch_ms_parameter("open_time until, epoch ms (not before start)")
     limit: int = Field(default=500, ge=1, le=1000)
 
     @field_validator("end")

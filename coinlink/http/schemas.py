@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+)
 from pydantic_core import core_schema
 
 # decimal_str: no exponent, no needless trailing zeros, no "-0".
@@ -66,15 +73,34 @@ class Items(Reply, Generic[T]):
     items: list[T]
 
 
+EARLIEST_MS = 10**12
+"""2001-09-09 in epoch milliseconds: any earlier request time is taken for seconds. A time
+in seconds (``1700000000``) read as milliseconds is a day in January 1970, an empty answer
+without a word; no market data here is that old."""
+LATEST_MS = 10**14  # the year 5138
+
+
+def _milliseconds(value: int) -> int:
+    if value < EARLIEST_MS:
+        hint = f" ({value * 1000} if {value} is in seconds)" if value >= 10**9 else ""
+        raise ValueError(
+            f"must be epoch milliseconds, at least {EARLIEST_MS} (2001-09-09){hint}"
+        )
+    return value
+
+
+RequestMillis = Annotated[
+    int,
+    Field(le=LATEST_MS, json_schema_extra={"format": "int64", "minimum": EARLIEST_MS}),
+    AfterValidator(_milliseconds),
+]
+"""A request's time in epoch milliseconds, 2001-09-09 to the year 5138 (``minimum`` in the
+schema; the validator's message says *milliseconds*, which pydantic's ``ge`` would not)."""
+
+
 def epoch_ms_parameter(description: str) -> Any:
-    """An optional request time in epoch milliseconds (int64), up to the year 5138."""
-    return Field(
-        default=None,
-        ge=0,
-        le=10**14,
-        description=description,
-        json_schema_extra={"format": "int64"},
-    )
+    """The default and description of an optional :data:`RequestMillis`."""
+    return Field(default=None, description=description)
 
 
 def _no_default(schema: dict[str, Any]) -> None:

@@ -197,7 +197,9 @@ def test_tick_injection_is_for_admins_only(client: ReusableClient) -> None:
         ("/api/v2/market/tickers?symbols=BTC-USD,nope-usd", 404, None),
         ("/api/v2/market/candles/NOPE-USD", 404, None),
         ("/api/v2/market/candles/BTC-USD?interval=2m", 422, "interval"),
-        ("/api/v2/market/candles/BTC-USD?start=10&end=5", 422, "end"),
+        ("/api/v2/market/candles/BTC-USD?start=1700000060000&end=1700000000000", 422, "end"),
+        ("/api/v2/market/candles/BTC-USD?start=1700000000", 422, "start"),  # seconds
+        ("/api/v2/market/candles/BTC-USD?end=1700000000", 422, "end"),
         ("/api/v2/market/candles/BTC-USD?limit=0", 422, "limit"),
         ("/api/v2/market/candles/BTC-USD?limit=1001", 422, "limit"),
         ("/api/v2/market/candles/BTC-USD?limit=ten", 422, "limit"),
@@ -218,6 +220,13 @@ def test_bad_market_requests(
     else:
         assert error["code"] == "validation_error"
         assert field in error["details"]["fields"]
+
+
+def test_times_in_seconds_are_refused_saying_milliseconds(client: ReusableClient) -> None:
+    _, response = client.get("/api/v2/market/candles/BTC-USD?start=1700000000")
+    assert response.status == 422
+    why = response.json["error"]["details"]["fields"]["start"]
+    assert "milliseconds" in why and "1700000000000" in why
 
 
 def test_tickers_list_and_summary(client: ReusableClient, admin: dict[str, str]) -> None:
