@@ -14,8 +14,8 @@ from coinlink.http.schemas import (
     DecimalString,
     DecimalText,
     EpochMillis,
-    decimal_pattern,
     RequestMillis,
+    decimal_pattern,
     epoch_ms_parameter,
 )
 from coinlink.http.schemas import Reply as Model

@@ -83,9 +83,7 @@ LATEST_MS = 10**14  # the year 5138
 def _milliseconds(value: int) -> int:
     if value < EARLIEST_MS:
         hint = f" ({value * 1000} if {value} is in seconds)" if value >= 10**9 else ""
-        raise ValueError(
-            f"must be epoch milliseconds, at least {EARLIEST_MS} (2001-09-09){hint}"
-        )
+        raise ValueError(f"must be epoch milliseconds, at least {EARLIEST_MS} (2001-09-09){hint}")
     return value
 
 
