@@ -70,9 +70,17 @@ class Body(BaseModel):
 
 
 class Query(BaseModel):
-    """Base of query-string models."""
+    """Base of query-string models: unknown parameters are errors (a typo is never silently
+    ignored), except ``_``, the cache buster jQuery and others append (``?_=1733480000000``),
+    which is accepted and ignored."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    cache_buster: str | None = Field(
+        default=None,
+        alias="_",
+        description="ignored: a cache buster such as jQuery's `_=<timestamp>`",
+    )
 
 
 def parse_body(request: Request, model: type[M]) -> M:

@@ -222,6 +222,17 @@ def test_bad_market_requests(
         assert field in error["details"]["fields"]
 
 
+def test_a_cache_buster_is_ignored_and_other_unknown_parameters_refused(
+    client: ReusableClient,
+) -> None:
+    for path in ("/api/v2/market/tickers?_=1733480000000", "/api/v2/market/candles/BTC-USD?_="):
+        _, response = client.get(path)
+        assert response.status == 200, response.text
+    _, response = client.get("/api/v2/market/candles/BTC-USD?_=1&colour=red")
+    assert response.status == 422
+    assert list(response.json["error"]["details"]["fields"]) == ["colour"]
+
+
 def test_times_in_seconds_are_refused_saying_milliseconds(client: ReusableClient) -> None:
     _, response = client.get("/api/v2/market/candles/BTC-USD?start=1700000000")
     assert response.status == 422
