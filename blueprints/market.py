@@ -18,7 +18,7 @@ from coinlink.http.schemas import (
     epoch_ms_parameter,
 )
 from coinlink.http.schemas import Reply as Model
-from coinlink.market.service import MarketService
+from coinlink.market.service import SUMMARY_SIZE, SUMMARY_TTL_MS, MarketService
 
 bp = Blueprint("market", url_prefix="/api/v2/market")
 
@@ -56,7 +56,10 @@ class Asset(Model):
     base: str
     quote: str
     name: str
-    price_precision: Count
+    price_precision: Count = Field(
+        description="decimals showing the current price with about 5 significant digits "
+        "(2 to 8); 8 until the first tick"
+    )
     status: Literal["trading"]
 
 
@@ -162,6 +165,9 @@ async def candles(request: Request, symbol: str, query: CandlesQuery) -> HTTPRes
     summary="Gainers, losers and volume leaders (cached)",
     tag="market",
     replies={200: Reply("the summary", Summary)},
+    description=f"Computed from the live tickers at most every {SUMMARY_TTL_MS // 1000} s per "
+    f"worker (`generated_at` says when). `gainers`: up to {SUMMARY_SIZE} assets up over 24 h, "
+    "most first; `losers`: those down, most first; an unchanged asset is in neither.",
 )
 async def summary(request: Request) -> HTTPResponse:
     return _json(_market(request).summary_json())

@@ -40,7 +40,11 @@ def _webhook_url(value: str | None) -> str | None:
 
 
 class Preferences(Body):
-    base_currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3,10}$")] = "USD"
+    base_currency: Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3,10}$")] = Field(
+        default="USD",
+        description="a currency the configured symbols are quoted in (USD by default); "
+        "prices are not converted, so any other is a 422",
+    )
     watchlist: list[Annotated[str, StringConstraints(max_length=21)]] = Field(
         default_factory=list, max_length=MAX_WATCHLIST
     )

@@ -1,8 +1,9 @@
 """What a user changes of their own account: the display name, preferences, the webhook key.
 
 Preferences are checked against this instance: watchlist symbols it serves, a base currency
-one of its symbols is quoted in, and a webhook URL that is safe to call (SSRF: no receiver
-inside our own network; re-checked at every delivery).
+one of its symbols is quoted in (stored for clients; prices are never converted), and a
+webhook URL that is safe to call (SSRF: no receiver inside our own network; re-checked at
+every delivery).
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ class ProfileService:
         if unknown:
             raise Invalid(unknown)
         if base_currency not in self.quotes:
-            raise Invalid({"base_currency": f"must be one of {', '.join(sorted(self.quotes))}"})
+            # Prices are never converted: only a currency the symbols are quoted in is served.
+            served = ", ".join(sorted(self.quotes))
+            raise Invalid(
+                {
+                    "base_currency": f"only {served} is served here: prices are not converted"
+                    " (the quote currency of the configured symbols)"
+                }
+            )
         if webhook_url is not None:
             try:
                 await webhooks.check_url(webhook_url, allow_private=self.webhook_allow_private)

@@ -15,10 +15,13 @@ import orjson
 from coinlink import channels
 from coinlink.bus import Bus
 from coinlink.market import admin_ticks, candle_store
+from coinlink.market.precision import MAX_DECIMALS, price_decimals
 from coinlink.market.view import MarketView
 from coinlink.wire import now_ms
 
-SUMMARY_TTL_MS = 60_000  # the contract allows up to 5 minutes
+SUMMARY_TTL_MS = 60_000
+"""How long a worker serves the same summary (the contract allows up to 5 minutes): 24 h
+changes move slowly, and a minute keeps the ranking close to the tickers."""
 SUMMARY_SIZE = 5
 NAMES = {
     "BTC": "Bitcoin",
@@ -78,15 +81,20 @@ class MarketService:
 
     def assets(self) -> list[dict[str, Any]]:
         items = []
+        now = now_ms()
         for symbol in self.symbols:
             base, quote = symbol.split("-")
+            price = self.view.ticker(symbol, now)["price"]
             items.append(
                 {
                     "symbol": symbol,
                     "base": base,
                     "quote": quote,
                     "name": NAMES.get(base, base),
-                    "price_precision": 8,
+                    # At the current price; the finest until the first tick.
+                    "price_precision": MAX_DECIMALS
+                    if price is None
+                    else price_decimals(Decimal(price)),
                     "status": "trading",
                 }
             )
@@ -131,14 +139,18 @@ class MarketService:
             if t["price"] is not None
         ]
 
-        def by(key: str) -> list[dict[str, Any]]:
-            return sorted(live, key=lambda t: float(t[key]), reverse=True)
+        def change(ticker: dict[str, Any]) -> Decimal:
+            return Decimal(ticker["change_pct_24h"])
 
+        ranked = sorted(live, key=change, reverse=True)
+        # Gainers went up and losers down: an unchanged asset is neither.
         body = orjson.dumps(
             {
-                "gainers": by("change_pct_24h")[:SUMMARY_SIZE],
-                "losers": list(reversed(by("change_pct_24h")))[:SUMMARY_SIZE],
-                "volume_leaders": by("quote_volume_24h")[:SUMMARY_SIZE],
+                "gainers": [t for t in ranked if change(t) > 0][:SUMMARY_SIZE],
+                "losers": [t for t in reversed(ranked) if change(t) < 0][:SUMMARY_SIZE],
+                "volume_leaders": sorted(
+                    live, key=lambda t: Decimal(t["quote_volume_24h"]), reverse=True
+                )[:SUMMARY_SIZE],
                 "generated_at": now,
             }
         )

@@ -512,6 +512,18 @@ def test_bad_preferences_are_422(client: ReusableClient, body: dict[str, Any], f
     assert field in response.json["error"]["details"]["fields"]
 
 
+def test_base_currency_refusal_says_quotes_are_not_converted(client: ReusableClient) -> None:
+    account = register(client)
+    _, response = client.put(
+        "/api/v2/users/me/preferences",
+        headers=bearer(account["tokens"]),
+        json={"base_currency": "eur"},
+    )
+    assert response.status == 422, response.text
+    why = response.json["error"]["details"]["fields"]["base_currency"]
+    assert why.startswith("only USD is served") and "not converted" in why
+
+
 def test_private_webhook_refusal_names_the_setting(client: ReusableClient) -> None:
     account = register(client)
     _, response = client.put(

@@ -21,7 +21,8 @@ Design:
   <SimulatorProvider.resume>` from the last published prices instead: the market does
   not jump back at a hand-over, and the same seed and start prices give the same path.
 * **Precision.** Prices are quantized to a tick size of about five significant digits,
-  never coarser than 0.01 (67,012.34; 3,501.27; 150.12; 0.15234) and sizes to a step that
+  never coarser than 0.01 (67,012.34; 3,501.27; 150.12; 0.15234: :mod:`~coinlink.market.
+  precision`, which ``/assets`` reports too) and sizes to a step that
   is about a hundredth of a dollar of the base asset (BTC 8 decimals, DOGE 3).
 * **Quotes.** bid < price < ask with a spread of a few basis points around the mid (the
   trade prints at the mid), at least one tick on each side.
@@ -45,6 +46,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from typing import Final
 
+from coinlink.market.precision import price_step
 from coinlink.market.providers.base import Provider, normalize_symbols
 from coinlink.market.types import Tick
 from coinlink.wire import now_ms
@@ -120,12 +122,6 @@ def _volatility(asset: str) -> float:
     if asset in _VOLATILITY:
         return _VOLATILITY[asset]
     return 0.5 + 0.7 * _unit(asset, "vol")
-
-
-def _price_step(price: float) -> Decimal:
-    """About five significant digits, never coarser than a cent, never finer than 1e-8."""
-    exponent = min(-2, max(-8, math.floor(math.log10(price)) - 4))
-    return Decimal(1).scaleb(exponent)
 
 
 def _size_step(base_usd: float) -> Decimal:
@@ -220,7 +216,7 @@ class SimulatorProvider(Provider):
         )
         walk.last_ts = ts
 
-        step = _price_step(walk.mid)
+        step = price_step(walk.mid)
         # Never let a price round to zero (a sub-step mid after an extreme walk).
         price = max(Decimal(walk.mid).quantize(step, ROUND_HALF_EVEN), 2 * step)
         half = walk.mid * walk.spread_bps / 20_000 * (0.6 + 0.8 * rng.random())
