@@ -13,6 +13,7 @@ from coinlink.alerts import notifications
 from coinlink.http.contract import Reply, operation
 from coinlink.http.errors import RequestValidationError
 from coinlink.http.pagination import PageQuery, decode_cursor, page
+from coinlink.http.request import QueryBool
 from coinlink.http.schemas import Count, Page
 from coinlink.http.schemas import Reply as Model
 
@@ -20,7 +21,7 @@ bp = Blueprint("notifications", url_prefix="/api/v2/notifications")
 
 
 class NotificationsQuery(PageQuery):
-    unread: bool = Field(default=False, description="only the unread ones")
+    unread: QueryBool = Field(default=False, description="only the unread ones")
 
 
 class Notification(Model):

@@ -17,6 +17,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     RootModel,
@@ -67,6 +68,18 @@ class Body(BaseModel):
     are of their JSON type (strict: no ``"600"`` for 600, no ``0`` or ``"yes"`` for true)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _query_boolean(value: object) -> object:
+    if value in ("true", "false"):
+        return value == "true"
+    if isinstance(value, str):  # not "yes", "on", "1"...: one spelling, as the document's
+        raise ValueError("must be true or false")
+    return value
+
+
+QueryBool = Annotated[bool, BeforeValidator(_query_boolean)]
+"""A query-string boolean: exactly ``true`` or ``false`` (how OpenAPI serialises one)."""
 
 
 class Query(BaseModel):

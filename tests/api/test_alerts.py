@@ -290,6 +290,19 @@ def test_the_webhook_secret_is_shown_once_and_rotates(
     assert log.json == {"items": [], "next_cursor": None}
 
 
+@pytest.mark.parametrize("value", ["yes", "off", "1", "0", "True", ""])
+def test_query_booleans_are_true_or_false_only(
+    client: ReusableClient, alice: dict[str, Any], value: str
+) -> None:
+    headers = bearer(alice["tokens"])
+    _, response = client.get("/api/v2/notifications", headers=headers, params={"unread": value})
+    assert response.status == 422, response.text
+    assert response.json["error"]["details"]["fields"] == {"unread": "must be true or false"}
+    for good in ("true", "false"):
+        _, ok = client.get("/api/v2/notifications", headers=headers, params={"unread": good})
+        assert ok.status == 200, ok.text
+
+
 @pytest.mark.parametrize(
     "url",
     [
