@@ -123,6 +123,10 @@ def install(
         request.ctx.started = perf_counter()
         bind_request_context(trace_id=trace_id)
         counts.started()
+        if getattr(request.stream, "request_body", None):
+            # A body Sanic left unread (a GET's, which means nothing): read and ignored, or
+            # Sanic logs "body not consumed" at error level after a 2xx.
+            await request.receive_body()  # type: ignore[no-untyped-call]
 
     async def finish(request: Request, response: BaseHTTPResponse) -> None:
         headers = response.headers
