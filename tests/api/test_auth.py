@@ -512,28 +512,27 @@ def test_bad_preferences_are_422(client: ReusableClient, body: dict[str, Any], f
     assert field in response.json["error"]["details"]["fields"]
 
 
-def test_base_currency_refusal_says_quotes_are_not_converted(client: ReusableClient) -> None:
+@pytest.mark.parametrize(
+    ("body", "field", "fragments"),
+    [
+        ({"base_currency": "eur"}, "base_currency", ["only USD is served", "not converted"]),
+        (
+            {"webhook_url": "http://127.0.0.1:9000/hook"},
+            "webhook_url",
+            ["loopback", "COINLINK_WEBHOOK_ALLOW_PRIVATE=true"],
+        ),
+    ],
+)
+def test_preference_refusals_say_what_to_do(
+    client: ReusableClient, body: dict[str, Any], field: str, fragments: list[str]
+) -> None:
     account = register(client)
     _, response = client.put(
-        "/api/v2/users/me/preferences",
-        headers=bearer(account["tokens"]),
-        json={"base_currency": "eur"},
+        "/api/v2/users/me/preferences", headers=bearer(account["tokens"]), json=body
     )
     assert response.status == 422, response.text
-    why = response.json["error"]["details"]["fields"]["base_currency"]
-    assert why.startswith("only USD is served") and "not converted" in why
-
-
-def test_private_webhook_refusal_names_the_setting(client: ReusableClient) -> None:
-    account = register(client)
-    _, response = client.put(
-        "/api/v2/users/me/preferences",
-        headers=bearer(account["tokens"]),
-        json={"webhook_url": "http://127.0.0.1:9000/hook"},
-    )
-    assert response.status == 422, response.text
-    why = response.json["error"]["details"]["fields"]["webhook_url"]
-    assert "loopback" in why and "COINLINK_WEBHOOK_ALLOW_PRIVATE=true" in why
+    why = response.json["error"]["details"]["fields"][field]
+    assert all(fragment in why for fragment in fragments), why
 
 
 def test_account_deletion(client: ReusableClient) -> None:
@@ -675,3 +674,6 @@ def test_admin_tick_injection_is_off_unless_configured(client: ReusableClient) -
         json={"symbol": "BTC-USD", "price": "1"},
     )
     assert response.status == 404
+    # The refusal names the setting that turns it on.
+    assert response.json["error"]["details"] == {"setting": "COINLINK_ADMIN_TICKS"}
+    assert "COINLINK_ADMIN_TICKS=true" in response.json["error"]["message"]

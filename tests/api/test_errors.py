@@ -10,8 +10,6 @@ from sanic import HTTPResponse, Request, Sanic, json
 from sanic_testing.reusable import ReusableClient
 
 from coinlink.http.request import Body, parse_body
-from models.accounts import User
-from tests.support.accounts import bearer, register
 from tests.support.services import free_port
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -122,15 +120,3 @@ def test_unhandled_exception_is_500_without_traceback(client: ReusableClient) ->
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
 
-
-def test_disabled_admin_ticks_name_the_setting(client: ReusableClient) -> None:
-    account = register(client)
-    client._run(User.filter(id=account["user"]["id"]).update(is_admin=True))
-    _, response = client.post(
-        "/api/v2/admin/ticks",
-        headers=bearer(account["tokens"]),
-        json={"symbol": "BTC-USD", "price": "1"},
-    )
-    error = assert_envelope(response, 404, "not_found")
-    assert error["details"] == {"setting": "COINLINK_ADMIN_TICKS"}
-    assert "COINLINK_ADMIN_TICKS=true" in error["message"]
