@@ -170,6 +170,7 @@ def test_absurd_jumps_are_dropped_and_counted(
         ({"symbol": "BTC-USD", "price": "-1"}, 422),
         ({"symbol": "BTC-USD", "price": "0"}, 422),
         ({"symbol": "BTC-USD", "price": "1", "volume": "-1"}, 422),
+        ({"symbol": "BTC-USD", "price": "1", "ts": 1_700_000_000}, 422),  # seconds
         ({"symbol": "BTC-USD"}, 422),
         ({"symbol": "DOGE-USD", "price": "1"}, 404),
     ],
