@@ -8,10 +8,11 @@ anything else sees it, and the complete messages queued for the session.
   or processed.
 * Complete messages wait in the socket's own queue; while it holds :data:`PAUSE_AT` of
   them the transport stops reading (the client's sends back up in the kernel).
-* These closes are handshakes: after its close frame the server reads, and drops, what
-  the client still sends until the client's own close frame (at most
-  :data:`CLOSE_WAIT_S`). A connection closed with bytes unread is reset by the kernel,
-  and a client busy sending might never read the close frame that says why.
+* From a refused frame on, every frame but the close is dropped unseen; the session
+  answers the messages that came before, then closes (:meth:`Inbound.closed`). The close
+  is a handshake: the server goes on reading, and dropping, until the client's own close
+  frame (at most :data:`CLOSE_WAIT_S`). A connection closed with bytes unread is reset by
+  the kernel, and a client busy sending might never read the close frame that says why.
 
 Sanic would otherwise decode text frames in a task per chunk of bytes: invalid UTF-8
 failed that task (logged at error level by asyncio, the frame included) and the message
@@ -39,10 +40,6 @@ CLOSE_WAIT_S = 2.0
 
 Refuse = Callable[[int], bool]
 """Told that the socket is about to close with this code; False if it is closing already."""
-
-
-def _closing(code: int) -> bool:
-    return True
 
 
 class TokenBucket:
@@ -76,9 +73,8 @@ class Inbound:
         """Call it before the loop reads from the socket (see :func:`intercept`)."""
         self.ws = ws
         self.bucket = bucket
-        self.refuse: Refuse = _closing  # the session's, once it runs
         self.closing = False  # frames are dropped from here on
-        self._handshake = False  # this side sent a close frame: the client's answer is due
+        self.refusal: tuple[int, str] | None = None  # the close code and reason due
         self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._paused = False
         self._parts: list[str] | list[bytes] = []  # of a fragmented message
@@ -87,27 +83,35 @@ class Inbound:
 
     async def next(self) -> str | bytes | None:
         """The next message (``str`` from text frames, ``bytes`` from binary ones); None
-        once the client has closed or the socket is being closed."""
+        once the client has closed or a frame was refused."""
         message = await self.queue.get()
         if self._paused and self.queue.qsize() < PAUSE_AT // 2:
             self._reading(True)
         return message
 
-    async def closed(self) -> None:
-        """After this side's close frame: wait for the client's answer (or its time)."""
-        if self._handshake:
+    async def closed(self, refuse: Refuse) -> None:
+        """After :meth:`next` gave None: close as a refused frame asks (told to ``refuse``
+        first), and wait for the client's answer (or its time)."""
+        if self.refusal is None:
+            return
+        code, reason = self.refusal
+        if refuse(code) and send_close(self.ws, code, reason):
             await wait_closed(self.ws, CLOSE_WAIT_S)
 
     # -- frames, as websockets parses them (synchronous) ----------------------------------
 
     def admit(self, frame: Frame) -> bool:
-        if frame.opcode is Opcode.CLOSE:
-            self._end()  # the client leaves: what it sent before needs no answer
+        if frame.opcode is Opcode.CLOSE:  # the client leaves: nothing it sent needs an answer
+            self.refusal = None
+            self._stop()
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
             return True
         if self.closing:
-            return False  # after a close frame nothing but the client's close counts
+            return False
         if not self.bucket.take():
-            self._close(1008, "too many messages")
+            self._refuse(1008, "too many messages")
             return False
         return True
 
@@ -121,7 +125,7 @@ class Inbound:
             try:
                 self._parts.append(self._decoder.decode(frame.data, frame.fin))  # type: ignore[arg-type]
             except UnicodeDecodeError:
-                self._close(1007, "text messages must be UTF-8")
+                self._refuse(1007, "text messages must be UTF-8")
                 return
         if frame.fin:
             parts, self._parts = self._parts, []
@@ -130,18 +134,15 @@ class Inbound:
             if self.queue.qsize() >= PAUSE_AT and not self._paused:
                 self._reading(False)
 
-    def _close(self, code: int, reason: str) -> None:
-        if self.refuse(code):
-            self._handshake = send_close(self.ws, code, reason)
-        self._end()
+    def _refuse(self, code: int, reason: str) -> None:
+        self.refusal = (code, reason)
+        self._stop()
+        self.queue.put_nowait(None)  # after the messages that came before
 
-    def _end(self) -> None:
+    def _stop(self) -> None:
         self.closing = True
         self._parts = []
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(None)
-        if self._paused:  # the client's close frame must still be read
+        if self._paused:  # what comes next is dropped, and the client's close must be read
             self._reading(True)
 
     def _reading(self, on: bool) -> None:

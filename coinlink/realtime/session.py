@@ -37,7 +37,6 @@ class Session:
         self.conn = conn
         self.symbols = frozenset(settings.symbols)
         self.inbound = inbound
-        inbound.refuse = self._refused
 
     async def run(self) -> None:
         conn = self.conn
@@ -49,7 +48,7 @@ class Session:
             except BusError:
                 self.hub.disconnect(conn, 1011, "temporarily unavailable; reconnect")
                 return
-        await self.inbound.closed()
+        await self.inbound.closed(self._refused)
 
     def _refused(self, code: int) -> bool:
         """The inbound side is closing the socket (1008: a flood; 1007: not UTF-8)."""

@@ -140,12 +140,13 @@ class Publisher:
 
 
 RawFrame = tuple[int, bytes]  # (opcode, payload) of a frame a raw client read
-TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
-def masked(opcode: int, payload: bytes) -> bytes:
-    """A client-to-server frame of any opcode (masked, with a zero mask)."""
-    return bytes((0x80 | opcode,)) + masked_text(payload)[1:]
+def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A client-to-server frame of any opcode (masked, with a zero mask); ``fin=False`` for
+    a fragment that more follow."""
+    return bytes(((0x80 if fin else 0) | opcode,)) + masked_text(payload)[1:]
 
 
 def split_frames(data: bytes) -> tuple[list[RawFrame], bytes]:
