@@ -35,6 +35,13 @@ class Close(NamedTuple):
 CLOSES = (
     Close(1001, RESTART_REASON, "The server is stopping (a restart, a deployment)."),
     Close(
+        1002,
+        None,
+        "A frame that breaks RFC 6455: unmasked, reserved bits or opcode, a continuation "
+        "out of place, a control frame fragmented or over 125 bytes, a bad close code.",
+    ),
+    Close(1007, None, "A close frame whose reason is not UTF-8."),
+    Close(
         1007,
         "text messages must be UTF-8",
         "A text frame whose bytes are not UTF-8; nothing of it is processed.",

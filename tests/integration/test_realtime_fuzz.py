@@ -111,7 +111,7 @@ def test_any_frames_get_answers_or_a_protocol_close(
     try:
         last = masked_text(orjson.dumps({"op": "ping", "id": LAST_ID}))
         sock.sendall(b"".join(frame(*fields) for fields in sent) + last)
-        got = RawReader(sock).read_until(replied, 15)
+        got = RawReader(sock, own_closes=closes).read_until(replied, 15)
         code = close_code(got)
         if code is not None:
             [close] = [payload for opcode, payload in got if opcode == CLOSE]
