@@ -251,10 +251,10 @@ class WebSocketSettings(_Group):
     """Channels one WebSocket may subscribe to."""
 
     inbound_rate: float = Field(default=20.0, gt=0, le=10_000)
-    """Client messages per second a WebSocket may send, sustained (more closes it, 1008)."""
+    """Client frames per second a WebSocket may send, sustained (more closes it, 1008)."""
 
     inbound_burst: int = Field(default=40, ge=1, le=100_000)
-    """Client messages a WebSocket may send at once above the sustained rate."""
+    """Client frames a WebSocket may send at once above the sustained rate."""
 
     max_connections_per_ip: int = Field(default=100, ge=1, le=1_000_000)
     """Open WebSockets per client address and worker; more get 429 at the handshake."""

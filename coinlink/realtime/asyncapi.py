@@ -34,7 +34,24 @@ class Close(NamedTuple):
 
 CLOSES = (
     Close(1001, RESTART_REASON, "The server is stopping (a restart, a deployment)."),
-    Close(1008, "too many messages", "More messages than the inbound rate allows."),
+    Close(
+        1002,
+        None,
+        "A frame that breaks RFC 6455: unmasked, reserved bits or opcode, a continuation "
+        "out of place, a control frame fragmented or over 125 bytes, a bad close code.",
+    ),
+    Close(1007, None, "A close frame whose reason is not UTF-8."),
+    Close(
+        1007,
+        "text messages must be UTF-8",
+        "A text frame whose bytes are not UTF-8; nothing of it is processed.",
+    ),
+    Close(
+        1008,
+        "too many messages",
+        "More frames (text, binary, fragments, pings, pongs) than the inbound rate allows; "
+        "the messages before are answered.",
+    ),
     Close(
         1008,
         "session revoked",
@@ -58,15 +75,16 @@ CLOSES = (
 """Every close the server initiates (a client's own close is answered with its code)."""
 
 ERROR_CODES: dict[protocol.ErrorCode, str] = {
-    "invalid_message": "Not one JSON object of a known op with valid fields; a since key "
-    "that is not among the channels; an auth with another user's token.",
+    "invalid_message": "Not one JSON object of a known op with valid fields (the message "
+    "then shows the expected shape); a binary frame; a since key that is not among the "
+    "channels; an auth with another user's token.",
     "invalid_token": "The access token is invalid, expired or revoked.",
     "unauthorized": "notifications before a successful auth.",
     "unknown_channel": "A channel name that does not exist (the message names them); "
     "nothing of the message happened.",
     "too_many_subscriptions": "The subscribe would pass the subscription cap; nothing of "
     "it happened.",
-    "rate_limited": "Too many messages; the socket closes (1008) right after.",
+    "rate_limited": "Too many frames; the socket closes (1008) right after.",
 }
 
 _EXAMPLES: dict[type[BaseModel], dict[str, Any]] = {
@@ -323,7 +341,9 @@ def document(settings: Settings) -> dict[str, Any]:
                                 "Origin": {
                                     "type": "string",
                                     "description": "When present, one of "
-                                    "COINLINK_CORS_ORIGINS (else 403, no upgrade).",
+                                    "COINLINK_CORS_ORIGINS (else 403, no upgrade). A "
+                                    "request without Upgrade: websocket gets 426 "
+                                    "upgrade_required.",
                                 }
                             },
                         },
@@ -372,7 +392,9 @@ Channel names (in `subscribe`, `unsubscribe`, and each frame's `channel`):
   candle as it changes, and once more with `closed: true`.
 - `notifications`: the authenticated user's own notifications.
 
-Symbols are this server's configured ones, upper case: {symbols}.
+Symbols are this server's configured ones: {symbols}. The kind and the symbol are
+case-insensitive (`Ticker:btc-usd` is `ticker:BTC-USD`; acks and frames use that
+canonical name), the interval is not.
 
 Closes the server initiates (`x-close-codes`):
 
@@ -406,7 +428,7 @@ a fresh token of the same user to keep the socket past the first one's expiry. T
 closes (1008) when the token expires or its session is revoked.
 
 **Limits** (this server): {ws.max_subscriptions} channels per socket; {ws.inbound_burst}
-messages at once, {ws.inbound_rate:g} per second sustained; frames up to 64 KiB; a
+frames at once, {ws.inbound_rate:g} per second sustained; frames up to 64 KiB; a
 heartbeat after {ws.heartbeat_s:g} s of silence; WebSocket pings every
 {ws.ping_interval_s:g} s, answered within {ws.ping_timeout_s:g} s;
 {ws.max_connections_per_ip} sockets per address and worker process (429 at the

@@ -13,7 +13,6 @@ slow socket can never hold up the fan-out to the others.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -48,8 +47,6 @@ class Laggards(set["Connection"]):
 
 class Connection:
     __slots__ = (
-        "allowance",
-        "allowance_at",
         "budget",
         "channels",
         "claims",
@@ -79,11 +76,6 @@ class Connection:
         self.budget = budget
         self.closing = False
         self.last_sent = time.monotonic()
-        # A new socket starts with its full burst (the first message clamps this to it):
-        # counting from the monotonic clock's origin, an arbitrary point such as the
-        # machine's boot, a freshly booted host with a low rate refused first messages.
-        self.allowance = math.inf
-        self.allowance_at = self.last_sent
 
     def send(self, frame: bytes, key: str | None = None) -> bool:
         """Write ``frame`` now, or queue it (conflated under ``key`` when given).
@@ -150,13 +142,3 @@ class Connection:
             WS_SLOW_CLOSES.inc()
         self.stop_sending()
         close_now(self.ws, code, reason)
-
-    def allow_inbound(self, rate: float, burst: int) -> bool:
-        """A token bucket over client messages: ``burst`` at once, ``rate`` per second."""
-        now = time.monotonic()
-        self.allowance = min(float(burst), self.allowance + (now - self.allowance_at) * rate)
-        self.allowance_at = now
-        if self.allowance < 1.0:
-            return False
-        self.allowance -= 1.0
-        return True

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from coinlink import channels
 from coinlink.channels import NOTIFICATIONS, TICKERS
 from coinlink.market.types import INTERVALS
 from coinlink.realtime.transport import text_frame
@@ -93,6 +94,12 @@ class Ping(_Op):
 
 
 ClientMessage = Auth | Subscribe | Unsubscribe | Ping
+_OPS = ("auth", "subscribe", "unsubscribe", "ping")
+# What a client that speaks another exchange's protocol (Binance's "method", ...) reads.
+_SHAPE = (
+    f'each message is a JSON object with "op" (one of: {", ".join(_OPS)}) and an integer '
+    '"id", e.g. {"op":"subscribe","id":1,"channels":["ticker:BTC-USD"]}'
+)
 _CLIENT_MESSAGE: TypeAdapter[ClientMessage] = TypeAdapter(
     Annotated[ClientMessage, Field(discriminator="op")]
 )
@@ -100,15 +107,19 @@ _CLIENT_MESSAGE: TypeAdapter[ClientMessage] = TypeAdapter(
 
 def parse(raw: str | bytes) -> ClientMessage:
     """One client message, or :class:`ProtocolError` (``invalid_message``) saying why not."""
+    if isinstance(raw, bytes):
+        raise ProtocolError("invalid_message", f"binary frame: send text frames; {_SHAPE}")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ProtocolError("invalid_message", "a message is one JSON object") from None
-    msg_id = value.get("id") if isinstance(value, dict) else None
+        raise ProtocolError("invalid_message", f"not JSON; {_SHAPE}") from None
+    if not isinstance(value, dict):
+        raise ProtocolError("invalid_message", f"not a JSON object; {_SHAPE}")
+    msg_id = value.get("id")
     if not isinstance(msg_id, int) or isinstance(msg_id, bool) or not 0 <= msg_id <= _MAX_ID:
         msg_id = None
-    if not isinstance(value, dict):
-        raise ProtocolError("invalid_message", "a message is one JSON object")
+    if value.get("op") not in _OPS:
+        raise ProtocolError("invalid_message", f'no valid "op"; {_SHAPE}', msg_id)
     try:
         return _CLIENT_MESSAGE.validate_python(value)
     except ValidationError as exc:
@@ -117,17 +128,26 @@ def parse(raw: str | bytes) -> ClientMessage:
         raise ProtocolError("invalid_message", f"{where}: {first['msg']}", msg_id) from None
 
 
-def channel_is_known(channel: str, symbols: frozenset[str]) -> bool:
-    """``ticker:SYM``, ``candles:SYM:INTERVAL``, ``tickers`` or ``notifications``."""
-    if channel in (TICKERS, NOTIFICATIONS):
-        return True
-    kind, _, rest = channel.partition(":")
-    if kind == "ticker":
-        return rest in symbols
-    if kind == "candles":
-        symbol, _, interval = rest.partition(":")
-        return symbol in symbols and interval in INTERVALS
-    return False
+def canonical_channel(name: str, symbols: frozenset[str]) -> str | None:
+    """The channel ``name`` means, as the server spells it, or None if there is none.
+
+    ``ticker:SYM``, ``candles:SYM:INTERVAL``, ``tickers`` or ``notifications``; the kind and
+    the symbol are case-insensitive like REST symbols (``Ticker:btc-usd`` is
+    ``ticker:BTC-USD``), the interval is not (``1m`` and ``1M`` could be different ones).
+    """
+    kind, colon, rest = name.partition(":")
+    kind = kind.lower()
+    if not colon:
+        return kind if kind in (TICKERS, NOTIFICATIONS) else None
+    symbol, _, interval = rest.partition(":")
+    symbol = symbol.upper()
+    if symbol not in symbols:
+        return None
+    if kind == "ticker" and not interval:
+        return channels.ticker(symbol)
+    if kind == "candles" and interval in INTERVALS:
+        return channels.candles(symbol, interval)
+    return None
 
 
 def conflatable(channel: str) -> bool:

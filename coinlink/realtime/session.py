@@ -2,16 +2,11 @@
 protocol: ``ping``, ``auth``, ``subscribe`` with ``since``, ``unsubscribe``), on top of the
 worker's :class:`~coinlink.realtime.hub.Hub`.
 
-Inbound messages are rate limited per socket (close 1008 past the burst); a bus failure
+Messages come checked and rate limited from :mod:`coinlink.realtime.inbound`; a bus failure
 closes the socket with 1011, so the client reconnects and recovers with ``since``.
 """
 
 from __future__ import annotations
-
-import asyncio
-import contextlib
-
-from websockets.exceptions import ConnectionClosed
 
 from coinlink import channels
 from coinlink.accounts.service import AccountService
@@ -20,34 +15,32 @@ from coinlink.bus import BusError
 from coinlink.realtime import protocol
 from coinlink.realtime.connection import Connection
 from coinlink.realtime.hub import Hub
+from coinlink.realtime.inbound import Inbound
 from coinlink.realtime.protocol import ProtocolError
 from config import Settings
-
-DRAIN_S = 2.0
 
 
 class Session:
     """The client's side of one socket: read messages, answer them in order."""
 
     def __init__(
-        self, settings: Settings, hub: Hub, accounts: AccountService, conn: Connection
+        self,
+        settings: Settings,
+        hub: Hub,
+        accounts: AccountService,
+        conn: Connection,
+        inbound: Inbound,
     ) -> None:
         self.settings = settings
         self.hub = hub
         self.accounts = accounts
         self.conn = conn
         self.symbols = frozenset(settings.symbols)
+        self.inbound = inbound
 
     async def run(self) -> None:
-        conn, settings = self.conn, self.settings
-        while not conn.closing:
-            raw = await conn.ws.recv()
-            if raw is None or conn.closing:
-                continue
-            if not conn.allow_inbound(settings.ws.inbound_rate, settings.ws.inbound_burst):
-                conn.reply(protocol.error("rate_limited", "too many messages; closing"))
-                await self._close_reading(1008, "too many messages")
-                return
+        conn = self.conn
+        while not conn.closing and (raw := await self.inbound.next()) is not None:
             try:
                 await self.handle(protocol.parse(raw))
             except ProtocolError as exc:
@@ -55,19 +48,16 @@ class Session:
             except BusError:
                 self.hub.disconnect(conn, 1011, "temporarily unavailable; reconnect")
                 return
+        await self.inbound.closed(self._refused)
 
-    async def _close_reading(self, code: int, reason: str) -> None:
-        """Close with the handshake, reading and dropping what the client still sends until
-        its close frame (at most :data:`DRAIN_S`): a socket closed with unread data is reset
-        by the kernel, and the client would never read the close frame that says why."""
+    def _refused(self, code: int) -> bool:
+        """The inbound side is closing the socket (1008: a flood; 1007: not UTF-8)."""
+        if code == 1008:
+            self.conn.reply(protocol.error("rate_limited", "too many messages; closing"))
         if not self.hub.closing(self.conn, code):
-            return
+            return False
         self.conn.stop_sending()
-        with contextlib.suppress(TimeoutError, ConnectionClosed):
-            async with asyncio.timeout(DRAIN_S):
-                await self.conn.ws.close(code, reason)
-                while await self.conn.ws.recv() is not None:
-                    pass
+        return True
 
     async def handle(self, message: protocol.ClientMessage) -> None:
         if isinstance(message, protocol.Ping):
@@ -98,10 +88,17 @@ class Session:
         self.hub.authenticate(self.conn, claims)
         self.conn.reply(protocol.ack(message.id, "auth", user_id=claims.user_id))
 
-    def _bus_channels(self, names: list[str], msg_id: int) -> list[str]:
-        unknown = [name for name in names if not protocol.channel_is_known(name, self.symbols)]
+    def _channels(self, requested: list[str], msg_id: int) -> list[str]:
+        """The channels named, as the server spells them, each once; ``unknown_channel``
+        naming every one that does not exist."""
+        named = {name: protocol.canonical_channel(name, self.symbols) for name in requested}
+        unknown = [name for name, channel in named.items() if channel is None]
         if unknown:
             raise ProtocolError("unknown_channel", f"unknown channel: {', '.join(unknown)}", msg_id)
+        return list(dict.fromkeys(channel for channel in named.values() if channel is not None))
+
+    def _bus_channels(self, names: list[str], msg_id: int) -> list[str]:
+        """``names`` on the bus: ``notifications`` is the caller's own channel."""
         if channels.NOTIFICATIONS not in names:
             return names
         if self.conn.claims is None:
@@ -113,8 +110,12 @@ class Session:
 
     async def subscribe(self, message: protocol.Subscribe) -> None:
         conn, hub = self.conn, self.hub
-        names = list(dict.fromkeys(message.channels))
-        stray = [name for name in message.since if name not in names]
+        names = self._channels(message.channels, message.id)
+        given = {
+            protocol.canonical_channel(name, self.symbols) or name: seq
+            for name, seq in message.since.items()
+        }
+        stray = [name for name in given if name not in names]
         if stray:
             raise ProtocolError(
                 "invalid_message",
@@ -128,9 +129,7 @@ class Session:
                 f"at most {self.settings.ws.max_subscriptions} subscriptions per connection",
                 message.id,
             )
-        since = {
-            channel: message.since.get(name) for name, channel in zip(names, targets, strict=True)
-        }
+        since = {channel: given.get(name) for name, channel in zip(names, targets, strict=True)}
         attached = False
         try:
             fetched = {}
@@ -161,7 +160,7 @@ class Session:
                 return
 
     def unsubscribe(self, message: protocol.Unsubscribe) -> None:
-        names = list(dict.fromkeys(message.channels))
+        names = self._channels(message.channels, message.id)
         for channel in self._bus_channels(names, message.id):
             self.hub.detach(self.conn, channel)
         self.conn.reply(protocol.ack(message.id, "unsubscribe", channels=names))

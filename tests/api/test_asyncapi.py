@@ -69,5 +69,5 @@ def test_every_example_is_a_message_the_server_accepts_or_sends(client: Reusable
         if name in sent:
             check_frame(example["payload"])
         else:
-            parsed = protocol.parse(orjson.dumps(example["payload"]))
+            parsed = protocol.parse(orjson.dumps(example["payload"]).decode())
             assert type(parsed).__name__ == name

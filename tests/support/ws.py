@@ -11,7 +11,7 @@ import itertools
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -140,12 +140,13 @@ class Publisher:
 
 
 RawFrame = tuple[int, bytes]  # (opcode, payload) of a frame a raw client read
-TEXT, CLOSE, PING, PONG = 0x1, 0x8, 0x9, 0xA
+TEXT, BINARY, CLOSE, PING, PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
-def masked(opcode: int, payload: bytes) -> bytes:
-    """A client-to-server frame of any opcode (masked, with a zero mask)."""
-    return bytes((0x80 | opcode,)) + masked_text(payload)[1:]
+def masked(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A client-to-server frame of any opcode (masked, with a zero mask); ``fin=False`` for
+    a fragment that more follow."""
+    return bytes(((0x80 if fin else 0) | opcode,)) + masked_text(payload)[1:]
 
 
 def split_frames(data: bytes) -> tuple[list[RawFrame], bytes]:
@@ -165,11 +166,19 @@ def close_code(frames: list[RawFrame]) -> int | None:
 class RawReader:
     """Reads what the server sends to a :func:`raw_handshake` client, frame by frame, only
     when told to (blocking socket reads: run them in a thread). It answers pings with
-    pongs, as every client must, unless ``answer_pings`` is False."""
+    pongs, as every client must, unless ``answer_pings`` is False. ``own_closes``: the
+    payloads of close frames the client sent, which the server echoes (RFC 6455, 5.5.1)."""
 
-    def __init__(self, sock: socket.socket, *, answer_pings: bool = True) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        answer_pings: bool = True,
+        own_closes: Collection[bytes] = (),
+    ) -> None:
         self.sock = sock
         self.answer_pings = answer_pings
+        self.own_closes = own_closes
         self.frames: list[RawFrame] = []
         self._rest = b""
 
@@ -196,7 +205,7 @@ class RawReader:
                     self.sock.sendall(masked(PONG, payload))
                 elif opcode == TEXT:
                     check_frame(orjson.loads(payload))
-                elif opcode == CLOSE:
+                elif opcode == CLOSE and payload not in self.own_closes:
                     check_close(int.from_bytes(payload[:2], "big"), payload[2:].decode())
             self.frames += frames
         return self.frames

@@ -185,15 +185,3 @@ async def test_a_socket_whose_client_is_gone_cannot_be_flushed(endpoint: WsEndpo
     peer.close()  # with data unread: the kernel resets the connection
     await until(conn.transport.is_closing, what="the server noticing")
     assert not conn.flush()  # still owed: the hub closes it once that has lasted too long
-
-
-async def test_inbound_messages_are_allowed_up_to_the_burst_then_at_the_rate(
-    endpoint: WsEndpoint,
-) -> None:
-    ws, _ = await endpoint.open()
-    conn = Connection(ws, "192.0.2.1", BUDGET, Laggards())
-    slow = 0.001  # a token every 1000 s: none comes back during the test
-    assert [conn.allow_inbound(slow, 3) for _ in range(4)] == [True, True, True, False]
-    # A long quiet spell (at this rate, any pause) refills the bucket to the burst, no more.
-    assert conn.allow_inbound(1e9, 3)
-    assert [conn.allow_inbound(slow, 3) for _ in range(3)] == [True, True, False]

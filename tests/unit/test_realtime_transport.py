@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from asyncio import Transport
+from collections.abc import Callable
 
 import pytest
 from sanic import Request, Websocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Opcode
+from websockets.server import ServerProtocol
 
 from coinlink.realtime import transport
 from tests.support.adapters import check_signature, check_versions
@@ -34,6 +36,25 @@ def test_sanic_and_websockets_are_versions_the_adapter_was_checked_against() -> 
 
 def test_sanics_immediate_close_still_takes_a_code_and_a_reason() -> None:
     check_signature(transport, Websocket.end_connection, "(self, code=1000, reason='')")
+
+
+@pytest.mark.parametrize(
+    ("internal", "expected"),
+    [
+        (ServerProtocol.recv_frame, "(self, frame: websockets.frames.Frame) -> None"),
+        (
+            ServerProtocol.send_close,
+            "(self, code: websockets.frames.CloseCode | int | None = None, reason: str = '')"
+            " -> None",
+        ),
+        (ServerProtocol.data_to_send, "(self) -> list[bytes]"),
+        (Websocket.wait_for_connection_lost, "(self, timeout=None) -> bool"),
+    ],
+)
+def test_what_taking_the_clients_frames_relies_on_still_takes_what_it_did(
+    internal: Callable[..., object], expected: str
+) -> None:
+    check_signature(transport, internal, expected)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -20,7 +20,7 @@ def test_an_update_wraps_the_data_bytes_untouched() -> None:
 
 def test_client_messages_parse_into_their_ops() -> None:
     assert protocol.parse('{"op":"ping","id":7}') == Ping(op="ping", id=7)
-    assert protocol.parse(b'{"op":"auth","id":1,"token":"t"}') == Auth(op="auth", id=1, token="t")
+    assert protocol.parse('{"op":"auth","id":1,"token":"t"}') == Auth(op="auth", id=1, token="t")
     sub = protocol.parse('{"op":"subscribe","id":2,"channels":["tickers"],"since":{"tickers":5}}')
     assert sub == Subscribe(op="subscribe", id=2, channels=["tickers"], since={"tickers": 5})
     assert isinstance(protocol.parse('{"op":"unsubscribe","id":3,"channels":["x"]}'), Unsubscribe)
@@ -49,19 +49,50 @@ def test_malformed_messages_are_invalid_and_keep_a_usable_id(raw: str, msg_id: i
 
 
 @pytest.mark.parametrize(
-    ("channel", "known"),
+    "raw",
     [
-        ("ticker:BTC-USD", True),
-        ("ticker:btc-usd", False),
-        ("ticker:DOGE-USD", False),
-        ("tickers", True),
-        ("notifications", True),
-        ("candles:ETH-USD:4h", True),
-        ("candles:ETH-USD:2h", False),
-        ("candles:ETH-USD", False),
-        ("revocations", False),
-        ("notifications:someone-else", False),
+        '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}',  # Binance
+        '{"type":"subscribe","product_ids":["BTC-USD"],"channels":["ticker"]}',  # Coinbase
+        '{"op":"dance","id":1}',
+        '{"op":7,"id":1}',
+        "not json",
+        "[1, 2]",
+        b'{"op":"ping","id":1}',  # right, but in a binary frame
     ],
 )
-def test_only_the_contracts_channels_are_known(channel: str, known: bool) -> None:
-    assert protocol.channel_is_known(channel, SYMBOLS) is known
+def test_a_message_in_another_shape_is_told_the_ops_and_an_example(raw: str | bytes) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        protocol.parse(raw)
+    message = refused.value.message
+    assert refused.value.code == "invalid_message"
+    assert "auth, subscribe, unsubscribe, ping" in message
+    assert '{"op":"subscribe","id":1,"channels":["ticker:BTC-USD"]}' in message
+    assert "discriminator" not in message
+    assert ("binary" in message) is isinstance(raw, bytes)
+
+
+@pytest.mark.parametrize(
+    ("name", "channel"),
+    [
+        ("ticker:BTC-USD", "ticker:BTC-USD"),
+        ("ticker:btc-usd", "ticker:BTC-USD"),
+        ("Ticker:Btc-Usd", "ticker:BTC-USD"),
+        ("ticker:DOGE-USD", None),
+        ("ticker:BTC-USD:1m", None),
+        ("tickers", "tickers"),
+        ("TICKERS", "tickers"),
+        ("tickers:BTC-USD", None),
+        ("notifications", "notifications"),
+        ("candles:ETH-USD:4h", "candles:ETH-USD:4h"),
+        ("CANDLES:eth-usd:4h", "candles:ETH-USD:4h"),
+        ("candles:ETH-USD:4H", None),  # intervals keep their case: 1M is not 1m
+        ("candles:ETH-USD:2h", None),
+        ("candles:ETH-USD", None),
+        ("revocations", None),
+        ("notifications:someone-else", None),
+    ],
+)
+def test_channel_names_are_case_insensitive_except_intervals(
+    name: str, channel: str | None
+) -> None:
+    assert protocol.canonical_channel(name, SYMBOLS) == channel
