@@ -28,8 +28,9 @@ class OperatorAccess:
         if self._token is None:
             return not self._production
         scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+        # Sanic decodes header bytes that are not UTF-8 to surrogates: encode them back.
         return scheme.lower() == "bearer" and hmac.compare_digest(
-            credential.strip().encode(), self._token
+            credential.strip().encode(errors="surrogateescape"), self._token
         )
 
     def require(self, request: Request) -> None:

@@ -48,6 +48,17 @@ def test_metrics_need_the_token(guarded: ReusableClient) -> None:
     assert "http_requests_total" in served.text
 
 
+def test_a_token_of_undecodable_bytes_is_refused_not_a_500(guarded: ReusableClient) -> None:
+    # Sanic decodes header bytes that are not UTF-8 to surrogates; the check must not choke.
+    headers = {"authorization": b"Bearer \xff\xfe"}
+    _, metrics = guarded.get("/metrics", headers=headers)
+    assert metrics.status == 401
+    assert "COINLINK_METRICS_TOKEN" in metrics.json["error"]["message"]
+    _, ready = guarded.get("/readyz", headers=headers)
+    assert ready.status == 200
+    assert "leader" not in ready.json["checks"]["ingest"]
+
+
 def test_readiness_names_the_leader_only_to_operators(guarded: ReusableClient) -> None:
     def leader() -> str | None:
         _, operator = guarded.get("/readyz", headers=bearer(TOKEN))
