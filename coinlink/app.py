@@ -44,6 +44,7 @@ from coinlink.http.client_address import TrustedProxies
 from coinlink.http.errors import EnvelopeErrorHandler
 from coinlink.http.operator_access import OperatorAccess
 from coinlink.http.ratelimit import install as install_rate_limits
+from coinlink.http.url_errors import StandInSafeRequest
 from coinlink.market.ingest import Ingest
 from coinlink.market.providers import provider_from_settings
 from coinlink.market.service import MarketService
@@ -72,7 +73,13 @@ def create_app(
     """The application; ``alert_pause_s`` is fault injection for tests (a pause between an
     alert firing's commit and its publish)."""
     settings = settings or load_settings()
-    app = Sanic(name, configure_logging=False, dumps=_dumps, error_handler=EnvelopeErrorHandler())
+    app = Sanic(
+        name,
+        configure_logging=False,
+        dumps=_dumps,
+        error_handler=EnvelopeErrorHandler(),
+        request_class=StandInSafeRequest,
+    )
     app.config.update(
         REQUEST_MAX_SIZE=settings.max_body_bytes,
         # Sanic's own check counts from the last byte; coinlink.serving.protocol bounds the

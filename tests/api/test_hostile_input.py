@@ -1,5 +1,6 @@
 """Inputs that used to reach a 500: deep JSON, raw header bytes stored with a session,
-tampered pagination cursors, a 405 on a route with a path parameter."""
+tampered pagination cursors, a 405 on a route with a path parameter, a request-target that
+is not a URL."""
 
 from __future__ import annotations
 
@@ -106,3 +107,15 @@ def test_a_get_with_a_body_is_answered_and_logs_no_error(client: ReusableClient)
         "/api/v2/market/assets", http_method="get", content=b'{"ignored": true}'
     )
     assert response.status == 200
+
+
+@pytest.mark.parametrize("target", [b"health", b"sip:nm", b"a:b@c"])
+def test_a_request_target_that_is_not_a_url_is_400(client: ReusableClient, target: bytes) -> None:
+    # Sanic's error path re-parsed the same URL to build its stand-in request, raised again,
+    # closed the connection unanswered and logged "connection_task uncaught" at error level
+    # (sanic-org/sanic#2735; scanners send "sip:nm").
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: test\r\n\r\n"
+    status, _, answer = client._run(exchange(client.port, request))
+    assert status == 400
+    assert answer["error"]["code"] == "bad_request"
+    assert "URL" in answer["error"]["message"]
