@@ -239,7 +239,15 @@ class EnvelopeErrorHandler(ErrorHandler):
             code = _CODES_BY_STATUS.get(status, "error")
             message = _SANIC_MESSAGES.get(status) or str(exception) or code.replace("_", " ")
             details = None
-            if status == 413 and request is not None:
+            if status == 413 and request is not None and request.method == "NONE":
+                # Sanic's stand-in request: the request line and headers were too long.
+                limit = request.app.config.REQUEST_MAX_HEADER_SIZE
+                message = (
+                    f"request line and headers over {limit} bytes: "
+                    "shorten the URL, its query string or a header"
+                )
+                details = {"max_header_bytes": limit}
+            elif status == 413 and request is not None:
                 limit = request.app.config.REQUEST_MAX_SIZE
                 message = f"request body over {limit} bytes (COINLINK_MAX_BODY_BYTES)"
                 details = {"max_bytes": limit}

@@ -102,6 +102,18 @@ def test_body_over_limit_is_413(client: ReusableClient, app: Sanic) -> None:
     assert "COINLINK_MAX_BODY_BYTES" in response.json["error"]["message"]
 
 
+def test_a_url_or_header_over_the_head_limit_is_413_saying_so(
+    client: ReusableClient, app: Sanic
+) -> None:
+    # Not "request body over ... bytes": the body was empty; the URL or a header was long.
+    limit = app.config.REQUEST_MAX_HEADER_SIZE
+    for path, headers in (("/health?q=" + "a" * limit, {}), ("/health", {"x-big": "a" * limit})):
+        _, response = client.get(path, headers=headers)
+        assert_envelope(response, 413, "payload_too_large")
+        assert response.json["error"]["details"] == {"max_header_bytes": limit}
+        assert "shorten the URL" in response.json["error"]["message"]
+
+
 def test_body_at_limit_is_accepted_for_parsing(client: ReusableClient, app: Sanic) -> None:
     limit = app.ctx.settings.max_body_bytes
     padding = "y" * (limit - len('{"name":"","count":1}'))
@@ -119,4 +131,3 @@ def test_unhandled_exception_is_500_without_traceback(client: ReusableClient) ->
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
-
