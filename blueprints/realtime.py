@@ -29,6 +29,11 @@ class UpgradeRequired(ApiError):
     code = "upgrade_required"
 
 
+class BadHandshake(ApiError):
+    status = 400
+    code = "bad_request"
+
+
 def _asks_to_upgrade(request: Request) -> bool:
     """``Connection: upgrade`` and ``Upgrade: websocket``, as websockets checks them."""
     connection = request.headers.get("connection", "")
@@ -47,6 +52,16 @@ async def _admit(request: Request) -> None:
         raise UpgradeRequired(
             "/ws is a WebSocket endpoint: connect with a WebSocket client (ws:// or wss://)",
             headers={"Upgrade": "websocket"},
+        )
+    # websockets refuses header values beyond Latin-1 (a byte that is not UTF-8 arrives
+    # as a surrogate) outside its own checks: Sanic would answer 500.
+    unsendable = sorted(
+        {name for name, value in request.headers.items() if max(value, default="") > "\xff"}
+    )
+    if unsendable:
+        raise BadHandshake(
+            f"header {', '.join(unsendable)} holds characters a WebSocket handshake cannot "
+            "carry: send ASCII"
         )
     settings: Settings = request.app.ctx.settings
     origin = request.headers.get("origin")

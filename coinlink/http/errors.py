@@ -165,6 +165,9 @@ def as_api_error(exception: Exception) -> ApiError | None:
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None, trace_id: str) -> bytes:
+    # A message may quote request bytes that are not UTF-8 (Sanic decodes them to
+    # surrogates, which JSON cannot hold): they are shown escaped.
+    message = message.encode(errors="backslashreplace").decode()
     return orjson.dumps(
         {"error": {"code": code, "message": message, "details": details, "trace_id": trace_id}}
     )

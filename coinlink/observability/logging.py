@@ -153,7 +153,22 @@ def _redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 
 def _dumps(obj: Any, default: Any = None, option: int = 0) -> bytes:
-    return orjson.dumps(obj, default=default or str, option=orjson.OPT_UTC_Z | option)
+    try:
+        return orjson.dumps(obj, default=default or str, option=orjson.OPT_UTC_Z | option)
+    except orjson.JSONEncodeError:
+        # Text that is not UTF-8 (request bytes Sanic decoded to surrogates, quoted in an
+        # exception) made the line unwritable and the logging call raise: escape it.
+        return orjson.dumps(_escaped(obj), default=default or str, option=orjson.OPT_UTC_Z | option)
+
+
+def _escaped(obj: Any) -> Any:
+    if isinstance(obj, str):
+        return obj.encode(errors="backslashreplace").decode()
+    if isinstance(obj, dict):
+        return {_escaped(key): _escaped(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_escaped(value) for value in obj]
+    return obj
 
 
 def configure_logging(level: str = "info", fmt: str = "json") -> None:

@@ -119,3 +119,14 @@ def test_a_request_target_that_is_not_a_url_is_400(client: ReusableClient, targe
     assert status == 400
     assert answer["error"]["code"] == "bad_request"
     assert "URL" in answer["error"]["message"]
+
+
+def test_a_refusal_quoting_bytes_that_are_not_utf8_keeps_the_envelope(
+    client: ReusableClient,
+) -> None:
+    # Sanic's 417 quotes the Expect value, a surrogate after decoding: rendering it as JSON
+    # raised, and Sanic sent a plain-text 500 "An error occurred while handling an error".
+    request = b"POST /health HTTP/1.1\r\nHost: test\r\nExpect: \xff\r\nContent-Length: 0\r\n\r\n"
+    status, _, answer = client._run(exchange(client.port, request))
+    assert status == 417
+    assert answer["error"]["message"] == "Unknown Expect: \\udcff"

@@ -6,6 +6,7 @@ import pytest
 from sanic_testing.reusable import ReusableClient
 
 from tests.support.apps import TEST_ORIGIN
+from tests.support.raw_http import exchange
 
 UPGRADE = {
     "Connection": "Upgrade",
@@ -44,3 +45,18 @@ def test_a_foreign_origin_is_told_which_setting_lists_the_allowed_ones(
     assert error["code"] == "forbidden"
     assert "COINLINK_CORS_ORIGINS" in error["message"]
     assert TEST_ORIGIN not in error["message"]  # the allowed origins themselves are not told
+
+
+def test_a_header_of_bytes_that_are_not_utf8_is_400_with_the_envelope(
+    client: ReusableClient,
+) -> None:
+    # websockets refused the value outside its handshake checks (Sanic: 500), and logging
+    # that 500 raised on the surrogate Sanic decodes the byte to: Sanic sent a plain-text
+    # 500 "An error occurred while handling an error" with no log line.
+    head = "".join(f"{name}: {value}\r\n" for name, value in UPGRADE.items()).encode()
+    request = b"GET /ws HTTP/1.1\r\nHost: test\r\n" + head
+    request += b"Sec-WebSocket-Protocol: \xff\r\n\r\n"
+    status, _, answer = client._run(exchange(client.port, request))
+    assert status == 400
+    assert answer["error"]["code"] == "bad_request"
+    assert "sec-websocket-protocol" in answer["error"]["message"]

@@ -112,3 +112,14 @@ def test_console_format_keeps_structlogs_path(configure: Configure) -> None:
     stdout.flush()
     text = stdout.buffer.getvalue().decode()
     assert "request" in text and "trace-2" in text and "/x" in text
+
+
+def test_a_value_of_bytes_that_are_not_utf8_is_written_escaped(configure: Configure) -> None:
+    # Sanic decodes such request bytes to surrogates; orjson refused them, and the logging
+    # call raised inside whatever was logging (an error handler: a bare 500, no line).
+    out = configure("info", "json")
+    structlog.get_logger("t").warning("odd_header", value="a\udcffb", items=["\udcfe"])
+    logging.getLogger("sanic.error").warning("quoted: %s", "\udcfd")
+    [line, stdlib_line] = out.lines()
+    assert line["value"] == "a\\udcffb" and line["items"] == ["\\udcfe"]
+    assert stdlib_line["event"] == "quoted: \\udcfd"
