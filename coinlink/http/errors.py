@@ -45,6 +45,7 @@ _CODES_BY_STATUS = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     416: "range_not_satisfiable",
+    417: "expectation_failed",
     422: "validation_error",
     429: "rate_limited",
     500: "internal_error",

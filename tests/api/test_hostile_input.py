@@ -129,4 +129,5 @@ def test_a_refusal_quoting_bytes_that_are_not_utf8_keeps_the_envelope(
     request = b"POST /health HTTP/1.1\r\nHost: test\r\nExpect: \xff\r\nContent-Length: 0\r\n\r\n"
     status, _, answer = client._run(exchange(client.port, request))
     assert status == 417
+    assert answer["error"]["code"] == "expectation_failed"
     assert answer["error"]["message"] == "Unknown Expect: \\udcff"
