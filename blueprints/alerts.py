@@ -16,7 +16,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 from sanic import Blueprint, HTTPResponse, Request, empty, json
 
 from coinlink.alerts.engine import PCT_WINDOWS
@@ -118,11 +117,13 @@ class AlertIn(
 class AlertChange(Body):
     """The fields to change; null is refused (the schema omits it)."""
 
-    threshold: Threshold | SkipJsonSchema[None] = unchanged()
-    repeat: bool | SkipJsonSchema[None] = unchanged()
-    cooldown_s: Cooldown | SkipJsonSchema[None] = unchanged()
-    note: Note | SkipJsonSchema[None] = unchanged()
-    status: Literal["active", "disabled"] | SkipJsonSchema[None] = unchanged()
+    # Not Optional: null is the model's own error, naming the field plainly (a union's
+    # errors would carry its members' tags: `repeat.bool`, `repeat.none`).
+    threshold: Threshold = unchanged()
+    repeat: bool = unchanged()
+    cooldown_s: Cooldown = unchanged()
+    note: Note = unchanged()
+    status: Literal["active", "disabled"] = unchanged()
 
 
 class AlertsQuery(PageQuery):

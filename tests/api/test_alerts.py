@@ -178,14 +178,18 @@ def test_patch_changes_only_what_it_names(client: ReusableClient, alice: dict[st
     )
     assert response.status == 200
     assert response.json == {**alert, "threshold": "71000.25"}
-    for body in (
-        {"symbol": "ETH-USD"},
-        {"condition": "below"},
-        {"threshold": None},
-        {"status": "triggered"},
+    for body, field in (
+        ({"symbol": "ETH-USD"}, "symbol"),
+        ({"condition": "below"}, "condition"),
+        ({"threshold": None}, "threshold"),
+        ({"status": "triggered"}, "status"),
+        ({"repeat": "yes"}, "repeat"),
+        ({"cooldown_s": None}, "cooldown_s"),
     ):
         _, bad = client.patch(f"/api/v2/alerts/{alert['id']}", headers=headers, json=body)
         assert bad.status == 422, body
+        # One plain field name per mistake, as the client sent it.
+        assert list(bad.json["error"]["details"]["fields"]) == [field], bad.json
 
 
 def test_another_users_alert_is_404_for_every_verb(
