@@ -118,6 +118,8 @@ def process_label(pid: int, main_pid: int) -> str:
             return item.partition(b"=")[2].decode()
     if any(b"resource_tracker" in arg for arg in cmdline):
         return "resource-tracker"
+    if any(b"spawn_main" in arg for arg in cmdline):
+        return "sync-manager"  # Sanic's multiprocessing Manager (the workers' shared state)
     return f"other-{pid}"
 
 
@@ -507,15 +509,14 @@ async def soak(
                 stop.set()
                 await runner
                 await stop_clients(clients)
-    if load.failures:
-        console.print(
-            "failures: " + "; ".join(f"{n} x {k}" for k, n in load.failures.most_common(10))
-        )
-    console.print(
-        f"requests: {sum(load.requests.values()):,} ("
-        + ", ".join(f"{k} {n:,}" for k, n in load.requests.most_common())
-        + f"); not sent, {args.concurrency} in flight already: {load.behind:,}"
-    )
+                if load.failures:
+                    failures = load.failures.most_common(10)
+                    console.print("failures: " + "; ".join(f"{n} x {k}" for k, n in failures))
+                console.print(
+                    f"requests: {sum(load.requests.values()):,} ("
+                    + ", ".join(f"{k} {n:,}" for k, n in load.requests.most_common())
+                    + f"); not sent, {args.concurrency} in flight already: {load.behind:,}"
+                )
     return rows
 
 
