@@ -176,6 +176,7 @@ class _History:
     __slots__ = (
         "count",
         "current",
+        "decoded",
         "exponents",
         "last_second",
         "last_ts",
@@ -190,6 +191,9 @@ class _History:
         self.mantissas = array("q", bytes(8 * _SLOTS))
         self.exponents = array("b", bytes(_SLOTS))
         self.wide: dict[int, Decimal] = {}  # slot -> price, for prices marked _WIDE
+        # slot -> price decoded during the current second: once a second per window, not
+        # once a tick. Cleared when a second begins (the ring may reuse a slot then).
+        self.decoded: dict[int, Decimal] = {}
         self.start = 0  # slot of the oldest sample
         self.count = 0
         self.current = _HUNDRED  # the newest sample's price (placeholder until a tick)
@@ -207,6 +211,7 @@ class _History:
             return
         if self.count:
             self._store((self.start + self.count - 1) % _SLOTS, self.current)
+        self.decoded.clear()
         if self.count == _SLOTS:
             self.start = (self.start + 1) % _SLOTS
             self.count -= 1
@@ -240,10 +245,13 @@ class _History:
             slot = bisect_left(times, cutoff, 0, end - _SLOTS)
         if slot == (end - 1) % _SLOTS:
             return self.current
-        exponent = self.exponents[slot]
-        if exponent == _WIDE:
-            return self.wide[slot]
-        return Decimal(self.mantissas[slot]).scaleb(exponent, _EXACT)
+        price = self.decoded.get(slot)
+        if price is None:
+            exponent = self.exponents[slot]
+            if exponent == _WIDE:
+                return self.wide[slot]
+            price = self.decoded[slot] = Decimal(self.mantissas[slot]).scaleb(exponent, _EXACT)
+        return price
 
 
 class _Book:
