@@ -486,6 +486,7 @@ async def soak(
         )
         with Progress(*columns, console=console, transient=True) as progress:
             bar = progress.add_task("soak", total=args.minutes)
+            reported: Counter[str] = Counter()
             try:
                 for minute in range(1, args.minutes + 1):
                     await asyncio.sleep(max(0.0, began + minute * 60 - time.monotonic()))
@@ -503,6 +504,11 @@ async def soak(
                         await firings(database_url),
                     )
                     progress.console.print(describe(row, rows[-1] if rows else None))
+                    new = load.failures - reported
+                    if new:
+                        listed = "; ".join(f"{n} x {kind}" for kind, n in new.most_common(5))
+                        progress.console.print(f"        new failures: {listed}")
+                        reported = Counter(load.failures)
                     rows.append(row)
                     progress.update(bar, completed=minute)
             finally:
