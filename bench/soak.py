@@ -562,8 +562,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--warmup-minutes",
         type=float,
-        default=10.0,
-        help="left out of the slope (caches filling, pools opening)",
+        default=15.0,
+        help="left out of the slope: caches filling, pools opening; the verified-token cache "
+        "holds an access token's lifetime (15 min) of tokens",
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rps", type=float, default=200.0, help="REST requests a second")
