@@ -327,12 +327,16 @@ class Load:
         elif kind == "alert_create":
             await self.create_alert(user, symbol)
         elif kind == "alert_patch":
-            alert = self.rng.choice(user.alerts)
+            # Out of the list while in flight: a concurrent delete must not pick it (a 404).
+            alert = user.alerts.pop(self.rng.randrange(len(user.alerts)))
             body = {
                 "note": f"patched {secrets.token_hex(3)}",
                 "cooldown_s": self.rng.randint(5, 60),
             }
-            await self.call(kind, "PATCH", f"/api/v2/alerts/{alert}", user, json=body)
+            try:
+                await self.call(kind, "PATCH", f"/api/v2/alerts/{alert}", user, json=body)
+            finally:
+                user.alerts.append(alert)
         elif kind == "alert_delete":
             alert = user.alerts.pop(self.rng.randrange(len(user.alerts)))
             await self.call(kind, "DELETE", f"/api/v2/alerts/{alert}", user)
