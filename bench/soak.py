@@ -60,10 +60,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from bench.http import delete_redis_keys, free_port
 from bench.ws_fanout import (
     ClientProcess,
+    Server,
     group_pids,
     raise_nofile,
     start_clients,
     stop_clients,
+    stop_server,
     symbols,
 )
 
@@ -140,17 +142,6 @@ def slope_kib_per_min(samples: Sequence[tuple[float, float]]) -> float:
 # Server
 
 
-@dataclass
-class Server:
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
-
-
 def server_env(args: argparse.Namespace, database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COINLINK_", "PROMETHEUS_"))}
     raised = "100000000/60"
@@ -195,7 +186,7 @@ def start_server(args: argparse.Namespace, env: dict[str, str], tmp: str) -> Ser
         process = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=out, stderr=out, start_new_session=True
         )
-    return Server(port, process, log)
+    return Server("CoinLink", port, process, log)
 
 
 async def wait_ready(server: Server, workers: int) -> None:
@@ -210,19 +201,6 @@ async def wait_ready(server: Server, workers: int) -> None:
                     return
             await asyncio.sleep(0.2)
     raise RuntimeError(f"CoinLink not ready after 60 s:\n{server.tail()}")
-
-
-def stop_server(server: Server) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGTERM)
-    try:
-        server.process.wait(20)
-    except subprocess.TimeoutExpired:
-        print("CoinLink ignored SIGTERM for 20 s: killing its process group")
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGKILL)  # workers can outlive their main
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.process.wait(5)
 
 
 async def create_database(server_url: str) -> str:
