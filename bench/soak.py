@@ -415,11 +415,11 @@ def describe(row: Minute, previous: Minute | None) -> str:
     total_uss = sum(uss for _, uss in row.memory.values())
     parts = []
     for label, (rss, uss) in row.memory.items():
-        parts.append(f"{label} {rss / 1024:.1f}/{uss / 1024:.1f}")
+        parts.append(f"{label} {rss / 1024:.2f}/{uss / 1024:.2f}")
     before = previous or Minute(0, {}, 0, 0, 0, 0, 0, 0)
     return (
         f"{row.minute:5.1f} min  RSS/USS MiB: {'  '.join(parts)}  total "
-        f"{total_rss / 1024:.1f}/{total_uss / 1024:.1f}  |  "
+        f"{total_rss / 1024:.2f}/{total_uss / 1024:.2f}  |  "
         f"requests +{row.requests - before.requests:,}"
         f" failures {row.failures}  |  ws updates +{row.updates - before.updates:,} gaps {row.gaps}"
         f" lost {row.lost}  |  firings +{row.firings - before.firings:,}"
