@@ -26,8 +26,9 @@ is at most ``FLAT_KIB_PER_MIN``.
 ``DIR/<pid>.txt`` each minute (see ``bench.soak_app``): how the cause of a growth is found.
 Tracing costs CPU and memory of its own: the figures of a traced run are not the verdict.
 
-    .venv/bin/python -m bench.soak [--minutes 60] [--workers 2] [--rps 200] [--sockets 300]
-        [--symbols 5] [--users 20] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python -m bench.soak [--minutes 60] [--warmup-minutes 15] [--workers 2] [--rps 200]
+        [--sockets 300] [--symbols 5] [--users 20]
+        [--database-url postgres://postgres@127.0.0.1:5432/postgres]
         [--redis-url redis://127.0.0.1:6379/0] [--trace DIR] [--server-env K=V]
 """
 
