@@ -55,6 +55,7 @@ image: $(VENV)/.test-deps
 	bash scripts/ensure-servers.sh
 	bash scripts/check-image.sh
 
+# The HTTP bench only: the hour-long soak is its own command, `python -m bench.soak --minutes 60`.
 bench: $(VENV)/.test-deps
 	$(BIN)/python -m bench.http
 

@@ -8,7 +8,8 @@ apart (each symbol ticks 10 times a second), generated outside the timed section
 alerts fire per tick, as in production.
 
 Reported: build time (``add`` of every alert, specs built beforehand), memory per alert
-(tracemalloc over a second build: the engine's own structures, the specs apart), ticks/s
+(tracemalloc over a second build: the engine's own structures, the specs and each symbol's
+fixed price history apart), ticks/s
 through ``on_tick`` (median over ``--runs`` consecutive slices of the stream, one engine),
 and per-tick cost of a naive scan of the same alerts on the first ``--naive-ticks`` ticks.
 The naive scan is a lower bound: the tick's symbol's alerts only (already grouped by symbol),
@@ -144,6 +145,12 @@ def main() -> None:
     spec_bytes = tracemalloc.get_traced_memory()[0]
     engine = build(specs)
     engine_bytes = tracemalloc.get_traced_memory()[0] - spec_bytes
+    del engine
+    gc.collect()
+    # The fixed part, apart: each symbol's price history (one alert per symbol here).
+    before = tracemalloc.get_traced_memory()[0]
+    engine = build(specs[: args.symbols])
+    fixed_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     del engine
     gc.collect()
@@ -154,8 +161,10 @@ def main() -> None:
     build_s = time.perf_counter() - started
     print(
         f"{args.alerts:,} alerts over {args.symbols} symbols: build {build_s:.2f} s "
-        f"({build_s / args.alerts * 1e6:.2f} µs per add); memory per alert: "
-        f"engine {engine_bytes / args.alerts:.0f} B, spec {spec_bytes / args.alerts:.0f} B"
+        f"({build_s / args.alerts * 1e6:.2f} µs per add); memory per alert: engine "
+        f"{(engine_bytes - fixed_bytes) / (args.alerts - args.symbols):.0f} B, spec "
+        f"{spec_bytes / args.alerts:.0f} B; per symbol (price history) "
+        f"{fixed_bytes / args.symbols / 2**20:.2f} MiB"
     )
 
     on_tick = engine.on_tick

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -129,8 +130,9 @@ class AccountService:
         self.bus = bus
         self._dummy_hash: str | None = None
         self._hashing = HashingSlots(settings.bcrypt_concurrency, settings.bcrypt_wait_s)
-        # Per worker: session id -> (still valid, checked at). Bounds the database checks.
-        self._session_cache: dict[str, tuple[bool, float]] = {}
+        # Per worker: session id -> (still valid, checked at), oldest check first. Bounds the
+        # database checks; entries leave once older than SESSION_CACHE_S (see _remember).
+        self._session_cache: OrderedDict[str, tuple[bool, float]] = OrderedDict()
 
     # -- passwords -------------------------------------------------------------------
 
@@ -297,7 +299,7 @@ class AccountService:
             return
         await Session.filter(id__in=session_ids, revoked_at__isnull=True).update(revoked_at=_now())
         for sid in session_ids:
-            self._session_cache[str(sid)] = (False, time.monotonic())
+            self._remember(str(sid), False)
         ttl = self.settings.access_token_ttl_s
         marks: list[Awaitable[object]] = [
             self.bus.set(f"revoked-session:{sid}", b"1", ttl_s=ttl) for sid in session_ids
@@ -341,10 +343,20 @@ class AccountService:
         valid = await Session.filter(
             id=session_id, revoked_at__isnull=True, expires_at__gt=_now()
         ).exists()
-        if len(self._session_cache) > 10_000:
-            self._session_cache.clear()
-        self._session_cache[session_id] = (valid, time.monotonic())
+        self._remember(session_id, valid)
         return valid
+
+    def _remember(self, session_id: str, valid: bool) -> None:
+        """Cache a check; checks older than SESSION_CACHE_S leave, being of no more use.
+
+        (A cache cleared only at 10,000 sessions grew with every login for hours in a soak.)
+        """
+        now = time.monotonic()
+        cache = self._session_cache
+        cache[session_id] = (valid, now)
+        cache.move_to_end(session_id)
+        while now - next(iter(cache.values()))[1] >= SESSION_CACHE_S:
+            cache.popitem(last=False)
 
     # -- sessions and passwords -------------------------------------------------------
 

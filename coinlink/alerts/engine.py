@@ -45,9 +45,11 @@ nothing happens. Fired repeating alerts also sit in a per-symbol heap keyed by t
 cooldown ends (per symbol because ``ts`` only orders within a symbol); removals leave their
 heap entry behind, marked stale, and the heap is rebuilt when half of it is stale. So a tick
 costs O(windows in use x log n + alerts that fire or change state), and ``add``/``remove``
-O(log n). The price history costs about 120 bytes per sample: at most ~10 MB per symbol that
-ticks every second (86,400 samples); it is kept for every symbol seen, so an alert added
-later measures its move over history it did not witness, as one loaded at startup would.
+O(log n). The price history is a ring of 86,402 samples of 17 bytes (ts, and the price as an
+int64 coefficient and int8 exponent), about 1.4 MB per symbol allocated at once: memory does
+not grow with uptime (a list of Decimals grew ~120 bytes a second per symbol for 24 h, which
+a soak took for a leak). It is kept for every symbol seen, so an alert added later measures
+its move over history it did not witness, as one loaded at startup would.
 """
 
 from __future__ import annotations
@@ -74,7 +76,11 @@ _EXACT: Final = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 # The reported move, independent of the caller's thread-local context.
 _MOVE: Final = Context(prec=28)
 _HUNDRED: Final = Decimal(100)
-_COMPACT_AT: Final = 4096  # history slots dropped from the front before the array is trimmed
+# History: a sample per second over the longest window, and the current second's.
+_SLOTS: Final = _HISTORY_MS // 1000 + 2
+_INT64: Final = 1 << 63
+_MAX_EXPONENT: Final = 127
+_WIDE: Final = -128  # an exponent that marks a price kept as a Decimal (_History.wide)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,32 +161,42 @@ class _Group:
             self.armed.update(ready)
 
 
-class _Book:
-    """One symbol: its groups, its cooldown heap and its 1-second price history."""
+class _History:
+    """A symbol's 1-second price samples over the longest window, in a ring allocated whole.
+
+    Memory is fixed from the symbol's first tick (about 1.4 MB: ``_SLOTS`` x 17 bytes) rather
+    than growing with uptime until the window is full. A sample is its tick's ``ts`` and its
+    price as an int64 coefficient and int8 exponent, exactly; a price that does not fit
+    (more than 18 digits, a far exponent) is kept as a Decimal in ``wide``. The current
+    second's price stays a Decimal until the next second begins: ticks within a second only
+    replace it. Samples are in time order from ``start``; a full ring drops its oldest,
+    which is then older than every window.
+    """
 
     __slots__ = (
-        "above",
-        "below",
-        "head",
-        "heap",
+        "count",
+        "current",
+        "decoded",
+        "exponents",
         "last_second",
         "last_ts",
-        "pct",
-        "prices",
-        "stale",
+        "mantissas",
+        "start",
         "times",
+        "wide",
     )
 
     def __init__(self) -> None:
-        self.above = _Group()
-        self.below = _Group()
-        self.pct: dict[int, _Group] = {}
-        self.heap: list[tuple[int, int, _Alert]] = []  # (ready ts, order, alert)
-        self.stale = 0  # heap entries of removed alerts
-        # History: times[i] is the ts of prices[i]; entries before head have left the 24 h.
-        self.times = array("q")
-        self.prices: list[Decimal] = []
-        self.head = 0
+        self.times = array("q", bytes(8 * _SLOTS))
+        self.mantissas = array("q", bytes(8 * _SLOTS))
+        self.exponents = array("b", bytes(_SLOTS))
+        self.wide: dict[int, Decimal] = {}  # slot -> price, for prices marked _WIDE
+        # slot -> price decoded during the current second: once a second per window, not
+        # once a tick. Cleared when a second begins (the ring may reuse a slot then).
+        self.decoded: dict[int, Decimal] = {}
+        self.start = 0  # slot of the oldest sample
+        self.count = 0
+        self.current = _HUNDRED  # the newest sample's price (placeholder until a tick)
         self.last_second: int | None = None
         self.last_ts: int | None = None
 
@@ -190,23 +206,66 @@ class _Book:
         self.last_ts = ts
         second = ts // 1000
         if second == self.last_second:
-            self.times[-1] = ts
-            self.prices[-1] = price
+            self.times[(self.start + self.count - 1) % _SLOTS] = ts
+            self.current = price
+            return
+        if self.count:
+            self._store((self.start + self.count - 1) % _SLOTS, self.current)
+        self.decoded.clear()
+        if self.count == _SLOTS:
+            self.start = (self.start + 1) % _SLOTS
+            self.count -= 1
+        slot = (self.start + self.count) % _SLOTS
+        self.times[slot] = ts
+        self.count += 1
+        self.current = price
+        self.last_second = second
+
+    def _store(self, slot: int, price: Decimal) -> None:
+        if self.wide:
+            self.wide.pop(slot, None)
+        exponent = price.as_tuple().exponent
+        if isinstance(exponent, int) and -_MAX_EXPONENT <= exponent <= _MAX_EXPONENT:
+            mantissa = int(price.scaleb(-exponent, _EXACT))
+            if -_INT64 <= mantissa < _INT64:
+                self.mantissas[slot] = mantissa
+                self.exponents[slot] = exponent
+                return
+        self.exponents[slot] = _WIDE
+        self.wide[slot] = price
+
+    def ref(self, cutoff: int) -> Decimal:
+        """The price of the oldest sample with ``ts >= cutoff`` (``cutoff`` <= the last ts)."""
+        times, start, end = self.times, self.start, self.start + self.count
+        if end <= _SLOTS:
+            slot = bisect_left(times, cutoff, start, end)
+        elif times[_SLOTS - 1] >= cutoff:
+            slot = bisect_left(times, cutoff, start, _SLOTS)
         else:
-            self.times.append(ts)
-            self.prices.append(price)
-            self.last_second = second
-        times = self.times
-        cutoff = ts - _HISTORY_MS
-        head = self.head
-        if times[head] < cutoff:  # the current tick is >= cutoff: the loop stops
-            while times[head] < cutoff:
-                head += 1
-            if head >= _COMPACT_AT and head * 2 > len(times):
-                del times[:head]
-                del self.prices[:head]
-                head = 0
-            self.head = head
+            slot = bisect_left(times, cutoff, 0, end - _SLOTS)
+        if slot == (end - 1) % _SLOTS:
+            return self.current
+        price = self.decoded.get(slot)
+        if price is None:
+            exponent = self.exponents[slot]
+            if exponent == _WIDE:
+                return self.wide[slot]
+            price = self.decoded[slot] = Decimal(self.mantissas[slot]).scaleb(exponent, _EXACT)
+        return price
+
+
+class _Book:
+    """One symbol: its groups, its cooldown heap and its 1-second price history."""
+
+    __slots__ = ("above", "below", "heap", "history", "pct", "stale")
+
+    def __init__(self) -> None:
+        self.above = _Group()
+        self.below = _Group()
+        self.pct: dict[int, _Group] = {}
+        self.heap: list[tuple[int, int, _Alert]] = []  # (ready ts, order, alert)
+        self.stale = 0  # heap entries of removed alerts
+        self.history = _History()
 
     def group(self, spec: AlertSpec) -> _Group:
         if spec.condition == "above":
@@ -354,7 +413,7 @@ class AlertEngine:
         book = self._books.get(symbol)
         if book is None:
             book = self._books[symbol] = _Book()
-        book.record(price, ts)
+        book.history.record(price, ts)
 
         # Re-arm first: cooldowns that end at this tick, then (in each group) crossings back.
         heap = book.heap
@@ -372,10 +431,10 @@ class AlertEngine:
         _fire_at_or_under(book.above, price, fired)
         _fire_at_or_over(book.below, price, fired)
         if book.pct:
-            times, prices, head = book.times, book.prices, book.head
+            history = book.history
             for window_s, group in book.pct.items():
                 if group:
-                    ref = prices[bisect_left(times, ts - window_s * 1000, head)]
+                    ref = history.ref(ts - window_s * 1000)
                     _fire_pct(group, price, ref, fired)
         if not fired:
             return []

@@ -28,6 +28,7 @@ from tests.support.apps import TEST_SECRET
 from tests.support.buses import FaultyBus
 from tests.support.logs import logged_by
 from tests.support.metrics import sample
+from tests.support.services import until
 
 AGENT = "agent/1.0"
 IP = "203.0.113.5"
@@ -295,6 +296,26 @@ async def test_with_the_bus_down_revocation_still_holds_through_the_database(
     assert not await accounts.access_allowed(claims_of(accounts, tokens))
     assert await accounts.access_allowed(claims_of(accounts, other))
     assert sample("auth_revocation_bus_fallbacks_total") == fallbacks_before + 2
+
+
+async def test_session_checks_leave_the_cache_once_too_old_to_be_used(
+    accounts: AccountService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every login opens a session: a cache cleared only at 10,000 grew for hours in a soak.
+    monkeypatch.setattr(service_module, "SESSION_CACHE_S", 0.2)
+    _, first = await signed_up(accounts)
+    _, second = await signed_up(accounts)
+    old, new = claims_of(accounts, first), claims_of(accounts, second)
+    assert await accounts.access_allowed(old)
+    assert old.session_id in accounts._session_cache
+
+    async def left() -> bool:
+        assert await accounts.access_allowed(new)
+        return old.session_id not in accounts._session_cache
+
+    await until(left, 5, "the old check leaving the cache")
+    assert list(accounts._session_cache) == [new.session_id]
+    assert await accounts.access_allowed(old)  # checked again, as it would be after 5 s
 
 
 async def test_without_marks_in_the_bus_the_database_decides(accounts: AccountService) -> None:

@@ -7,6 +7,7 @@ compares moves as exact fractions. The engine must return exactly its firings, i
 
 from __future__ import annotations
 
+import tracemalloc
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, localcontext
@@ -213,6 +214,50 @@ def test_pct_history_is_kept_for_symbols_without_alerts() -> None:
     engine.add(spec("a1", "pct_change", "10", window_s=3600))
     (firing,) = engine.on_tick("BTC-USD", D("110"), T0 + MIN)
     assert firing.move_pct == D("10")
+
+
+def test_pct_history_memory_does_not_grow_with_uptime() -> None:
+    # A soak saw the leader worker grow for hours: the history was a list of Decimals, one
+    # more every second per symbol until 24 h were kept. It is allocated whole now.
+    engine = AlertEngine()
+    engine.on_tick("BTC-USD", D("100.00"), T0)
+    tracemalloc.start()
+    try:
+        for second in range(1, 4 * 3600):
+            engine.on_tick("BTC-USD", D(100_00 + second % 977) / 100, T0 + second * S)
+            if second == 3600:
+                after_an_hour = tracemalloc.get_traced_memory()[0]
+        after_four_hours = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after_four_hours - after_an_hour < 4096
+
+
+def test_pct_history_wraps_around_and_keeps_24_hours_exactly() -> None:
+    engine = AlertEngine()
+    seconds = DAY // S + 5000  # the ring (a day and two samples) has wrapped
+
+    def price(second: int) -> Decimal:
+        if second == seconds - 86400:  # more digits than an int64 holds: kept as a Decimal
+            return D("123.4567890123456789012345")
+        if second == seconds - 60:  # an exponent beyond an int8
+            return D("1.5E+200")
+        return D(10_000 + second) / 100
+
+    for second in range(seconds):
+        engine.on_tick("BTC-USD", price(second), T0 + second * S)
+    now = T0 + seconds * S
+    engine.add(spec("a1", "pct_change", "0.000001", window_s=86400))
+    engine.add(spec("a2", "pct_change", "0.000001", window_s=3600))
+    engine.add(spec("a3", "pct_change", "0.000001", window_s=60))
+    current = D("500.25")
+    firings = engine.on_tick("BTC-USD", current, now)
+    with localcontext(prec=28):
+        expected = {
+            f"a{i}": abs(current - price(seconds - window)) * 100 / price(seconds - window)
+            for i, window in ((1, 86400), (2, 3600), (3, 60))
+        }
+    assert {f.alert_id: f.move_pct for f in firings} == expected
 
 
 # --- repeating alerts --------------------------------------------------------------------

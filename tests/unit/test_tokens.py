@@ -17,6 +17,7 @@ import jwt
 import pytest
 
 from coinlink.accounts.tokens import (
+    _VERIFIED_CACHE_SIZE,
     InvalidToken,
     TokenService,
     hash_refresh_token,
@@ -87,6 +88,27 @@ def test_a_remembered_token_is_refused_once_it_expires() -> None:
         return False
 
     wait_for(refused, 5, "the remembered token's expiry")
+
+
+def test_remembered_tokens_leave_once_expired_and_never_exceed_the_bound() -> None:
+    # Every login and refresh brings a new token: a soak saw this cache fill for hours.
+    service = TokenService(settings())
+    short = forge(claims(exp=int(time.time()) + 1))
+    service.decode_access(short)
+    kept = forge(claims())
+    service.decode_access(kept)
+
+    def forgotten() -> bool:
+        service.decode_access(forge(claims()))  # a new token makes room: expired ones leave
+        return short not in service._verified
+
+    wait_for(forgotten, 5, "the expired token to leave the cache")
+    assert kept in service._verified
+
+    tokens = [forge(claims()) for _ in range(_VERIFIED_CACHE_SIZE + 10)]
+    for token in tokens:
+        service.decode_access(token)
+    assert list(service._verified) == tokens[-_VERIFIED_CACHE_SIZE:]
 
 
 def test_an_expired_token_says_so() -> None:

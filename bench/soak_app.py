@@ -1,0 +1,101 @@
+"""``python -m bench.soak_app serve ...``: ``coinlink serve`` for ``bench.soak``, which can
+trace each worker's Python allocations (a debug hook of the bench, not of CoinLink).
+
+With ``$SOAK_TRACE_DIR`` set, every worker starts ``tracemalloc`` and, every
+``$SOAK_TRACE_EVERY_S`` seconds (default 60), appends to ``<dir>/<pid>.txt`` the traced total,
+the sizes that grew most since its first snapshot (taken after ``$SOAK_TRACE_BASELINE_S``,
+default 120, of warm-up), grouped by traceback of ``$SOAK_TRACE_FRAMES`` frames (default 4;
+1 costs far less on a busy machine), and the object types whose count grew most
+(``gc.get_objects``). What keeps growing between reports is the leak; a bounded cache grows
+and then stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import sys
+import time
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from sanic import Sanic
+
+from coinlink import app, cli
+
+TRACE_DIR_ENV = "SOAK_TRACE_DIR"
+MODULE = "bench.soak_app"
+TOP = 15
+
+
+def _type_counts() -> Counter[str]:
+    return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+
+def _filters() -> list[tracemalloc.Filter]:
+    return [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
+    ]
+
+
+async def _trace(out: Path, every_s: float, baseline_s: float) -> None:
+    await asyncio.sleep(baseline_s)
+    gc.collect()
+    base = tracemalloc.take_snapshot().filter_traces(_filters())
+    base_types = _type_counts()
+    began = time.monotonic()
+    while True:
+        await asyncio.sleep(every_s)
+        gc.collect()
+        snapshot = tracemalloc.take_snapshot().filter_traces(_filters())
+        types = _type_counts()
+        traced, peak = tracemalloc.get_traced_memory()
+        lines = [
+            f"== {(time.monotonic() - began) / 60:.1f} min after the baseline: traced "
+            f"{traced / 1024:.0f} KiB (peak {peak / 1024:.0f} KiB), objects {sum(types.values())}"
+        ]
+        for stat in snapshot.compare_to(base, "traceback")[:TOP]:
+            lines.append(f"{stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
+            lines += [f"      {frame}" for frame in stat.traceback.format()]
+        grown = Counter(types)
+        grown.subtract(base_types)
+        lines.append(
+            "object types grown: " + ", ".join(f"{t} {n:+d}" for t, n in grown.most_common(12))
+        )
+        with out.open("a") as file:
+            file.write("\n".join(lines) + "\n")
+
+
+def create_app() -> Sanic[Any, Any]:
+    """Called by Sanic in the main process and in each worker."""
+    soak = app.create_app()
+    trace_dir = os.environ.get(TRACE_DIR_ENV)
+    if trace_dir:
+        every_s = float(os.environ.get("SOAK_TRACE_EVERY_S", "60"))
+        baseline_s = float(os.environ.get("SOAK_TRACE_BASELINE_S", "120"))
+
+        async def start_tracing(running: Sanic[Any, Any]) -> None:
+            tracemalloc.start(int(os.environ.get("SOAK_TRACE_FRAMES", "4")))
+            out = Path(trace_dir) / f"{os.getpid()}.txt"
+            running.add_task(_trace(out, every_s, baseline_s), name="soak-trace")
+
+        async def stop_tracing(running: Sanic[Any, Any]) -> None:
+            with contextlib.suppress(Exception):
+                await running.cancel_task("soak-trace", raise_exception=False)
+
+        soak.register_listener(start_tracing, "before_server_start")
+        soak.register_listener(stop_tracing, "before_server_stop")
+    return soak
+
+
+if __name__ == "__main__":
+    # Imported by its own name, so that workers find the factory (``__main__`` is not it).
+    from bench import soak_app
+
+    sys.exit(cli.main(sys.argv[1:], app_factory=soak_app.create_app))
