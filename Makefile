@@ -25,9 +25,12 @@ $(VENV)/.run-deps: $(VENV)/.build-deps requirements/runtime.txt setup.cfg pyproj
 	$(BIN)/python -m pip check
 	touch $@
 
-$(VENV)/.test-deps: $(VENV)/.build-deps requirements/dev.txt setup.cfg pyproject.toml
+$(VENV)/.test-deps: $(VENV)/.build-deps requirements/dev.txt setup.cfg pyproject.toml \
+		clients/python/pyproject.toml
 	$(PIP) -r requirements/dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	# The Python client (its dependencies, httpx and websockets, are in the dev lock).
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e clients/python
 	$(BIN)/python -m pip check
 	touch $@ $(VENV)/.run-deps
 
@@ -40,11 +43,14 @@ test: $(VENV)/.test-deps
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check coinlink config blueprints models scripts
+	$(BIN)/ruff format --check coinlink config blueprints models scripts clients/python
 	$(BIN)/mypy
 
 # Runtime first; the dev lock is constrained by it, so both hold the same runtime pins.
-lock: $(VENV)/.test-deps
+# The tools (uv) come from the current lock without `pip check`: setup.cfg may already name
+# a package the lock does not hold yet, which is why the lock is being made.
+lock: $(VENV)/.build-deps
+	$(PIP) -r requirements/dev.txt
 	$(LOCK) requirements/build.in -o requirements/build.txt
 	$(LOCK) setup.cfg -o requirements/runtime.txt
 	$(LOCK) setup.cfg --extra test --extra bench --extra dev \
@@ -55,9 +61,11 @@ image: $(VENV)/.test-deps
 	bash scripts/ensure-servers.sh
 	bash scripts/check-image.sh
 
-# The HTTP bench only: the hour-long soak is its own command, `python -m bench.soak --minutes 60`.
+# Every benchmark, side by side in production mode, written to docs/bench/ (the report with
+# its plots); the hour-long soak is its own command, `python -m bench.soak --minutes 60`.
 bench: $(VENV)/.test-deps
-	$(BIN)/python -m bench.http
+	bash scripts/ensure-servers.sh
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) var .coverage .coverage.* .pytest_cache .mypy_cache .ruff_cache

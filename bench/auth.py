@@ -4,7 +4,8 @@ Measures, in this process, the cost per call of each step of ``GET /api/v2/users
 verifying a JWT (first sight and remembered), the revocation check on the in-process bus
 and on Redis, the rate-limit decision in process and on Redis, and reading the user
 row through Tortoise (SQLite, or ``--database-url``: give it a database of its own).
-Prints medians of several rounds.
+Prints medians of several rounds: wall time (round trips count) and this process's CPU
+time (``time.process_time``, what the worker pays; it moves less on a shared machine).
 
     .venv/bin/python -m bench.auth [--redis-url URL] [--database-url URL] [--rounds 5]
 """
@@ -20,7 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tortoise import Tortoise
+from tortoise import Tortoise, connections
 
 from coinlink.accounts.service import AccountService
 from coinlink.accounts.tokens import TokenService
@@ -30,26 +31,57 @@ from coinlink.ratelimit import Rate, RateLimiter
 from config import load_settings
 from models.accounts import User
 
+Figure = tuple[float, float]  # (wall, CPU) µs per call
 
-async def per_call_us(step: Callable[[], Awaitable[Any]], calls: int) -> float:
-    started = time.perf_counter()
+
+async def per_call_us(step: Callable[[], Awaitable[Any]], calls: int) -> Figure:
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(calls):
         await step()
-    return (time.perf_counter() - started) / calls * 1e6
+    return (
+        (time.perf_counter() - started) / calls * 1e6,
+        (time.process_time() - cpu) / calls * 1e6,
+    )
 
 
-async def user_row(database_url: str, calls: int) -> float:
+def per_call_sync(step: Callable[[], Any], calls: int) -> Figure:
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        step()
+    return (
+        (time.perf_counter() - started) / calls * 1e6,
+        (time.process_time() - cpu) / calls * 1e6,
+    )
+
+
+async def user_row(database_url: str, calls: int) -> dict[str, Figure]:
+    """The user row through Tortoise, and the same read as one SQL query on Tortoise's
+    connection (no query building, no model object): what the ORM itself costs."""
     await apply_migrations(database_url)
     await Tortoise.init(config=tortoise_config(database_url))
     try:
         user = await User.create(email=f"bench-{uuid.uuid4().hex}@example.com", password_hash="x")
         await User.get_or_none(id=user.id)  # warm
-        return await per_call_us(lambda: User.get_or_none(id=user.id), calls)
+        db = connections.get("default")
+        sql = "SELECT id, email, display_name, is_admin, created_at FROM users WHERE id = $1"
+        if database_url.startswith("sqlite"):
+            sql = sql.replace("$1", "?")
+        user_id = str(user.id)
+        await db.execute_query_dict(sql, [user_id])
+        kind = database_url.split(":", 1)[0]
+        return {
+            f"user row, Tortoise, {kind}": await per_call_us(
+                lambda: User.get_or_none(id=user.id), calls
+            ),
+            f"user row, one SQL query, {kind}": await per_call_us(
+                lambda: db.execute_query_dict(sql, [user_id]), calls
+            ),
+        }
     finally:
         await Tortoise.close_connections()
 
 
-async def revocation_check(bus: Bus, tokens: TokenService, calls: int) -> float:
+async def revocation_check(bus: Bus, tokens: TokenService, calls: int) -> Figure:
     await bus.start()
     try:
         settings = load_settings(env="test")
@@ -64,7 +96,7 @@ async def revocation_check(bus: Bus, tokens: TokenService, calls: int) -> float:
         await bus.close()
 
 
-async def limiter(redis_url: str | None, calls: int) -> float:
+async def limiter(redis_url: str | None, calls: int) -> Figure:
     rate = Rate(10**9, 60)
     rl = RateLimiter(redis_url, prefix=f"bench{uuid.uuid4().hex[:6]}:rl:")
     await rl.start()
@@ -75,20 +107,17 @@ async def limiter(redis_url: str | None, calls: int) -> float:
         await rl.close()
 
 
-async def one_round(args: argparse.Namespace, tmp: str) -> dict[str, float]:
+async def one_round(args: argparse.Namespace, tmp: str) -> dict[str, Figure]:
     settings = load_settings(env="test", jwt_secret="b" * 16 + "ench-secret-0123456789abcdef")
     tokens = TokenService(settings)
     token = tokens.issue_access(str(uuid.uuid4()), str(uuid.uuid4())).token
-    figures: dict[str, float] = {}
+    figures: dict[str, Figure] = {}
 
-    started = time.perf_counter()
-    for _ in range(2000):
-        TokenService(settings).decode_access(token)  # a fresh service: nothing remembered
-    figures["jwt verify (first sight)"] = (time.perf_counter() - started) / 2000 * 1e6
-    started = time.perf_counter()
-    for _ in range(20000):
-        tokens.decode_access(token)
-    figures["jwt verify (remembered)"] = (time.perf_counter() - started) / 20000 * 1e6
+    # A fresh service each time: nothing remembered.
+    figures["jwt verify (first sight)"] = per_call_sync(
+        lambda: TokenService(settings).decode_access(token), 2000
+    )
+    figures["jwt verify (remembered)"] = per_call_sync(lambda: tokens.decode_access(token), 20000)
 
     figures["revocation check, memory bus"] = await revocation_check(MemoryBus(), tokens, 20000)
     figures["rate limit, in process"] = await limiter(None, 20000)
@@ -98,7 +127,7 @@ async def one_round(args: argparse.Namespace, tmp: str) -> dict[str, float]:
         figures["rate limit, redis"] = await limiter(args.redis_url, 2000)
     # One backend per process: Tortoise does not switch dialects within a process.
     url = args.database_url or f"sqlite://{tmp}/bench.sqlite3"
-    figures[f"user row, {url.split(':', 1)[0]}"] = await user_row(url, 2000)
+    figures.update(await user_row(url, 2000))
     return figures
 
 
@@ -108,13 +137,16 @@ def main() -> None:
     parser.add_argument("--database-url")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    rounds: list[dict[str, float]] = []
+    rounds: list[dict[str, Figure]] = []
     with tempfile.TemporaryDirectory(prefix="coinlink-bench-") as tmp:
         for _ in range(args.rounds):
             rounds.append(asyncio.run(one_round(args, tmp)))
     print(f"median of {args.rounds} rounds, microseconds per call (one process, one core)")
+    print(f"  {'step':40s} {'wall':>8s} {'CPU':>8s}")
     for name in rounds[0]:
-        print(f"  {name:32s} {statistics.median(r[name] for r in rounds):8.1f}")
+        wall = statistics.median(r[name][0] for r in rounds)
+        cpu = statistics.median(r[name][1] for r in rounds)
+        print(f"  {name:40s} {wall:8.1f} {cpu:8.1f}")
 
 
 if __name__ == "__main__":

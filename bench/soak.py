@@ -18,9 +18,9 @@ request but never refuses. Then, for ``--minutes``:
 Every minute it prints the RSS and USS (private pages, from ``/proc/<pid>/smaps_rollup``) of
 CoinLink's main process and of each worker, the totals, requests and failures (a transport
 error or an unexpected status), WebSocket updates, gaps and lost connections, and alert
-firings (notification rows). At the end: the slope of the total USS and RSS after
-``--warmup-minutes`` (least squares, KiB per minute) and a verdict: flat when the USS slope
-is at most ``FLAT_KIB_PER_MIN``.
+firings (notification rows), the active alerts and which worker leads ingest. At the end:
+the slope of the total USS and RSS after ``--warmup-minutes`` (least squares, KiB per minute)
+and a verdict: flat when the USS slope is at most ``FLAT_KIB_PER_MIN``.
 
 ``--trace DIR`` makes every worker write tracemalloc diffs and object-type counts to
 ``DIR/<pid>.txt`` each minute (see ``bench.soak_app``): how the cause of a growth is found.
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import secrets
@@ -55,6 +56,8 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
+import redis.asyncio
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -72,6 +75,8 @@ from bench.ws_fanout import (
 
 ROOT = Path(__file__).resolve().parents[1]
 FLAT_KIB_PER_MIN = 16.0
+WINDOWS_FROM = (25, 35, 45)
+"""Later starts of the memory slope, printed beside the verdict's."""
 PASSWORD = "soak password 1234"  # noqa: S105 - the soak users' own, thrown away
 ORIGIN = "https://soak.example"
 REFRESH_AFTER_S = 600  # the access token lives 900 s
@@ -391,6 +396,9 @@ class Minute:
     gaps: int
     lost: int
     firings: int
+    alerts: int  # active
+    leader: str = "?"  # the label of the process holding the ingest lease
+    load: float = 0.0  # the machine's 1-minute load average: a starved server's peaks grow
 
 
 async def ws_figures(clients: list[ClientProcess]) -> tuple[int, int, int]:
@@ -403,12 +411,27 @@ async def ws_figures(clients: list[ClientProcess]) -> tuple[int, int, int]:
     return delivered, gaps, lost
 
 
-async def firings(database_url: str) -> int:
+async def alert_rows(database_url: str) -> tuple[int, int]:
+    """(alert firings so far: notification rows, active alerts: what the leader's engine
+    holds). The alerts fill towards users x the bench's upper bound; at a low request rate
+    that takes long, and the leader's memory grows with them meanwhile (warm-up)."""
     connection = await asyncpg.connect(database_url.replace("postgres://", "postgresql://", 1))
     try:
-        return int(await connection.fetchval("SELECT count(*) FROM notifications"))
+        fired = await connection.fetchval("SELECT count(*) FROM notifications")
+        active = await connection.fetchval("SELECT count(*) FROM alerts WHERE status = 'active'")
+        return int(fired), int(active)
     finally:
         await connection.close()
+
+
+async def ingest_leader(client: redis.asyncio.Redis, prefix: str, main_pid: int) -> str:
+    """The process that runs ingest (and evaluates alerts), from its heartbeat: the holder is
+    ``host:pid:nonce``. Under load the lease can change hands, and with it the growth."""
+    with contextlib.suppress(redis.RedisError, ValueError, KeyError, IndexError):
+        beat = await client.get(f"{prefix}kv:ingest:heartbeat")
+        if beat is not None:
+            return process_label(int(orjson.loads(beat)["holder"].split(":")[1]), main_pid)
+    return "?"
 
 
 def describe(row: Minute, previous: Minute | None) -> str:
@@ -417,13 +440,14 @@ def describe(row: Minute, previous: Minute | None) -> str:
     parts = []
     for label, (rss, uss) in row.memory.items():
         parts.append(f"{label} {rss / 1024:.2f}/{uss / 1024:.2f}")
-    before = previous or Minute(0, {}, 0, 0, 0, 0, 0, 0)
+    before = previous or Minute(0, {}, 0, 0, 0, 0, 0, 0, 0)
     return (
         f"{row.minute:5.1f} min  RSS/USS MiB: {'  '.join(parts)}  total "
         f"{total_rss / 1024:.2f}/{total_uss / 1024:.2f}  |  "
         f"requests +{row.requests - before.requests:,}"
         f" failures {row.failures}  |  ws updates +{row.updates - before.updates:,} gaps {row.gaps}"
-        f" lost {row.lost}  |  firings +{row.firings - before.firings:,}"
+        f" lost {row.lost}  |  firings +{row.firings - before.firings:,} alerts {row.alerts}"
+        f"  |  leader {row.leader}  |  load {row.load:.2f}"
     )
 
 
@@ -438,7 +462,8 @@ async def soak(
     clients: list[ClientProcess] = []
     rows: list[Minute] = []
     stop = asyncio.Event()
-    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+    beats = redis.asyncio.Redis.from_url(args.redis_url)
+    async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http, beats:
         users = [User(f"soak-{n}-{secrets.token_hex(3)}@example.com") for n in range(args.users)]
         load = Load(http, users, args.symbol_names)
         for user in users:  # one at a time: bcrypt at the production cost
@@ -476,6 +501,7 @@ async def soak(
                     if server.process.poll() is not None or runner.done():
                         raise RuntimeError(f"CoinLink or the load stopped:\n{server.tail()}")
                     updates, gaps, lost = await ws_figures(clients)
+                    fired, active = await alert_rows(database_url)
                     row = Minute(
                         (time.monotonic() - began) / 60,
                         group_memory(pgid),
@@ -484,7 +510,10 @@ async def soak(
                         updates,
                         gaps,
                         lost,
-                        await firings(database_url),
+                        fired,
+                        active,
+                        await ingest_leader(beats, args.redis_prefix, pgid),
+                        os.getloadavg()[0],
                     )
                     progress.console.print(describe(row, rows[-1] if rows else None))
                     new = load.failures - reported
@@ -528,6 +557,28 @@ def verdict(args: argparse.Namespace, rows: list[Minute], console: Console) -> b
     console.print(
         f"memory slope after {args.warmup_minutes} min of warm-up ({len(after)} samples): "
         f"USS {uss:+.1f} KiB/min, RSS {rss:+.1f} KiB/min; USS per process: {', '.join(per_process)}"
+    )
+    # A growth that stops is a bound being reached (pages touched as a peak rises), a leak
+    # does not stop: the slope from later starts too, and the load the machine had.
+    windows = []
+    for start in WINDOWS_FROM:
+        samples = [(r.minute, sum(u for _, u in r.memory.values())) for r in rows]
+        late = [(m, u) for m, u in samples if m >= start]
+        if start > args.warmup_minutes and len(late) >= 5:
+            windows.append(f"from minute {start}: {slope_kib_per_min(late):+.1f}")
+    if windows:
+        console.print("USS slope, KiB/min, " + "; ".join(windows))
+    if after:
+        loads = [r.load for r in after]
+        console.print(f"load average after warm-up: {min(loads):.2f} to {max(loads):.2f}")
+    leaders = Counter(r.leader for r in after)
+    changes = sum(a.leader != b.leader for a, b in itertools.pairwise(after))
+    console.print(
+        "ingest leader after warm-up (minutes): "
+        + ", ".join(f"{label} {n}" for label, n in leaders.most_common())
+        + f"; it changed hands {changes} times; active alerts "
+        + (f"{after[0].alerts} to {after[-1].alerts}" if after else "?")
+        + f" (the bench keeps at most {args.users * ALERTS_PER_USER[1]})"
     )
     flat = uss <= FLAT_KIB_PER_MIN
     clean = last is not None and not (last.failures or last.gaps or last.lost)

@@ -5,7 +5,8 @@ With ``$SOAK_TRACE_DIR`` set, every worker starts ``tracemalloc`` and, every
 ``$SOAK_TRACE_EVERY_S`` seconds (default 60), appends to ``<dir>/<pid>.txt`` the traced total,
 the sizes that grew most since its first snapshot (taken after ``$SOAK_TRACE_BASELINE_S``,
 default 120, of warm-up), grouped by traceback of ``$SOAK_TRACE_FRAMES`` frames (default 4;
-1 costs far less on a busy machine), and the object types whose count grew most
+1 costs far less on a busy machine; 0 leaves tracemalloc off), the blocks pymalloc has
+allocated (``sys.getallocatedblocks``) and the object types whose count grew most
 (``gc.get_objects``). What keeps growing between reports is the leak; a bounded cache grows
 and then stops.
 """
@@ -47,22 +48,27 @@ def _filters() -> list[tracemalloc.Filter]:
 async def _trace(out: Path, every_s: float, baseline_s: float) -> None:
     await asyncio.sleep(baseline_s)
     gc.collect()
-    base = tracemalloc.take_snapshot().filter_traces(_filters())
+    tracing = tracemalloc.is_tracing()
+    base = tracemalloc.take_snapshot().filter_traces(_filters()) if tracing else None
     base_types = _type_counts()
     began = time.monotonic()
     while True:
         await asyncio.sleep(every_s)
         gc.collect()
-        snapshot = tracemalloc.take_snapshot().filter_traces(_filters())
         types = _type_counts()
-        traced, peak = tracemalloc.get_traced_memory()
+        # Blocks pymalloc has handed out and not got back: live small objects, whatever
+        # the arenas' resident pages do (they only grow; see docs/performance.md).
         lines = [
-            f"== {(time.monotonic() - began) / 60:.1f} min after the baseline: traced "
-            f"{traced / 1024:.0f} KiB (peak {peak / 1024:.0f} KiB), objects {sum(types.values())}"
+            f"== {(time.monotonic() - began) / 60:.1f} min after the baseline: "
+            f"{sys.getallocatedblocks()} allocated blocks, objects {sum(types.values())}"
         ]
-        for stat in snapshot.compare_to(base, "traceback")[:TOP]:
-            lines.append(f"{stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
-            lines += [f"      {frame}" for frame in stat.traceback.format()]
+        if base is not None:
+            snapshot = tracemalloc.take_snapshot().filter_traces(_filters())
+            traced, peak = tracemalloc.get_traced_memory()
+            lines[0] += f", traced {traced / 1024:.0f} KiB (peak {peak / 1024:.0f} KiB)"
+            for stat in snapshot.compare_to(base, "traceback")[:TOP]:
+                lines.append(f"{stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
+                lines += [f"      {frame}" for frame in stat.traceback.format()]
         grown = Counter(types)
         grown.subtract(base_types)
         lines.append(
@@ -81,7 +87,9 @@ def create_app() -> Sanic[Any, Any]:
         baseline_s = float(os.environ.get("SOAK_TRACE_BASELINE_S", "120"))
 
         async def start_tracing(running: Sanic[Any, Any]) -> None:
-            tracemalloc.start(int(os.environ.get("SOAK_TRACE_FRAMES", "4")))
+            frames = int(os.environ.get("SOAK_TRACE_FRAMES", "4"))
+            if frames:  # 0: object counts only, no tracemalloc (cheap enough for an hour)
+                tracemalloc.start(frames)
             out = Path(trace_dir) / f"{os.getpid()}.txt"
             running.add_task(_trace(out, every_s, baseline_s), name="soak-trace")
 

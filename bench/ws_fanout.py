@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.http import delete_redis_keys, free_port, group_cpu_s
+from bench.http import NEVER_REFUSE, delete_redis_keys, free_port, group_cpu_s
 from bench.ws_clients import HIST_SCALE
 from coinlink.bus.redis_bus import RedisBus
 from config.settings import DEFAULT_SYMBOLS
@@ -158,10 +159,12 @@ class Server:
 def coinlink_env(args: argparse.Namespace, tmp: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COINLINK_", "PROMETHEUS_"))}
     env.update(
-        COINLINK_ENV="development",
+        COINLINK_ENV="production" if args.production else "development",
         COINLINK_REDIS_URL=args.redis_url,
         COINLINK_REDIS_PREFIX=args.redis_prefix,
-        COINLINK_DATABASE_URL=f"sqlite://{tmp}/bench.sqlite3",
+        COINLINK_DATABASE_URL=args.database_url or f"sqlite://{tmp}/bench.sqlite3",
+        COINLINK_JWT_SECRET=args.jwt_secret,
+        COINLINK_CORS_ORIGINS="https://bench.example",
         COINLINK_PROVIDER="none",
         COINLINK_SYMBOLS=",".join(args.symbols),
         COINLINK_LOG_LEVEL="warning",
@@ -171,9 +174,9 @@ def coinlink_env(args: argparse.Namespace, tmp: str) -> dict[str, str]:
         # Keepalive pings (CoinLink's default every 20 s) would land in or out of the
         # window depending on how long connecting took: both servers ping every 600 s.
         COINLINK_WS_PING_INTERVAL_S="600",
-        # Every upgrade is an anonymous request to the rate limiter: it decides on each but
-        # never refuses (300/60 per address would turn most of the clients away).
-        COINLINK_RATE_LIMIT_ANONYMOUS="100000000/60",
+        # Every upgrade is an anonymous request to the rate limiter (300/60 per address
+        # would turn most of the clients away), and a connection from 127.0.0.1.
+        **NEVER_REFUSE,
     )
     for item in args.server_env:
         key, _, value = item.partition("=")
@@ -499,7 +502,8 @@ def describe(f: dict[str, float]) -> str:
 # Main
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The options of the command line, or of ``argv`` when the bench is driven as a library."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
@@ -515,6 +519,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--client-procs", type=int, default=2, help="client processes")
     parser.add_argument("--batch", type=int, default=250, help="connections opened at once")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--database-url", help="CoinLink's database (default: SQLite in a tmp dir)")
+    parser.add_argument(
+        "--production",
+        action="store_true",
+        help="COINLINK_ENV=production (needs --database-url postgres://...)",
+    )
     parser.add_argument(
         "--server-env",
         action="append",
@@ -530,9 +540,12 @@ def parse_args() -> argparse.Namespace:
         help="bare server: websockets' broadcast() (a frame per socket, the default) or one "
         "frame written to every socket (as CoinLink's hub)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if any("=" not in item for item in args.server_env):
         parser.error("--server-env takes KEY=VALUE")
+    if args.production and not str(args.database_url).startswith("postgres"):
+        parser.error("--production needs --database-url postgres://...")
+    args.jwt_secret = secrets.token_hex(32)
     try:
         args.client_counts = [int(n) for n in args.clients.split(",")]
     except ValueError:
@@ -546,7 +559,10 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-async def run(args: argparse.Namespace, tmp: str) -> dict[tuple[str, int], list[dict[str, float]]]:
+async def run(
+    args: argparse.Namespace, tmp: str, on_case: Callable[[str, int], None] | None = None
+) -> dict[tuple[str, int], list[dict[str, float]]]:
+    """Every case of every round; ``on_case(server, clients)`` after each (a progress bar)."""
     bus = RedisBus(args.redis_url, prefix=args.redis_prefix)
     await bus.start()
     counter = [0]
@@ -560,6 +576,8 @@ async def run(args: argparse.Namespace, tmp: str) -> dict[tuple[str, int], list[
                     figures = await run_case(name, count, args, tmp, bus, counter)
                     results.setdefault((name, count), []).append(figures)
                     print(f"round {round_no} {name:8s} {count:6d}: {describe(figures)}")
+                    if on_case:
+                        on_case(name, count)
     finally:
         await bus.close()
     return results
@@ -602,7 +620,11 @@ def report(
         if bare and coin:
             pairs = list(zip(bare, coin, strict=True))
             cpu = [b["cpu_us"] / c["cpu_us"] for b, c in pairs]
-            above = [b["marginal_us"] / c["marginal_us"] for b, c in pairs]
+            # Above idle can be 0 in a short window (the idle rate measured before was higher).
+            above = [
+                b["marginal_us"] / c["marginal_us"] if c["marginal_us"] else math.nan
+                for b, c in pairs
+            ]
             rate = [c["rate"] / b["rate"] for b, c in pairs]
             ok = statistics.median(cpu) >= CPU_RATIO_TARGET
             print(

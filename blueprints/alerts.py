@@ -7,7 +7,9 @@ from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
+import orjson
 from pydantic import (
+    AfterValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -21,6 +23,7 @@ from sanic import Blueprint, HTTPResponse, Request, empty, json
 from coinlink.alerts.engine import PCT_WINDOWS
 from coinlink.alerts.service import MAX_COOLDOWN_S, AlertService, check_window
 from coinlink.alerts.store import alert_dict
+from coinlink.http.auth import cached_page_for_caller
 from coinlink.http.contract import Reply, operation
 from coinlink.http.pagination import PageQuery, decode_cursor, page
 from coinlink.http.request import Body
@@ -33,6 +36,7 @@ from coinlink.http.schemas import (
     unchanged,
 )
 from coinlink.http.schemas import Reply as Model
+from coinlink.market.types import served_spelling
 
 bp = Blueprint("alerts", url_prefix="/api/v2/alerts")
 
@@ -51,7 +55,7 @@ Cooldown = Annotated[int, Field(ge=0, le=MAX_COOLDOWN_S)]
 Condition = Literal["above", "below", "pct_change"]
 Status = Literal["active", "disabled", "triggered"]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Symbol = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=21)]
+Symbol = Annotated[str, StringConstraints(max_length=21), AfterValidator(served_spelling)]
 
 
 class _NewAlert(Body):
@@ -214,10 +218,13 @@ async def create_alert(request: Request, body: AlertIn) -> HTTPResponse:
 )
 async def list_alerts(request: Request, query: AlertsQuery) -> HTTPResponse:
     before = decode_cursor(query.cursor, int)[0] if query.cursor else None
-    rows = await _alerts(request).listed(
-        request.ctx.claims.user_id, query.status, query.limit, before
-    )
-    return json(page(rows, query.limit, lambda a: [a.seq], alert_dict))
+    user_id = request.ctx.claims.user_id
+
+    async def render() -> bytes:
+        rows = await _alerts(request).listed(user_id, query.status, query.limit, before)
+        return orjson.dumps(page(rows, query.limit, lambda a: [a.seq], alert_dict))
+
+    return await cached_page_for_caller(request, query, ("alerts", query.status), render)
 
 
 @bp.get("/<alert_id:str>")

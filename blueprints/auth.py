@@ -205,7 +205,7 @@ async def sessions(request: Request) -> HTTPResponse:
     return json({"items": items, "next_cursor": None})
 
 
-@bp.delete("/sessions/<session_id:uuid>")
+@bp.delete("/sessions/<session_id:str>")
 @operation(
     summary="Revoke one of the caller's sessions",
     tag="auth",
@@ -213,7 +213,7 @@ async def sessions(request: Request) -> HTTPResponse:
     replies={204: Reply("revoked")},
     errors={404: "`not_found`: no such session of the caller's"},
 )
-async def revoke_session(request: Request, session_id: UUID) -> HTTPResponse:
+async def revoke_session(request: Request, session_id: str) -> HTTPResponse:
     if not await _accounts(request).revoke_own_session(request.ctx.claims.user_id, session_id):
         raise NotFound("no such session")
     return empty()

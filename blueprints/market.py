@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import unquote
 
 from pydantic import Field, ValidationInfo, field_validator
 from sanic import Blueprint, HTTPResponse, Request, json
@@ -135,6 +136,9 @@ async def tickers(request: Request, query: TickersQuery) -> HTTPResponse:
     return json({"items": _market(request).tickers(wanted)})
 
 
+# Path parameters come percent-encoded: BTC%2DUSD is BTC-USD, and an unknown symbol is
+# named as the client meant it. (Sanic's route option `unquote` misses a parameter below
+# path segments that other routes created first.)
 @bp.get("/tickers/<symbol>")
 @operation(
     summary="One ticker",
@@ -143,7 +147,7 @@ async def tickers(request: Request, query: TickersQuery) -> HTTPResponse:
     errors=UNKNOWN_SYMBOL,
 )
 async def ticker(request: Request, symbol: str) -> HTTPResponse:
-    return _json(_market(request).ticker_json(symbol))
+    return _json(_market(request).ticker_json(unquote(symbol)))
 
 
 @bp.get("/candles/<symbol>")
@@ -156,8 +160,9 @@ async def ticker(request: Request, symbol: str) -> HTTPResponse:
 )
 async def candles(request: Request, symbol: str, query: CandlesQuery) -> HTTPResponse:
     q = query
-    items = await _market(request).candles(symbol, q.interval, q.start, q.end, q.limit)
-    return json({"items": items})
+    return _json(
+        await _market(request).candles_json(unquote(symbol), q.interval, q.start, q.end, q.limit)
+    )
 
 
 @bp.get("/summary")

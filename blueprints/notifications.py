@@ -6,10 +6,12 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 from pydantic import Field
 from sanic import Blueprint, HTTPResponse, Request, json
 
 from coinlink.alerts import notifications
+from coinlink.http.auth import cached_page_for_caller
 from coinlink.http.contract import Reply, operation
 from coinlink.http.errors import RequestValidationError
 from coinlink.http.pagination import PageQuery, decode_cursor, page
@@ -76,15 +78,19 @@ async def list_notifications(request: Request, query: NotificationsQuery) -> HTT
             after = (datetime.fromisoformat(moment), UUID(last_id))
         except (TypeError, ValueError):
             raise _bad_cursor() from None
-    rows = await notifications.listed(request.ctx.claims.user_id, query.unread, query.limit, after)
-    return json(
-        page(
+    user_id = request.ctx.claims.user_id
+
+    async def render() -> bytes:
+        rows = await notifications.listed(user_id, query.unread, query.limit, after)
+        listed = page(
             rows,
             query.limit,
             lambda n: [n.created_at.isoformat(), str(n.id)],
             notifications.notification_dict,
         )
-    )
+        return orjson.dumps(listed)
+
+    return await cached_page_for_caller(request, query, ("notifications", query.unread), render)
 
 
 @bp.get("/unread-count")
@@ -107,7 +113,9 @@ async def unread_count(request: Request) -> HTTPResponse:
     errors={404: "`not_found`: no such notification of the caller's"},
 )
 async def mark_read(request: Request, notification_id: str) -> HTTPResponse:
-    found = await notifications.mark_read(request.ctx.claims.user_id, notification_id)
+    found = await notifications.mark_read(
+        request.app.ctx.bus, request.ctx.claims.user_id, notification_id
+    )
     return json(notifications.notification_dict(found))
 
 
@@ -119,7 +127,8 @@ async def mark_read(request: Request, notification_id: str) -> HTTPResponse:
     replies={200: Reply("how many changed", Updated)},
 )
 async def read_all(request: Request) -> HTTPResponse:
-    return json({"updated": await notifications.mark_all_read(request.ctx.claims.user_id)})
+    updated = await notifications.mark_all_read(request.app.ctx.bus, request.ctx.claims.user_id)
+    return json({"updated": updated})
 
 
 @bp.get("/deliveries")

@@ -11,7 +11,7 @@ from blueprints.auth import HASHING_BUSY, INVALID_CREDENTIALS, LOGIN_LIMIT, User
 from coinlink.accounts.profiles import ProfileService, preferences_dict
 from coinlink.accounts.service import AccountService, user_dict
 from coinlink.alerts import webhooks
-from coinlink.http.auth import current_user
+from coinlink.http.auth import current_profile_json, current_user
 from coinlink.http.contract import Reply, operation
 from coinlink.http.ratelimit import enforce
 from coinlink.http.request import Body, DisplayName, Password
@@ -84,7 +84,7 @@ def _profiles(request: Request) -> ProfileService:
     replies={200: Reply("the profile", User)},
 )
 async def me(request: Request) -> HTTPResponse:
-    return json(user_dict(await current_user(request)))
+    return HTTPResponse(await current_profile_json(request), content_type="application/json")
 
 
 @bp.patch("/me")
@@ -97,6 +97,8 @@ async def me(request: Request) -> HTTPResponse:
 )
 async def update_me(request: Request, body: ProfileUpdate) -> HTTPResponse:
     user = await _profiles(request).rename(await current_user(request), body.display_name)
+    accounts: AccountService = request.app.ctx.accounts
+    await accounts.user_changed(str(user.id))
     return json(user_dict(user))
 
 

@@ -10,8 +10,12 @@ Per user: ``notifications:<user id>``, the private channel a client subscribes t
 ``notifications``. Control channels between workers and instances: ``revocations``
 (sessions ended: close their sockets), ``alerts:changes`` (``{"id": ...}`` of an alert
 created, changed or deleted), ``webhooks:due`` (a delivery was queued),
-``ingest:admin-ticks`` (ticks injected by an admin, for the leader). Key:
-``ingest:heartbeat``, the leader's liveness for ``/readyz``.
+``ingest:admin-ticks`` (ticks injected by an admin, for the leader). Keys:
+``ingest:heartbeat``, the leader's liveness for ``/readyz``. Per user, in the user's key
+group (:func:`user_group`; on a Redis Cluster one hash slot, so every request's revocation
+check is one MGET on one shard): ``denied-jti:<jti>``, an access token logged out;
+``revoked-session:<session id>``, a session ended; ``user-version:<user id>``, a counter of
+changes to what the cached per-user reads show (coinlink.accounts.user_views).
 """
 
 from __future__ import annotations
@@ -42,3 +46,21 @@ def candles(symbol: str, interval: str) -> str:
 def notifications(user_id: str) -> str:
     """The bus channel of one user's notifications."""
     return f"{PRIVATE_PREFIX}{user_id}"
+
+
+def user_group(user_id: str) -> str:
+    """The bus key group of one user's keys (those below)."""
+    return f"u:{user_id}"
+
+
+def denied_jti_key(jti: str) -> str:
+    return f"denied-jti:{jti}"
+
+
+def revoked_session_key(session_id: str) -> str:
+    return f"revoked-session:{session_id}"
+
+
+def user_version_key(user_id: str) -> str:
+    """The bus key of one user's version (coinlink.accounts.user_views)."""
+    return f"user-version:{user_id}"

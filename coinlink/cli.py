@@ -155,6 +155,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         env=settings.env,
     )
     app.main_process_ready(manager.adapt)
+    manager.keep_state_manager_through_signals()
     try:
         Sanic.serve(primary=app, app_loader=loader)
     finally:

@@ -17,7 +17,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -38,6 +38,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 Environment = Literal["development", "test", "production"]
 
 DEV_DATABASE_URL = "sqlite://var/coinlink.sqlite3"
+REDIS_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+"""URL schemes that name a Redis Cluster (coinlink.redis_calls.connect)."""
 DEV_CORS_ORIGINS = ("http://localhost:8000", "http://127.0.0.1:8000")
 MIN_SECRET_BYTES = 32
 MIN_PRODUCTION_BCRYPT_ROUNDS = 12
@@ -192,7 +194,8 @@ class RedisSettings(_Group):
     """The Redis server behind the bus, the leases and the shared rate limits."""
 
     url: str | None = None
-    """``redis://host:6379/0``; unset means the in-process bus (one process only)."""
+    """``redis://host:6379/0``, or ``redis+cluster://host:6379`` for a Redis Cluster (any one
+    node; the rest is discovered); unset means the in-process bus (one process only)."""
 
     prefix: str = Field(default="coinlink:", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
     """Prefix of every Redis key and channel (deployments sharing one Redis must differ)."""
@@ -203,8 +206,16 @@ class RedisSettings(_Group):
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
-        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix", *REDIS_CLUSTER_SCHEMES):
+            raise ValueError(
+                "must be a redis://, rediss:// or unix:// URL, or redis+cluster:// or "
+                "rediss+cluster:// for a Redis Cluster"
+            )
+        if parts.scheme in REDIS_CLUSTER_SCHEMES and parts.path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has only database 0: drop the /<db> path")
         return value
 
 
@@ -399,6 +410,12 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """``postgres://user:pass@host:5432/db`` or ``sqlite://path``; default SQLite under ./var/."""
 
+    database_pool_mode: Literal["session", "transaction"] = "session"
+    """How the server at the database URL hands out PostgreSQL sessions: ``session`` (PostgreSQL
+    itself, or PgBouncer with ``pool_mode = session``) or ``transaction`` (PgBouncer with
+    ``pool_mode = transaction``: each transaction may run on another server session, so
+    asyncpg's per-session prepared statement cache is turned off)."""
+
     redis: RedisSettings = RedisSettings()
     bus_history_size: int = Field(default=100, ge=1, le=100_000)
     """Messages kept per bus channel for recovery after a reconnect."""
@@ -588,6 +605,10 @@ class Settings(BaseSettings):
                     "(the time to finish requests and stop after the drain)",
                 )
             )
+        database = urlsplit(self.database_url or DEV_DATABASE_URL).scheme
+        if self.database_pool_mode == "transaction" and database not in _POSTGRES_SCHEMES:
+            message = "transaction pooling needs a postgres:// COINLINK_DATABASE_URL (a pooler's)"
+            problems.append((("database_pool_mode",), message))
         if self.is_production:
             problems += self._production_problems()
         if problems:
@@ -644,7 +665,14 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or DEV_DATABASE_URL
+        url = self.database_url or DEV_DATABASE_URL
+        if self.database_pool_mode == "transaction" and urlsplit(url).scheme in _POSTGRES_SCHEMES:
+            # Behind a transaction pooler a statement asyncpg prepared on one server session
+            # is unknown to the next: unnamed statements only (asyncpg's and Tortoise's option).
+            parts = urlsplit(url)
+            query = [(k, v) for k, v in parse_qsl(parts.query) if k != "statement_cache_size"]
+            url = parts._replace(query=urlencode([*query, ("statement_cache_size", "0")])).geturl()
+        return url
 
     @property
     def effective_workers(self) -> int:

@@ -11,7 +11,8 @@ export COINLINK_TEST_REDIS_URL="${COINLINK_TEST_REDIS_URL:-redis://127.0.0.1:637
 floor=()
 [ $# -eq 0 ] && floor=(--cov-fail-under=90)
 rm -f .coverage .coverage.*
-.venv/bin/pytest --cov --cov-report=term --timeout=300 "${floor[@]}" "$@"
+# The slowest tests are printed: the suite has a budget of 20 minutes.
+.venv/bin/pytest --cov --cov-report=term --timeout=300 --durations=25 "${floor[@]}" "$@"
 status=$?
 if [ $status -eq 5 ]; then
   echo "error: pytest collected no tests" >&2

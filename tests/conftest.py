@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support import log_guard, services
+from tests.support.redis_cluster import RedisCluster, running_cluster
 from tests.support.script_calls import ScriptCalls, count_script_calls
 
 # The suite's own defaults; a test that needs other values passes them explicitly.
@@ -51,6 +52,18 @@ def fresh_pg_url(pg_server_url: str) -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     with services.redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of the session's own: 3 masters, 3 replicas (tests/support)."""
+    with running_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    return redis_cluster.url
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import asyncio
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +41,7 @@ from coinlink.accounts.tokens import (
     hash_refresh_token,
     new_refresh_token,
 )
+from coinlink.accounts.user_views import UserViews, user_changed
 from coinlink.bus import Bus, BusError
 from coinlink.wire import iso_time
 from config import Settings
@@ -133,6 +134,7 @@ class AccountService:
         # Per worker: session id -> (still valid, checked at), oldest check first. Bounds the
         # database checks; entries leave once older than SESSION_CACHE_S (see _remember).
         self._session_cache: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self.views = UserViews()
 
     # -- passwords -------------------------------------------------------------------
 
@@ -285,11 +287,13 @@ class AccountService:
             user_id=str(session.user_id),  # type: ignore[attr-defined]
             action="session revoked",
         )
-        await self.revoke_sessions([session.id])
+        await self.revoke_sessions(str(session.user_id), [session.id])  # type: ignore[attr-defined]
 
     # -- revocation -------------------------------------------------------------------
 
-    async def revoke_sessions(self, session_ids: list[UUID], denied_jti: str = "") -> None:
+    async def revoke_sessions(
+        self, user_id: str, session_ids: list[UUID], denied_jti: str = ""
+    ) -> None:
         """Revoke in the database (the record), then mark in the bus (the fast path).
 
         The bus marks are best effort: when Redis is down the revocation still holds,
@@ -301,11 +305,14 @@ class AccountService:
         for sid in session_ids:
             self._remember(str(sid), False)
         ttl = self.settings.access_token_ttl_s
+        group = channels.user_group(user_id)
         marks: list[Awaitable[object]] = [
-            self.bus.set(f"revoked-session:{sid}", b"1", ttl_s=ttl) for sid in session_ids
+            self.bus.set(channels.revoked_session_key(str(sid)), b"1", ttl_s=ttl, group=group)
+            for sid in session_ids
         ]
         if denied_jti:
-            marks.append(self.bus.set(f"denied-jti:{denied_jti}", b"1", ttl_s=ttl))
+            key = channels.denied_jti_key(denied_jti)
+            marks.append(self.bus.set(key, b"1", ttl_s=ttl, group=group))
         # Every worker's WebSocket hub closes these sessions' sockets (1008) at once.
         event = orjson.dumps({"sessions": [str(sid) for sid in session_ids]})
         marks.append(self.bus.publish(channels.REVOCATIONS, event))
@@ -316,28 +323,60 @@ class AccountService:
             log.warning("revocation_not_marked_in_bus", error=str(exc) or "timeout")
 
     async def logout(self, claims: AccessClaims) -> None:
-        await self.revoke_sessions([UUID(claims.session_id)], denied_jti=claims.jti)
+        await self.revoke_sessions(claims.user_id, [UUID(claims.session_id)], denied_jti=claims.jti)
 
     async def access_allowed(self, claims: AccessClaims) -> bool:
-        """False for a denied token or a revoked session.
+        return (await self.check_access(claims))[0]
+
+    async def check_access(self, claims: AccessClaims) -> tuple[bool, bytes | None]:
+        """(False for a denied token or a revoked session, the user's version).
 
         The bus answers at once for every worker; the database is re-read at most every
-        few seconds per session, and on every request while the bus does not answer.
+        few seconds per session, and on every request while the bus does not answer. The
+        same round trip reads the user's version (:mod:`coinlink.accounts.user_views`);
+        None when the bus did not answer.
         """
         try:
             async with asyncio.timeout(BUS_DEADLINE_S):
-                denied, revoked = await self.bus.get_many(
-                    f"denied-jti:{claims.jti}", f"revoked-session:{claims.session_id}"
+                denied, revoked, version = await self.bus.get_many(
+                    channels.denied_jti_key(claims.jti),
+                    channels.revoked_session_key(claims.session_id),
+                    channels.user_version_key(claims.user_id),
+                    group=channels.user_group(claims.user_id),
                 )
         except (BusError, TimeoutError):
             BUS_FALLBACKS.inc()
-            return await self._session_valid(claims.session_id)
+            return await self._session_valid(claims.session_id), None
         if denied is not None or revoked is not None:
-            return False
+            return False, None
+        version = version or b"0"
         cached = self._session_cache.get(claims.session_id)
         if cached is not None and time.monotonic() - cached[1] < SESSION_CACHE_S:
-            return cached[0]
-        return await self._session_valid(claims.session_id)
+            return cached[0], version
+        return await self._session_valid(claims.session_id), version
+
+    async def cached_for(
+        self,
+        user_id: str,
+        what: Hashable,
+        version: bytes | None,
+        render: Callable[[], Awaitable[bytes | None]],
+    ) -> bytes | None:
+        """``render()``'s body (None: nothing to show), from this worker's
+        :class:`UserViews` when it was filled under ``version`` (see :meth:`check_access`;
+        None: the bus did not answer, so the database does and nothing is kept)."""
+        key = (user_id, what)
+        if version is not None:
+            body = self.views.get(key, version)
+            if body is not None:
+                return body
+        body = await render()
+        if version is not None and body is not None:
+            self.views.put(key, version, body)
+        return body
+
+    async def user_changed(self, user_id: str) -> None:
+        await user_changed(self.bus, user_id)
 
     async def _session_valid(self, session_id: str) -> bool:
         valid = await Session.filter(
@@ -367,10 +406,16 @@ class AccountService:
             .limit(limit)
         )
 
-    async def revoke_own_session(self, user_id: str, session_id: UUID) -> bool:
+    async def revoke_own_session(self, user_id: str, raw_id: str | UUID) -> bool:
+        """Revoke the caller's live session ``raw_id``; False when there is none such (an
+        id that is not a UUID names none: a 404 like any other, not "no such route")."""
+        try:
+            session_id = raw_id if isinstance(raw_id, UUID) else UUID(raw_id)
+        except ValueError:
+            return False
         if not await Session.filter(id=session_id, user_id=user_id, revoked_at=None).exists():
             return False
-        await self.revoke_sessions([session_id])
+        await self.revoke_sessions(user_id, [session_id])
         return True
 
     async def change_password(
@@ -383,7 +428,7 @@ class AccountService:
         others = await Session.filter(
             Q(user_id=user.id) & Q(revoked_at__isnull=True) & ~Q(id=current_session)
         ).values_list("id", flat=True)
-        await self.revoke_sessions(list(others))  # type: ignore[arg-type]
+        await self.revoke_sessions(str(user.id), list(others))  # type: ignore[arg-type]
 
     async def delete_account(self, user: User, password: str) -> None:
         if not await self._verify(password, user.password_hash):
@@ -391,5 +436,5 @@ class AccountService:
         sessions = await Session.filter(user_id=user.id, revoked_at__isnull=True).values_list(
             "id", flat=True
         )
-        await self.revoke_sessions(list(sessions))  # type: ignore[arg-type]
+        await self.revoke_sessions(str(user.id), list(sessions))  # type: ignore[arg-type]
         await user.delete()

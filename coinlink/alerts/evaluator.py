@@ -32,6 +32,7 @@ from prometheus_client import Counter, Gauge
 from tortoise.transactions import in_transaction
 
 from coinlink import channels
+from coinlink.accounts.user_views import user_changed
 from coinlink.alerts.engine import AlertEngine, AlertSpec, Firing
 from coinlink.alerts.notifications import notification_dict
 from coinlink.backoff import Backoff
@@ -135,7 +136,7 @@ class Evaluator:
         self._changed: set[str] | None = None  # ids changed while loading
         self._tasks: list[asyncio.Task[None]] = []
         self._loading: asyncio.Task[None] | None = None
-        self._in_flight: set[uuid.UUID] = set()  # being published by the writer right now
+        self._in_flight: set[uuid.UUID] = set()  # the writer's, from commit to push
         # Per running sweep: what the writer published since that sweep read the outbox.
         self._published_during: list[set[uuid.UUID]] = []
         self._webhook_due = False
@@ -230,8 +231,12 @@ class Evaluator:
     async def _write(self) -> None:
         while not (self._finishing.is_set() and self._queue.empty()):
             for firing in await self._queue.get():
+                # In flight from before its commit: a sweep that reads the row between the
+                # commit and the push leaves the push to the writer (else two copies).
+                notification_id = uuid.uuid4()
+                self._in_flight.add(notification_id)
                 try:
-                    notification = await self._commit_until_done(firing)
+                    notification = await self._commit_until_done(firing, notification_id)
                     if notification is None:
                         continue
                     if self._webhook_due:
@@ -240,28 +245,30 @@ class Evaluator:
                             await self.bus.publish(channels.WEBHOOKS_DUE, b"")
                     if self.pause_after_commit_s:
                         await asyncio.sleep(self.pause_after_commit_s)
-                    self._in_flight.add(notification.id)
-                    try:
-                        if await self.publish(notification):
-                            for published in self._published_during:
-                                published.add(notification.id)
-                    finally:
-                        self._in_flight.discard(notification.id)
+                    if await self.publish(notification):
+                        for published in self._published_during:
+                            published.add(notification.id)
                 except Exception:  # never let one firing stop the writer for the reign
                     log.exception("alert_firing_failed", alert_id=firing.alert_id)
+                finally:
+                    self._in_flight.discard(notification_id)
 
-    async def _commit_until_done(self, firing: Firing) -> Notification | None:
+    async def _commit_until_done(
+        self, firing: Firing, notification_id: uuid.UUID
+    ) -> Notification | None:
         """The engine has let the alert go: keep trying until the database takes it (a
         one-shot alert would otherwise wait for the next leader to be evaluated again)."""
         retry = Backoff(_RETRY_BASE_S, _RETRY_CAP_S)
         while True:
             try:
-                return await self.commit(firing)
+                return await self.commit(firing, notification_id)
             except Exception as exc:
                 log.warning("alert_firing_not_committed", alert_id=firing.alert_id, error=str(exc))
                 await asyncio.sleep(retry.next())
 
-    async def commit(self, firing: Firing) -> Notification | None:
+    async def commit(self, firing: Firing, notification_id: uuid.UUID) -> Notification | None:
+        """Count the firing and write its notification (``notification_id``) with its
+        outbox rows, in one transaction; None when the alert may not fire (any more)."""
         now = datetime.now(UTC)
         async with in_transaction():
             alert = (
@@ -295,7 +302,7 @@ class Evaluator:
             )
             title, body = _describe(firing)
             notification = await Notification.create(
-                id=uuid.uuid4(),
+                id=notification_id,
                 user_id=alert.user_id,  # type: ignore[attr-defined]
                 kind="price_alert",
                 title=title,
@@ -330,6 +337,11 @@ class Evaluator:
     async def publish(self, notification: Notification) -> bool:
         """Push to the user's sockets (every instance); mark the outbox row done."""
         user_id = str(notification.user_id)  # type: ignore[attr-defined]
+        # The alert's state and the notification show in the user's lists: their cached
+        # pages go before the push, so a client that reads the list on a push sees it. Here,
+        # not in commit(): the writer publishes what it committed, and the sweep what a
+        # leader left behind, so each commit is followed by one of the two.
+        await user_changed(self.bus, user_id)
         try:
             await self.bus.publish(
                 channels.notifications(user_id), orjson.dumps(notification_dict(notification))

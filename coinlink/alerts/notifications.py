@@ -8,6 +8,8 @@ from uuid import UUID
 
 from tortoise.expressions import Q
 
+from coinlink.accounts.user_views import user_changed
+from coinlink.bus import Bus
 from coinlink.wire import iso_time
 from models.alerts import Notification, WebhookAttempt
 
@@ -60,7 +62,7 @@ class NotificationNotFound(Exception):
         super().__init__("no such notification")
 
 
-async def mark_read(user_id: str, raw_id: str) -> Notification:
+async def mark_read(bus: Bus, user_id: str, raw_id: str) -> Notification:
     """Mark one of the user's notifications read (another user's is as unknown as none)."""
     try:
         notification_id = UUID(raw_id)
@@ -72,13 +74,17 @@ async def mark_read(user_id: str, raw_id: str) -> Notification:
     if notification.read_at is None:
         notification.read_at = datetime.now(UTC)
         await notification.save(update_fields=["read_at"])
+        await user_changed(bus, user_id)
     return notification
 
 
-async def mark_all_read(user_id: str) -> int:
-    return await Notification.filter(user_id=user_id, read_at__isnull=True).update(
+async def mark_all_read(bus: Bus, user_id: str) -> int:
+    updated: int = await Notification.filter(user_id=user_id, read_at__isnull=True).update(
         read_at=datetime.now(UTC)
     )
+    if updated:
+        await user_changed(bus, user_id)
+    return updated
 
 
 async def attempts(user_id: str, limit: int, before_id: int | None) -> list[WebhookAttempt]:

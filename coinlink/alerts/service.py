@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from coinlink.accounts.user_views import user_changed
 from coinlink.alerts import store
 from coinlink.alerts.engine import PCT_WINDOWS
 from coinlink.bus import Bus
@@ -52,6 +53,7 @@ class AlertService:
             raise UnknownSymbol(values["symbol"])
         alert = await store.create(user_id, self.max_per_user, **values)
         await store.announce(self.bus, alert.id)
+        await user_changed(self.bus, user_id)
         return alert
 
     async def get(self, user_id: str, raw_id: str) -> Alert:
@@ -81,9 +83,11 @@ class AlertService:
         if changes:
             alert = await store.update(alert, changes)
             await store.announce(self.bus, alert.id)
+            await user_changed(self.bus, user_id)
         return alert
 
     async def delete(self, user_id: str, raw_id: str) -> None:
         alert = await self.get(user_id, raw_id)
         await store.delete(alert)
         await store.announce(self.bus, alert.id)
+        await user_changed(self.bus, user_id)

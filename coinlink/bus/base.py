@@ -17,6 +17,7 @@ hand the same bytes to every socket.
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -60,6 +61,43 @@ class Subscription(abc.ABC):
     async def close(self) -> None: ...
 
 
+class QueuedSubscription(Subscription, abc.ABC):
+    """A subscription whose messages wait in a queue of its own, filled by its backend.
+
+    Messages queued before an unsubscribe do not surface after it; the
+    :data:`RESUBSCRIBED` marker always does. ``None`` in the queue ends the iteration.
+    """
+
+    def __init__(self, maxsize: int = 0) -> None:
+        self._channels: set[str] = set()
+        self._queue: asyncio.Queue[Message | None] = asyncio.Queue(maxsize)
+        self._closed = False
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return frozenset(self._channels)
+
+    def __aiter__(self) -> QueuedSubscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        while not self._closed:
+            message = await self._queue.get()
+            if message is None:
+                break
+            if message.channel in self._channels or message.channel == RESUBSCRIBED:
+                return message
+        raise StopAsyncIteration
+
+    def _end(self) -> None:
+        """Stop: no channel is wanted any more, nor what was queued for them."""
+        self._closed = True
+        self._channels.clear()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(None)
+
+
 class Bus(abc.ABC):
     """See the module docstring; every method raises :class:`BusError` on backend failure."""
 
@@ -101,22 +139,28 @@ class Bus(abc.ABC):
     def subscription(self) -> Subscription:
         """A new, empty subscription (a worker's hub needs exactly one)."""
 
-    # Key/value
+    # Key/value. Keys given the same ``group`` are kept together (on a Redis Cluster: in
+    # one hash slot), so a get_many of them is one round trip to one shard. A key is always
+    # named with the same group (or none).
     @abc.abstractmethod
-    async def get(self, key: str) -> bytes | None: ...
+    async def get(self, key: str, *, group: str | None = None) -> bytes | None: ...
 
     @abc.abstractmethod
-    async def get_many(self, *keys: str) -> list[bytes | None]:
+    async def get_many(self, *keys: str, group: str | None = None) -> list[bytes | None]:
         """Several keys in one round trip, in the order asked."""
 
     @abc.abstractmethod
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None: ...
+    async def set(
+        self, key: str, value: bytes, ttl_s: float | None = None, *, group: str | None = None
+    ) -> None: ...
 
     @abc.abstractmethod
-    async def delete(self, key: str) -> None: ...
+    async def delete(self, key: str, *, group: str | None = None) -> None: ...
 
     @abc.abstractmethod
-    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+    async def incr(
+        self, key: str, amount: int = 1, ttl_s: float | None = None, *, group: str | None = None
+    ) -> int:
         """Atomically add ``amount``; ``ttl_s`` is applied when the counter is created."""
 
     # Leases

@@ -18,13 +18,12 @@ contract suite (``tests/integration/test_bus_contract.py``) checks.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections import deque
 from dataclasses import dataclass
 
-from coinlink.bus.base import Bus, BusError, Message, Subscription
+from coinlink.bus.base import Bus, BusError, Message, QueuedSubscription
 
 
 def _deadline(ttl_s: float) -> float:
@@ -48,7 +47,7 @@ class _Lease:
     deadline: float
 
 
-class MemorySubscription(Subscription):
+class MemorySubscription(QueuedSubscription):
     """Messages of the subscribed channels, in publish order, through ``async for``.
 
     The queue is unbounded on purpose: ``publish`` must neither wait for a slow consumer
@@ -58,15 +57,8 @@ class MemorySubscription(Subscription):
     """
 
     def __init__(self, bus: MemoryBus) -> None:
+        super().__init__()
         self._bus = bus
-        self._channels: set[str] = set()
-        # ``None`` only wakes a waiting iterator after close().
-        self._queue: asyncio.Queue[Message | None] = asyncio.Queue()
-        self._closed = False
-
-    @property
-    def channels(self) -> frozenset[str]:
-        return frozenset(self._channels)
 
     def _deliver(self, message: Message) -> None:
         if message.channel in self._channels:
@@ -80,24 +72,11 @@ class MemorySubscription(Subscription):
     async def unsubscribe(self, *channels: str) -> None:
         self._channels.difference_update(channels)
 
-    def __aiter__(self) -> MemorySubscription:
-        return self
-
-    async def __anext__(self) -> Message:
-        while not self._closed:
-            message = await self._queue.get()
-            # Messages queued before an unsubscribe must not surface after it.
-            if message is not None and message.channel in self._channels:
-                return message
-        raise StopAsyncIteration
-
     async def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
-        self._channels.clear()
         self._bus._subscriptions.discard(self)
-        self._queue.put_nowait(None)
+        self._end()
 
 
 class MemoryBus(Bus):
@@ -166,21 +145,27 @@ class MemoryBus(Bus):
             return None
         return entry
 
-    async def get(self, key: str) -> bytes | None:
+    # One process has no slots: ``group`` changes nothing here.
+
+    async def get(self, key: str, *, group: str | None = None) -> bytes | None:
         entry = self._live(key)
         return None if entry is None else entry[0]
 
-    async def get_many(self, *keys: str) -> list[bytes | None]:
+    async def get_many(self, *keys: str, group: str | None = None) -> list[bytes | None]:
         return [await self.get(key) for key in keys]
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+    async def set(
+        self, key: str, value: bytes, ttl_s: float | None = None, *, group: str | None = None
+    ) -> None:
         # Like Redis SET: a set without a TTL also removes an earlier one.
         self._kv[key] = (bytes(value), _optional_deadline(ttl_s))
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, *, group: str | None = None) -> None:
         self._kv.pop(key, None)
 
-    async def incr(self, key: str, amount: int = 1, ttl_s: float | None = None) -> int:
+    async def incr(
+        self, key: str, amount: int = 1, ttl_s: float | None = None, *, group: str | None = None
+    ) -> int:
         created_deadline = _optional_deadline(ttl_s)
         entry = self._live(key)
         if entry is None:

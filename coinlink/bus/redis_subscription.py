@@ -10,6 +10,10 @@ live in Redis: a restart that loses its data starts them at 1 again.)
 
 Payloads are ``b"<seq> <published µs> <data>"`` (:func:`decode_payload`), as
 :mod:`coinlink.bus.redis_bus` publishes them.
+
+On a Redis Cluster the same class serves each shard, with sharded pub/sub
+(:mod:`coinlink.bus.redis_shards` overrides what differs: where the connection goes, the
+commands and the message types).
 """
 
 from __future__ import annotations
@@ -96,13 +100,22 @@ class RedisSubscription(Subscription):
         return self._closed_event.is_set()
 
     def _key(self, channel: str) -> str:
-        return self._bus.channel_prefix + channel
+        return self._bus.keys.channel(channel)
 
-    def _name(self, key: object) -> str | None:
-        prefix = self._bus.channel_prefix.encode()
-        if isinstance(key, bytes) and key.startswith(prefix):
-            return key[len(prefix) :].decode(errors="surrogateescape")
-        return None
+    # What differs on a cluster's shard (coinlink.bus.redis_shards.ShardSubscription)
+
+    _MESSAGE = "message"
+    _CONFIRMATION = "subscribe"
+
+    async def _open(self) -> PubSub:
+        """A new pub/sub connection (opened by its first command)."""
+        return self._bus.redis.pubsub()
+
+    async def _listen(self, pubsub: PubSub, keys: list[str]) -> None:
+        await pubsub.subscribe(*keys)
+
+    async def _stop_listening(self, pubsub: PubSub, keys: list[str]) -> None:
+        await pubsub.unsubscribe(*keys)
 
     # Changing the channel set
 
@@ -154,9 +167,9 @@ class RedisSubscription(Subscription):
             try:
                 async with asyncio.timeout(self._bus.budget_s):
                     if subscribe:
-                        await pubsub.subscribe(*keys)
+                        await self._listen(pubsub, keys)
                     else:
-                        await pubsub.unsubscribe(*keys)
+                        await self._stop_listening(pubsub, keys)
                 raise_swallowed_cancel()
             except Exception as exc:
                 self._broken = True
@@ -200,11 +213,10 @@ class RedisSubscription(Subscription):
             await self._drop()
             if self._closed or not self._channels:
                 return
-            pubsub = self._bus.redis.pubsub()
-            self._pubsub = pubsub
             try:
                 async with asyncio.timeout(self._bus.budget_s):
-                    await pubsub.subscribe(*(self._key(c) for c in self._channels))
+                    pubsub = self._pubsub = await self._open()
+                    await self._listen(pubsub, [self._key(c) for c in self._channels])
                 raise_swallowed_cancel()
             except Exception as exc:
                 self._broken = True
@@ -254,16 +266,20 @@ class RedisSubscription(Subscription):
             log.info("bus.subscription.restored", failures=self._failures)
             self._failures = 0
         kind = raw.get("type")
-        name = self._name(raw.get("channel"))
+        name = self._bus.keys.channel_name(raw.get("channel"))
         if name is None:
             return
-        if kind == "message":
+        if kind == self._MESSAGE:
             data = raw.get("data")
             if isinstance(data, bytes):
                 with contextlib.suppress(ValueError):  # not a bus payload: not for us
                     self._buffer.append(decode_payload(name, data))
-        elif kind == "subscribe" and name in self._channels:
+        elif kind == self._CONFIRMATION and name in self._channels:
             self._confirmed.add(name)
+        elif kind == "sunsubscribe" and name in self._channels:
+            # The node no longer serves the channel's slot (moved elsewhere): reconnect.
+            self._broken = True
+            raise BusError(f"redis dropped shard channel {name!r}")
 
     async def _keepalive(self, pubsub: PubSub, now: float) -> None:
         if self._ping_sent is not None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from sanic import Request
+from collections.abc import Awaitable, Callable, Hashable
 
-from coinlink.accounts.service import AccountService, AuthError
+import orjson
+from sanic import HTTPResponse, Request
+
+from coinlink.accounts.service import AccountService, AuthError, user_dict
 from coinlink.accounts.tokens import AccessClaims, InvalidToken
 from coinlink.http.client_address import client_ip as resolve_client_ip
 from coinlink.http.errors import ApiError
+from coinlink.http.pagination import DEFAULT_LIMIT, PageQuery
 from models.accounts import User
 
 
@@ -55,8 +59,10 @@ async def checked_claims(request: Request, token: str) -> AccessClaims | None:
         claims: AccessClaims | None = accounts.tokens.decode_access(token)
     except InvalidToken:
         claims = None
-    if claims is not None and not await accounts.access_allowed(claims):
-        claims = None
+    if claims is not None:
+        allowed, request.ctx.user_version = await accounts.check_access(claims)
+        if not allowed:
+            claims = None
     request.ctx.checked_token = (token, claims)
     return claims
 
@@ -75,6 +81,46 @@ def client_ip(request: Request) -> str:
     if resolved is None:
         resolved = request.ctx.client_ip = resolve_client_ip(request, request.app.ctx.trusted)
     return str(resolved)
+
+
+async def cached_for_caller(
+    request: Request, what: Hashable, render: Callable[[], Awaitable[bytes | None]]
+) -> bytes | None:
+    """A read of the authenticated caller's that the worker may answer from its
+    :class:`~coinlink.accounts.user_views.UserViews` (``what`` names it with its query)."""
+    accounts: AccountService = request.app.ctx.accounts
+    version: bytes | None = getattr(request.ctx, "user_version", None)
+    return await accounts.cached_for(request.ctx.claims.user_id, what, version, render)
+
+
+async def cached_page_for_caller(
+    request: Request, query: PageQuery, what: Hashable, render: Callable[[], Awaitable[bytes]]
+) -> HTTPResponse:
+    """A list page of the caller's: the first at the default limit through
+    :func:`cached_for_caller` (the page read often); any other straight from ``render`` (a
+    key per cursor or limit would let one user fill the worker with copies of one page)."""
+    if query.cursor is None and query.limit == DEFAULT_LIMIT:
+        return json_body(await cached_for_caller(request, what, render))
+    return json_body(await render())
+
+
+def json_body(body: bytes | None) -> HTTPResponse:
+    """A cached read's JSON body as the response (``render`` gave one: never None here)."""
+    assert body is not None
+    return HTTPResponse(body, content_type="application/json")
+
+
+async def current_profile_json(request: Request) -> bytes:
+    """The authenticated caller's ``user_dict`` as JSON; 401 if the user is gone."""
+
+    async def render() -> bytes | None:
+        user = await User.get_or_none(id=request.ctx.claims.user_id)
+        return None if user is None else orjson.dumps(user_dict(user))
+
+    body = await cached_for_caller(request, "profile", render)
+    if body is None:  # deleted while its token still lived
+        raise invalid_access_token()
+    return body
 
 
 async def current_user(request: Request) -> User:

@@ -247,6 +247,7 @@ def _errors(op: Operation) -> dict[int, str]:
     if op.body is not None:
         add(400, "`invalid_json`: the body is missing, not JSON, or not a JSON object")
         add(413, "`payload_too_large`: the body is over COINLINK_MAX_BODY_BYTES")
+        add(415, "`unsupported_media_type`: not application/json, or compressed")
     if op.body is not None or op.query is not None:
         add(422, "`validation_error`: `details.fields` names each bad field and why")
     if op.auth != "none":

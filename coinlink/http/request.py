@@ -1,7 +1,10 @@
 """Parsing request bodies and query strings into pydantic models, with the contract's errors.
 
-Malformed JSON is a 400 ``invalid_json``; anything that parses but does not fit the model is a
-422 ``validation_error`` naming each bad field. Models forbid unknown fields, so read-only
+A body sent as another media type than JSON, or compressed, is a 415
+``unsupported_media_type`` (a body without a ``Content-Type`` is read as JSON: HTTP clients
+of scripts often send none).
+Malformed JSON is a 400 ``invalid_json``; anything that parses but does not fit the model
+is a 422 ``validation_error`` naming each bad field. Models forbid unknown fields, so read-only
 fields such as ``is_admin`` can never be mass-assigned. Control characters other than tab,
 newline and carriage return are refused in every string of every body: PostgreSQL cannot
 store NUL, bcrypt refuses it, and none of them belongs in a name, an email or a URL.
@@ -10,8 +13,10 @@ store NUL, bcrypt refuses it, and none of them belongs in a name, an email or a 
 from __future__ import annotations
 
 import re
+import types
 from collections.abc import Iterable
-from typing import Annotated, Any, TypeVar
+from functools import cache
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import orjson
 from pydantic import (
@@ -35,6 +40,7 @@ M = TypeVar("M", bound=BaseModel)
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MAX_DEPTH = 32
+_JSON_MEDIA_TYPE = re.compile(r"application/(?:[\w.-]+\+)?json")
 NO_CONTROL_CHARACTERS = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]*$"
 """The same rule as a JSON Schema pattern (for the OpenAPI document)."""
 
@@ -99,6 +105,15 @@ class Query(BaseModel):
 def parse_body(request: Request, model: type[M]) -> M:
     if not request.body:
         raise InvalidJson("a JSON object body is required")
+    _check_media_type(request.headers.get("content-type"))
+    coding = request.headers.get("content-encoding", "identity").strip().lower()
+    if coding != "identity":
+        raise ApiError(
+            f"send the body uncompressed: Content-Encoding {coding[:40]!r} is not accepted",
+            status=415,
+            code="unsupported_media_type",
+            details={"expected": "application/json"},
+        )
     try:
         data = orjson.loads(request.body)
     except orjson.JSONDecodeError as exc:
@@ -114,6 +129,24 @@ def parse_body(request: Request, model: type[M]) -> M:
         # A RootModel body is a union of models chosen by a tag (an alert's condition).
         tagged = issubclass(model, RootModel)
         raise RequestValidationError.from_pydantic(exc, tagged=tagged) from None
+
+
+def _check_media_type(content_type: str | None) -> None:
+    """JSON (``application/json`` or a ``+json`` type such as ``application/merge-patch+json``),
+    in UTF-8 as RFC 8259 requires; no header at all is taken for JSON."""
+    if content_type is None:
+        return
+    media_type, *parameters = (part.strip().lower() for part in content_type.split(";"))
+    charsets = [p.partition("=")[2].strip('"') for p in parameters if p.startswith("charset=")]
+    if _JSON_MEDIA_TYPE.fullmatch(media_type) and all(c == "utf-8" for c in charsets):
+        return
+    raise ApiError(
+        f"the body is JSON: send Content-Type: application/json (UTF-8), not "
+        f"{content_type[:100]!r}",
+        status=415,
+        code="unsupported_media_type",
+        details={"expected": "application/json"},
+    )
 
 
 def _integral_numbers(value: Any) -> Any:
@@ -158,11 +191,44 @@ def _control_characters(data: dict[str, Any]) -> dict[str, str]:
 
 
 def parse_query(request: Request, model: type[M]) -> M:
-    # A repeated parameter is ambiguous; the first value wins, as with most APIs. A blank
-    # one (``?limit=``) is a value, refused if it does not fit, not a missing parameter.
+    # A repeated parameter is ambiguous (frameworks differ on which value wins): refused. A
+    # blank one (``?limit=``) is a value, refused if it does not fit, not a missing one.
     args = request.get_args(keep_blank_values=True)
+    repeated = {key: "given more than once; send it once" for key, v in args.items() if len(v) > 1}
+    if repeated:
+        raise RequestValidationError(repeated)
     data = {key: values[0] for key, values in args.items()}
+    # int() takes "1_0" and Arabic-Indic digits, pydantic "10.0": a query integer is 0-9 only.
+    loose = {
+        key: "must be an integer in decimal digits"
+        for key in _integer_parameters(model)
+        if key in data and not _DECIMAL.fullmatch(data[key])
+    }
+    if loose:
+        raise RequestValidationError(loose)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError.from_pydantic(exc) from None
+
+
+_DECIMAL = re.compile(r"\s*-?[0-9]+\s*")
+
+
+@cache
+def _integer_parameters(model: type[BaseModel]) -> frozenset[str]:
+    """The names of ``model``'s integer parameters (optional ones too)."""
+    return frozenset(
+        field.alias or name
+        for name, field in model.model_fields.items()
+        if _integral(field.annotation)
+    )
+
+
+def _integral(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _integral(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_integral(arg) for arg in get_args(annotation) if arg is not type(None))
+    return annotation is int

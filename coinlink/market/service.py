@@ -15,7 +15,9 @@ import orjson
 from coinlink import channels
 from coinlink.bus import Bus
 from coinlink.market import admin_ticks, candle_store
+from coinlink.market.candle_cache import CandleCache, Rendered, complete, merge
 from coinlink.market.precision import MAX_DECIMALS, price_decimals
+from coinlink.market.types import served_spelling
 from coinlink.market.view import MarketView
 from coinlink.wire import now_ms
 
@@ -71,10 +73,11 @@ class MarketService:
         self.bus = bus
         self.admin_ticks_enabled = admin_ticks_enabled
         self._summary: tuple[int, bytes] | None = None  # (valid until, body)
+        self.candle_cache = CandleCache()
 
     def symbol(self, raw: str) -> str:
         """``raw`` as a served symbol (``btc-usd`` → ``BTC-USD``), else :class:`UnknownSymbol`."""
-        symbol = raw.strip().upper()
+        symbol = served_spelling(raw)
         if symbol not in self._known:
             raise UnknownSymbol(symbol)
         return symbol
@@ -110,23 +113,25 @@ class MarketService:
         # The view's cached bytes: no dict copy or JSON rendering per request.
         return self.view.ticker_json(self.symbol(raw), now_ms())
 
-    async def candles(
+    async def candles_json(
         self, raw: str, interval: str, start: int | None, end: int | None, limit: int
-    ) -> list[dict[str, Any]]:
-        """Closed candles from the database, then the current one from the view when it is
-        newer and inside ``[start, end]``; at most ``limit``, oldest first."""
+    ) -> bytes:
+        """``{"items": [...]}``: closed candles from the database (through the worker's
+        :class:`CandleCache`), then those the view knows newer (the one that closed last,
+        until it is stored, and the current one) inside ``[start, end]``; at most
+        ``limit``, oldest first."""
         symbol = self.symbol(raw)
-        items = await candle_store.closed_candles(symbol, interval, start, end, limit)
-        current = self.view.current_candle(symbol, interval)
-        if current is None or (items and items[-1]["open_time"] >= current["open_time"]):
-            return items
-        opened = current["open_time"]
-        if (start is not None and opened < start) or (end is not None and opened > end):
-            return items
-        items.append(current)
-        if len(items) > limit:
-            items = items[-limit:] if start is None else items[:limit]
-        return items
+        key = (symbol, interval, start, end, limit)
+        marker = self.view.newest_open_time(symbol, interval)
+        stored = self.candle_cache.get(key, marker)
+        if stored is None:
+            items = await candle_store.closed_candles(symbol, interval, start, end, limit)
+            stored = Rendered.of(items)
+            # Filled under the marker read before the query: a candle that closed meanwhile
+            # makes the entry stale at once, never wrongly fresh.
+            if complete(stored, self.view.last_closed.get((symbol, interval)), start, end):
+                self.candle_cache.put(key, marker, stored)
+        return merge(stored, self.view.newest_candles(symbol, interval), start, end, limit)
 
     def summary_json(self) -> bytes:
         """Gainers, losers and volume leaders, computed at most once per TTL per worker."""

@@ -23,6 +23,14 @@ INTERVALS: dict[str, int] = {
 """Candle intervals and their length in milliseconds."""
 
 
+def served_spelling(symbol: str) -> str:
+    """``symbol`` as symbols are served (``btc-usd`` is ``BTC-USD``). Only ASCII is folded:
+    ``str.upper`` makes ``LINK`` of ``l\u0131nk`` (a dotless i) and ``SS`` of ``\u00df``,
+    which must stay unknown symbols rather than become others."""
+    symbol = symbol.strip()
+    return symbol.upper() if symbol.isascii() else symbol
+
+
 @dataclass(frozen=True, slots=True)
 class Tick:
     """One price observation (a trade, or a quote update) of one symbol."""

@@ -24,7 +24,8 @@ class MarketView:
         # symbol -> (ts, fresh body, stale body): the ticker's JSON, rendered on the first
         # read after each update (see ticker_json).
         self._bodies: dict[str, tuple[int, bytes, bytes]] = {}
-        self.candles: dict[tuple[str, str], dict[str, Any]] = {}
+        self.candles: dict[tuple[str, str], dict[str, Any]] = {}  # the newest of a channel
+        self.last_closed: dict[tuple[str, str], dict[str, Any]] = {}
 
     def apply(self, channel: str, seq: int, data: bytes) -> None:
         """Take one market message (the worker's hub calls this for every one, in order)."""
@@ -42,6 +43,8 @@ class MarketView:
         elif kind == "candles":
             symbol, _, interval = rest.partition(":")
             self.candles[(symbol, interval)] = value
+            if value.get("closed"):
+                self.last_closed[(symbol, interval)] = value
 
     def ticker(self, symbol: str, now_ms: int) -> dict[str, Any]:
         """The contract's ``ticker``; fields are null until the first tick arrives."""
@@ -77,6 +80,19 @@ class MarketView:
         if candle is None or candle.get("closed"):
             return None
         return candle
+
+    def newest_candles(self, symbol: str, interval: str) -> list[dict[str, Any]]:
+        """The candle that closed last and the current one, as far as known, oldest first
+        (what may be newer than the database: the leader writes closed ones in batches)."""
+        key = (symbol, interval)
+        known = [c for c in (self.last_closed.get(key), self.candles.get(key)) if c is not None]
+        return known if len(known) < 2 or known[0] is not known[1] else known[:1]
+
+    def newest_open_time(self, symbol: str, interval: str) -> int | None:
+        """The open time of the newest candle of the channel, closed or not: it moves when a
+        candle closes (the candle cache's marker)."""
+        candle = self.candles.get((symbol, interval))
+        return None if candle is None else int(candle["open_time"])
 
 
 _TICKER_FIELDS = (

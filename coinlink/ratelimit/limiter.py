@@ -48,7 +48,7 @@ from typing import Final
 
 import structlog
 from prometheus_client import Counter
-from redis.asyncio import Redis
+from redis.asyncio import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -56,7 +56,7 @@ from redis.commands.core import AsyncScript
 from coinlink.ratelimit.gcra import LocalGCRA
 from coinlink.ratelimit.rates import Decision, Rate
 from coinlink.ratelimit.slices import SliceTable
-from coinlink.redis_calls import BACKEND_ERRORS, raise_swallowed_cancel
+from coinlink.redis_calls import BACKEND_ERRORS, Client, connect, raise_swallowed_cancel
 
 log = structlog.get_logger(logger_name="coinlink.ratelimit")
 
@@ -66,6 +66,7 @@ RATELIMIT_FALLBACK = Counter(
 )
 
 DEFAULT_PREFIX: Final = "coinlink:rl:"
+_DISCOVERY_S: Final = 5.0  # at most this long at start for a cluster's slot map
 
 
 _GCRA_SCRIPT: Final = """
@@ -130,7 +131,7 @@ class RateLimiter:
         self.slices = slices or SliceTable(lifetime_s=slice_lifetime_s)
         # (policy, digest) → set when the Redis call in flight for it has finished.
         self._inflight: dict[tuple[str, str], asyncio.Event] = {}
-        self._client: Redis | None = None
+        self._client: Client | None = None
         self._script: AsyncScript | None = None
         self._down = False  # an outage is in progress (logged once)
         self._retry_at = 0.0  # monotonic time before which Redis is not tried
@@ -143,13 +144,22 @@ class RateLimiter:
         return self._down
 
     async def start(self) -> None:
-        """Create the client; connections open on first use (Redis may be away at boot)."""
+        """Create the client; connections open on first use (Redis may be away at boot).
+
+        A cluster's slot map is fetched here when the cluster answers: discovering it
+        takes a round trip to every node, more than a decision's ``timeout_s``, and the
+        first requests would otherwise be decided locally.
+        """
         self._connect()
+        if isinstance(self._client, RedisCluster):
+            with contextlib.suppress(*BACKEND_ERRORS):
+                async with asyncio.timeout(_DISCOVERY_S):
+                    await self._client.initialize()
 
     def _connect(self) -> None:
         if self._client is not None or self.redis_url is None or self._closed:
             return
-        self._client = Redis.from_url(
+        self._client = connect(
             self.redis_url,
             socket_timeout=self.timeout_s,
             socket_connect_timeout=self.timeout_s,

@@ -78,7 +78,8 @@ ERROR_CODES: dict[protocol.ErrorCode, str] = {
     "invalid_message": "Not one JSON object of a known op with valid fields (the message "
     "then shows the expected shape); a binary frame; a since key that is not among the "
     "channels; an auth with another user's token.",
-    "invalid_token": "The access token is invalid, expired or revoked.",
+    "invalid_token": "The access token is invalid, expired or revoked. An earlier successful "
+    "auth stays in place, and the message says as whom.",
     "unauthorized": "notifications before a successful auth.",
     "unknown_channel": "A channel name that does not exist (the message names them); "
     "nothing of the message happened.",
@@ -424,8 +425,10 @@ restart), reconnect and resubscribe with `since`.
 
 **Auth.** Market channels are public. `auth` with an access token from
 `POST /api/v2/auth/login` (or `/refresh`) is needed for `notifications`; send it again with
-a fresh token of the same user to keep the socket past the first one's expiry. The socket
-closes (1008) when the token expires or its session is revoked.
+a fresh token of the same user to keep the socket past the first one's expiry. An `auth`
+refused (`invalid_token`, or another user's token) leaves the socket's earlier auth in place,
+and its error message says so. The socket closes (1008) when the token in place expires or
+its session is revoked.
 
 **Limits** (this server): {ws.max_subscriptions} channels per socket; {ws.inbound_burst}
 frames at once, {ws.inbound_rate:g} per second sustained; frames up to 64 KiB; a

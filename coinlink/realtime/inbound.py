@@ -13,6 +13,10 @@ anything else sees it, and the complete messages queued for the session.
   is a handshake: the server goes on reading, and dropping, until the client's own close
   frame (at most :data:`CLOSE_WAIT_S`). A connection closed with bytes unread is reset by
   the kernel, and a client busy sending might never read the close frame that says why.
+* Between the refused frame and the close frame the socket does not read. A flooder's
+  sends back up meanwhile, and a websockets client yields to its reader only while a send
+  waits: had the server dropped its backlog first, its sends would flow again and it would
+  not read the close frame until the connection was gone.
 
 Sanic would otherwise decode text frames in a task per chunk of bytes: invalid UTF-8
 failed that task (logged at error level by asyncio, the frame included) and the message
@@ -85,7 +89,7 @@ class Inbound:
         """The next message (``str`` from text frames, ``bytes`` from binary ones); None
         once the client has closed or a frame was refused."""
         message = await self.queue.get()
-        if self._paused and self.queue.qsize() < PAUSE_AT // 2:
+        if self._paused and not self.closing and self.queue.qsize() < PAUSE_AT // 2:
             self._reading(True)
         return message
 
@@ -95,7 +99,9 @@ class Inbound:
         if self.refusal is None:
             return
         code, reason = self.refusal
-        if refuse(code) and send_close(self.ws, code, reason):
+        closing = refuse(code) and send_close(self.ws, code, reason)
+        self._reading(True)  # now drop what the client sends, until its close frame
+        if closing:
             await wait_closed(self.ws, CLOSE_WAIT_S)
 
     # -- frames, as websockets parses them (synchronous) ----------------------------------
@@ -136,13 +142,16 @@ class Inbound:
 
     def _refuse(self, code: int, reason: str) -> None:
         self.refusal = (code, reason)
-        self._stop()
+        self.closing = True
+        self._parts = []
+        if not self._paused:  # until the close frame is out (see the module's docstring)
+            self._reading(False)
         self.queue.put_nowait(None)  # after the messages that came before
 
     def _stop(self) -> None:
         self.closing = True
         self._parts = []
-        if self._paused:  # what comes next is dropped, and the client's close must be read
+        if self._paused:  # the client's close is answered by Sanic, which must read on
             self._reading(True)
 
     def _reading(self, on: bool) -> None:

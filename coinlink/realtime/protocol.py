@@ -16,12 +16,17 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from coinlink import channels
 from coinlink.channels import NOTIFICATIONS, TICKERS
-from coinlink.market.types import INTERVALS
+from coinlink.market.types import INTERVALS, served_spelling
 from coinlink.realtime.transport import text_frame
 from coinlink.wire import now_ms
 
-# The largest `id` a client may pick: it must survive a round trip through JavaScript.
+# The largest `id` a client may pick, and `seq` may reach: it must survive a round trip
+# through JavaScript.
 _MAX_ID = 2**53 - 1
+_INTEGER = f"must be an integer from 0 to {_MAX_ID}"
+# A number out of its field's range, or not an integer (1e30 parses as a float): named
+# with the range, not pydantic's bare "valid integer".
+_NUMBER_ERRORS = ("int_type", "int_from_float", "greater_than_equal", "less_than_equal")
 
 ErrorCode = Literal[
     "invalid_message",
@@ -73,7 +78,7 @@ class Subscribe(_Op):
 
     op: Literal["subscribe"]
     channels: list[_CHANNEL] = Field(min_length=1, max_length=1000)
-    since: dict[_CHANNEL, Annotated[int, Field(ge=0)]] = Field(
+    since: dict[_CHANNEL, Annotated[int, Field(ge=0, le=_MAX_ID)]] = Field(
         default_factory=dict,
         max_length=1000,
         description="The last seq seen of some of the channels (each must be in channels).",
@@ -111,8 +116,10 @@ def parse(raw: str | bytes) -> ClientMessage:
         raise ProtocolError("invalid_message", f"binary frame: send text frames; {_SHAPE}")
     try:
         value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ProtocolError("invalid_message", f"not JSON; {_SHAPE}") from None
+    except orjson.JSONDecodeError as exc:
+        # Its reason too: valid-looking JSON is refused for a lone surrogate escape
+        # ("\ud800"), a number beyond a double or nesting deeper than 1024.
+        raise ProtocolError("invalid_message", f"not JSON ({exc.msg}); {_SHAPE}") from None
     if not isinstance(value, dict):
         raise ProtocolError("invalid_message", f"not a JSON object; {_SHAPE}")
     msg_id = value.get("id")
@@ -125,7 +132,10 @@ def parse(raw: str | bytes) -> ClientMessage:
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"]) or "message"
-        raise ProtocolError("invalid_message", f"{where}: {first['msg']}", msg_id) from None
+        what = first["msg"]
+        if first["type"] in _NUMBER_ERRORS and first["loc"][1:2] in (("id",), ("since",)):
+            what = _INTEGER + (" (the last seq seen)" if first["loc"][1] == "since" else "")
+        raise ProtocolError("invalid_message", f"{where}: {what}", msg_id) from None
 
 
 def canonical_channel(name: str, symbols: frozenset[str]) -> str | None:
@@ -140,7 +150,7 @@ def canonical_channel(name: str, symbols: frozenset[str]) -> str | None:
     if not colon:
         return kind if kind in (TICKERS, NOTIFICATIONS) else None
     symbol, _, interval = rest.partition(":")
-    symbol = symbol.upper()
+    symbol = served_spelling(symbol)
     if symbol not in symbols:
         return None
     if kind == "ticker" and not interval:

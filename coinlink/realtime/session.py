@@ -19,6 +19,8 @@ from coinlink.realtime.inbound import Inbound
 from coinlink.realtime.protocol import ProtocolError
 from config import Settings
 
+_NAMED = 10  # unknown channels an error names (a subscribe may hold a thousand)
+
 
 class Session:
     """The client's side of one socket: read messages, answer them in order."""
@@ -47,8 +49,8 @@ class Session:
                 conn.reply(protocol.error(exc.code, exc.message, exc.msg_id))
             except BusError:
                 self.hub.disconnect(conn, 1011, "temporarily unavailable; reconnect")
-                return
-        await self.inbound.closed(self._refused)
+                break
+        await self.inbound.closed(self._refused)  # a refusal's close, or reading resumed
 
     def _refused(self, code: int) -> bool:
         """The inbound side is closing the socket (1008: a flood; 1007: not UTF-8)."""
@@ -74,15 +76,18 @@ class Session:
             claims = self.accounts.tokens.decode_access(message.token)
         except InvalidToken:
             claims = None
+        current = self.conn.claims
+        # A refused auth leaves an earlier one in place (its own expiry and revocation still
+        # close the socket): a failed refresh must not cut notifications. The error says so.
+        kept = "" if current is None else f"; the socket stays authenticated as {current.user_id}"
         if claims is None or not await self.accounts.access_allowed(claims):
             raise ProtocolError(
-                "invalid_token", "access token is invalid, expired or revoked", message.id
+                "invalid_token", f"access token is invalid, expired or revoked{kept}", message.id
             )
-        current = self.conn.claims
         if current is not None and current.user_id != claims.user_id:
             raise ProtocolError(
                 "invalid_message",
-                "this connection belongs to another user; open a new one",
+                f"this connection belongs to another user; open a new one{kept}",
                 message.id,
             )
         self.hub.authenticate(self.conn, claims)
@@ -94,7 +99,10 @@ class Session:
         named = {name: protocol.canonical_channel(name, self.symbols) for name in requested}
         unknown = [name for name, channel in named.items() if channel is None]
         if unknown:
-            raise ProtocolError("unknown_channel", f"unknown channel: {', '.join(unknown)}", msg_id)
+            shown = ", ".join(unknown[:_NAMED]) + (
+                f" and {len(unknown) - _NAMED} more" if len(unknown) > _NAMED else ""
+            )
+            raise ProtocolError("unknown_channel", f"unknown channel: {shown}", msg_id)
         return list(dict.fromkeys(channel for channel in named.values() if channel is not None))
 
     def _bus_channels(self, names: list[str], msg_id: int) -> list[str]:

@@ -1,5 +1,6 @@
-"""The HTTP protocol of ``coinlink serve``: bounds on slow and greedy clients, and a stopping
-server finishes requests on their way.
+"""The HTTP protocol of ``coinlink serve``: bounds on slow and greedy clients, a head that is
+not HTTP/1.1 refused at once (:mod:`.request_heads`), and a stopping server finishes
+requests on their way.
 
 **A bounded read.** Sanic's ``REQUEST_TIMEOUT`` counts from the last byte received, not the
 first, and a body is read under ``RESPONSE_TIMEOUT`` (a 503): a client sending one byte
@@ -37,6 +38,7 @@ from sanic.http import Stage
 from sanic.server.protocols.websocket_protocol import WebSocketProtocol
 
 from coinlink.serving.connection_cap import ConnectionCap
+from coinlink.serving.request_heads import HeadCheckingHttp
 
 CHECKED_VERSIONS = {"sanic": ">=25.12,<26"}
 FIRST_REQUEST_GRACE_S = 2.0
@@ -48,6 +50,7 @@ class FinishingProtocol(WebSocketProtocol):
     """Sanic's HTTP/1.1 + WebSocket protocol with a bounded read and a cap per address; at
     shutdown it keeps a connection whose request is on its way."""
 
+    HTTP_CLASS = HeadCheckingHttp
     __slots__ = ("heard", "peer_key", "read_began", "read_timer")
 
     def connection_made(self, transport: Any) -> None:

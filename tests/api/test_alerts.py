@@ -127,6 +127,9 @@ def test_bad_alert_bodies_are_422_naming_the_field(
 def test_an_unknown_symbol_is_404(client: ReusableClient, alice: dict[str, Any]) -> None:
     response = create(client, alice, symbol="DOGE-USD")
     assert response.status == 404 and response.json["error"]["code"] == "unknown_symbol"
+    # Only ASCII is folded to upper case: a long s is no S, so this is not BTC-USD.
+    response = create(client, alice, symbol="btc-u\u017fd")
+    assert response.status == 404 and response.json["error"]["code"] == "unknown_symbol"
 
 
 def test_the_cap_gives_409_and_deleting_makes_room(

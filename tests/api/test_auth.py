@@ -391,6 +391,7 @@ def test_another_users_session_is_404(client: ReusableClient) -> None:
     assert me(client, bob["tokens"]["access_token"]).status == 200
     _, bad_id = client.delete("/api/v2/auth/sessions/not-a-uuid", headers=bearer(alice["tokens"]))
     assert bad_id.status == 404
+    assert bad_id.json["error"]["message"] == "no such session"
 
 
 def test_password_change_revokes_every_other_session(client: ReusableClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Iterator
 
@@ -77,6 +78,56 @@ def test_malformed_json_is_400_invalid_json(client: ReusableClient) -> None:
 def test_body_that_is_not_an_object_is_400(client: ReusableClient, body: bytes) -> None:
     _, response = client.post("/_test/echo", content=body)
     assert_envelope(response, 400, "invalid_json")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",  # what curl -d sends
+        "multipart/form-data; boundary=x",
+        "application/json; charset=latin-1",
+        "application/jsonp",
+        "",
+    ],
+)
+def test_a_body_of_another_media_type_is_415_naming_json(
+    client: ReusableClient, content_type: str
+) -> None:
+    _, response = client.post(
+        "/_test/echo", content=b'{"name": "x", "count": 1}', headers={"content-type": content_type}
+    )
+    error = assert_envelope(response, 415, "unsupported_media_type")
+    assert "Content-Type: application/json" in error["message"]
+    assert error["details"] == {"expected": "application/json"}
+
+
+def test_a_compressed_body_is_415_asking_for_it_uncompressed(client: ReusableClient) -> None:
+    _, response = client.post(
+        "/_test/echo",
+        content=gzip.compress(b'{"name": "x", "count": 1}'),
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )
+    error = assert_envelope(response, 415, "unsupported_media_type")
+    assert error["message"].startswith("send the body uncompressed")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "Application/JSON; charset=UTF-8",
+        'application/json;charset="utf-8"',
+        "application/merge-patch+json",
+        None,  # no Content-Type at all: read as JSON
+    ],
+)
+def test_a_json_body_is_read_whatever_its_json_media_type(
+    client: ReusableClient, content_type: str | None
+) -> None:
+    headers = {} if content_type is None else {"content-type": content_type}
+    _, response = client.post("/_test/echo", content=b'{"name": "x", "count": 1}', headers=headers)
+    assert response.status == 200, response.text
 
 
 def test_validation_error_is_422_naming_each_field(client: ReusableClient) -> None:

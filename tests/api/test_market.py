@@ -211,6 +211,12 @@ def test_tick_injection_is_for_admins_only(client: ReusableClient) -> None:
         ("/api/v2/market/candles/BTC-USD?limit=", 422, "limit"),  # blank is not absent
         ("/api/v2/market/candles/BTC-USD?start=-5", 422, "start"),
         ("/api/v2/market/candles/BTC-USD?colour=red", 422, "colour"),
+        ("/api/v2/market/candles/BTC-USD?limit=5&limit=9", 422, "limit"),  # which one?
+        ("/api/v2/market/candles/BTC-USD?limit=5&limit=5", 422, "limit"),
+        ("/api/v2/market/candles/BTC-USD?limit=1_0", 422, "limit"),  # int() would take these
+        ("/api/v2/market/candles/BTC-USD?limit=%D9%A1%D9%A0", 422, "limit"),  # Arabic-Indic 10
+        ("/api/v2/market/candles/BTC-USD?limit=10.0", 422, "limit"),
+        ("/api/v2/market/candles/BTC-USD?start=1700000000000.0", 422, "start"),
     ],
 )
 def test_bad_market_requests(
@@ -225,6 +231,18 @@ def test_bad_market_requests(
     else:
         assert error["code"] == "validation_error"
         assert field in error["details"]["fields"]
+
+
+@pytest.mark.parametrize("route", ["tickers", "candles"])
+def test_a_percent_encoded_symbol_is_read_decoded(client: ReusableClient, route: str) -> None:
+    _, response = client.get(f"/api/v2/market/{route}/BTC%2DUSD")
+    assert response.status == 200, response.text
+    _, response = client.get(f"/api/v2/market/{route}/%E2%82%BF%2DUSD")
+    assert response.status == 404
+    assert response.json["error"]["details"] == {"symbol": "\u20bf-USD"}
+    assert response.json["error"]["message"] == "unknown symbol \u20bf-USD"
+    _, response = client.get(f"/api/v2/market/{route}/btc-u%C5%BFd")  # a long s is no S
+    assert response.status == 404
 
 
 def test_a_cache_buster_is_ignored_and_other_unknown_parameters_refused(

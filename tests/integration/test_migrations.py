@@ -6,13 +6,21 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from coinlink.db import apply_migrations, pending_migrations
-from tests.support.apps import ROOT, server_env
+from coinlink import db
+from coinlink.db import (
+    MIGRATION_LOCK_KEY,
+    MigrationLockTimeout,
+    _migration_lock,
+    apply_migrations,
+    pending_migrations,
+)
+from tests.support.apps import ROOT, server_env, start_migrators
 
 ALL = ["0001_initial", "0002_market", "0003_alerts"]
 
@@ -100,17 +108,7 @@ def test_concurrent_migrations_of_one_fresh_database_both_succeed(fresh_pg_url: 
     """Instances starting together each migrate: an advisory lock lets one apply, the other
     then finds nothing pending (without it, both create the same tables and one fails)."""
     env = server_env(COINLINK_DATABASE_URL=fresh_pg_url)
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "coinlink", "migrate"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(3)
-    ]
+    runs = start_migrators(env, 3)
     outputs = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0, 0], outputs
     assert asyncio.run(pending_migrations(fresh_pg_url)) == []
@@ -118,3 +116,45 @@ def test_concurrent_migrations_of_one_fresh_database_both_succeed(fresh_pg_url: 
     applied = "".join(out for out, _ in outputs)
     for name in ALL:
         assert applied.count(name) == 1, applied
+
+
+async def lock_is_free(url: str) -> bool:
+    """Whether another session could take the migration lock now (released at once)."""
+    conn = await asyncpg.connect("postgresql://" + url.split("://", 1)[1])
+    try:
+        async with conn.transaction():
+            return bool(
+                await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
+            )
+    finally:
+        await conn.close()
+
+
+async def test_the_lock_outlives_a_servers_idle_in_transaction_timeout(fresh_pg_url: str) -> None:
+    """Managed PostgreSQL services often end sessions idle in a transaction after a while:
+    the lock's session idles for the whole migration, which runs on other sessions."""
+    conn = await asyncpg.connect("postgresql://" + fresh_pg_url.split("://", 1)[1])
+    try:
+        name = await conn.fetchval("SELECT current_database()")
+        await conn.execute(f'ALTER DATABASE "{name}" SET idle_in_transaction_session_timeout = 200')
+    finally:
+        await conn.close()
+    async with _migration_lock(fresh_pg_url):
+        # Idle for several timeouts (the point of the test, not a synchronisation).
+        await asyncio.sleep(1.0)
+        assert not await lock_is_free(fresh_pg_url)
+    assert await lock_is_free(fresh_pg_url)
+
+
+async def test_a_migrator_waits_for_the_lock_for_a_bounded_time(
+    fresh_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "MIGRATION_LOCK_WAIT_S", 0.5)
+    async with _migration_lock(fresh_pg_url):
+        started = time.monotonic()
+        with pytest.raises(MigrationLockTimeout, match="held the migration lock"):
+            async with _migration_lock(fresh_pg_url):
+                pytest.fail("two holders of the migration lock")
+        assert time.monotonic() - started < 5
+    async with _migration_lock(fresh_pg_url):  # released by the holder: free again
+        pass

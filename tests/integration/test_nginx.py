@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.apps import ServerProcess, instance_env
 from tests.support.nginx import NginxProxy, nginx_in_front_of
+from tests.support.raw_http import client_hello
 from tests.support.services import free_port, wait_for
 from tests.support.ws import Publisher, WsClient
 
@@ -216,8 +217,9 @@ def test_metrics_are_hidden_behind_the_proxy_as_a_json_404(proxy: NginxProxy, pa
             501,
             "not_implemented",
         ),
+        (client_hello(), 400, "bad_request"),  # HTTPS to the plain port
     ],
-    ids=["garbage", "trace", "long-uri", "huge-header", "unknown-transfer-encoding"],
+    ids=["garbage", "trace", "long-uri", "huge-header", "unknown-transfer-encoding", "tls"],
 )
 def test_requests_nginx_refuses_get_the_envelope_not_html(
     proxy: NginxProxy, request_bytes: bytes, status: int, code: str
@@ -233,6 +235,14 @@ def test_requests_nginx_refuses_get_the_envelope_not_html(
     response = httpx.Response(int(status_line.split()[1]), headers=headers, content=body)
     assert_nginx_envelope(response, status, code)
     assert b"<html" not in raw.lower()
+
+
+def test_a_head_with_bare_lf_line_ends_is_passed_on_with_crlf(proxy: NginxProxy) -> None:
+    # nginx reads a bare LF as a line end (RFC 9112 allows it) and sends the app CRLF: the
+    # app's 400 for bare LF (coinlink/serving/request_heads.py) is for direct clients only.
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\nHost: coinlink\nConnection: close\n\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
 
 
 def test_a_body_over_64_kib_gets_413_from_nginx_before_any_instance(

@@ -20,13 +20,20 @@ from prometheus_client import REGISTRY
 
 from coinlink.ratelimit import Decision, Rate, RateLimiter
 from coinlink.ratelimit import limiter as limiter_module
+from coinlink.redis_calls import connect
 from tests.support.script_calls import ScriptCalls
 from tests.support.services import RedisServer, until
 
 
+@pytest.fixture(params=["redis_url", "redis_cluster_url"], ids=["redis", "cluster"])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """What the limiters share: one Redis, or a Redis Cluster (the same GCRA script)."""
+    return str(request.getfixturevalue(request.param))
+
+
 @pytest.fixture
-async def limiter(redis_url: str, bus_prefix: str) -> AsyncIterator[RateLimiter]:
-    limiter = RateLimiter(redis_url, prefix=bus_prefix)
+async def limiter(shared_url: str, bus_prefix: str) -> AsyncIterator[RateLimiter]:
+    limiter = RateLimiter(shared_url, prefix=bus_prefix)
     await limiter.start()
     yield limiter
     await limiter.close()
@@ -48,10 +55,10 @@ def throwaway_redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-async def pair(redis_url: str, bus_prefix: str) -> AsyncIterator[tuple[RateLimiter, RateLimiter]]:
+async def pair(shared_url: str, bus_prefix: str) -> AsyncIterator[tuple[RateLimiter, RateLimiter]]:
     """Two limiters on one Redis and prefix: two processes of the app."""
-    first = RateLimiter(redis_url, prefix=bus_prefix)
-    second = RateLimiter(redis_url, prefix=bus_prefix)
+    first = RateLimiter(shared_url, prefix=bus_prefix)
+    second = RateLimiter(shared_url, prefix=bus_prefix)
     await first.start()
     await second.start()
     yield first, second
@@ -68,7 +75,7 @@ def events(log: structlog.testing.CapturingLogger) -> list[str]:
 
 
 async def test_burst_then_refused_with_retry_after(
-    limiter: RateLimiter, redis_url: str, bus_prefix: str
+    limiter: RateLimiter, shared_url: str, bus_prefix: str
 ) -> None:
     rate = Rate(5, 60)
     decisions = [await limiter.hit("anonymous", rate, "203.0.113.7") for _ in range(6)]
@@ -81,9 +88,9 @@ async def test_burst_then_refused_with_retry_after(
     assert 59.0 < refused.reset_s <= 60.0
     assert not limiter.redis_down
     # One key per client and policy, hashed (no address in Redis), expiring with the period.
-    client = redis.asyncio.Redis.from_url(redis_url)
+    client = connect(shared_url)
     try:
-        keys = await client.keys(f"{bus_prefix}*")
+        keys = [key async for key in client.scan_iter(match=f"{bus_prefix}*")]
         assert len(keys) == 1
         key = keys[0].decode() if isinstance(keys[0], bytes) else keys[0]
         assert key.startswith(f"{bus_prefix}anonymous:")

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import jwt
@@ -33,6 +35,7 @@ from tests.support.ws import (
     CLOSE,
     PING,
     PONG,
+    TEXT,
     Publisher,
     RawFrame,
     RawReader,
@@ -42,6 +45,7 @@ from tests.support.ws import (
     masked_text,
     notification_data,
     raw_handshake,
+    split_frames,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -180,6 +184,14 @@ async def test_bad_messages_get_a_typed_error_and_the_socket_stays_usable(
         assert isinstance(error["message"], str) and error["message"]
         assert error["id"] == (1 if b'"id": 1' in raw else None)
         assert (await client.request("ping"))["type"] == "pong"
+
+
+async def test_a_subscribe_to_many_unknown_channels_names_ten(url: str) -> None:
+    async with await WsClient.open(url) as client:
+        names = [f"ticker:X{i}-USD" for i in range(300)]
+        error = await client.request("subscribe", channels=names)
+    assert error["code"] == "unknown_channel"
+    assert error["message"] == f"unknown channel: {', '.join(names[:10])} and 290 more"
 
 
 async def test_a_message_in_another_exchanges_shape_is_told_the_ops(url: str) -> None:
@@ -407,12 +419,19 @@ async def test_an_expiring_token_closes_the_socket_with_1008(url: str) -> None:
         assert time.time() >= short_exp  # closed for its expiry, not before it
 
 
-async def test_a_socket_cannot_switch_to_another_user(url: str) -> None:
+async def test_a_refused_auth_keeps_the_sockets_user_and_says_so(url: str) -> None:
     alice, bob = await signed_up(url), await signed_up(url)
     async with await WsClient.open(url) as client:
         await client.request("auth", token=alice["tokens"]["access_token"])
         refused = await client.request("auth", token=bob["tokens"]["access_token"])
         assert refused["code"] == "invalid_message"
+        kept = f"the socket stays authenticated as {alice['user']['id']}"
+        assert refused["message"].endswith(kept)
+        # A bad token (a failed refresh, say) leaves alice's auth in place, and says so.
+        refused = await client.request("auth", token="not-a-token")
+        assert (refused["code"], refused["message"].endswith(kept)) == ("invalid_token", True)
+        ack = await client.request("subscribe", channels=["notifications"])
+        assert ack["type"] == "ack"
         # A fresh token of the same user is fine (it extends the socket's life).
         again = await client.request("auth", token=alice["tokens"]["access_token"])
         assert again["type"] == "ack"
@@ -513,6 +532,54 @@ async def test_a_flooder_receives_its_1008_through_a_close_handshake(url: str) -
         assert closed.value.rcvd is not None and closed.value.sent is not None
         assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "too many messages")
         assert closed.value.rcvd_then_sent is True  # the server's close, answered
+
+
+def flood_reading_only_when_blocked(port: int, within_s: float) -> tuple[list[RawFrame], bool]:
+    """Send pings as fast as the socket takes them, reading only when a send would block
+    (as a websockets client in a send loop does: it yields to its reader only then), until
+    the server's close frame arrives; then answer it. The frames read, and whether the
+    server then ended the connection cleanly (EOF, not a reset)."""
+    sock = raw_handshake(port, rcvbuf=65536)
+    with contextlib.closing(sock):
+        sock.setblocking(False)
+        frame = masked(TEXT, orjson.dumps({"op": "ping", "id": 1, "pad": "x" * 16_000}))
+        pending, rest, frames = b"", b"", list[RawFrame]()
+        deadline = time.monotonic() + within_s
+        while close_code(frames) is None:
+            assert time.monotonic() < deadline, "no close frame came"
+            try:
+                pending = pending or frame
+                pending = pending[sock.send(pending) :]
+                continue
+            except BlockingIOError:
+                pass
+            readable, _, _ = select.select([sock], [sock], [], 1.0)
+            if readable:
+                chunk = sock.recv(1 << 20)  # a reset here is the failure this test is for
+                assert chunk, "the server closed without a close frame"
+                more, rest = split_frames(rest + chunk)
+                frames += more
+        sock.setblocking(True)
+        sock.settimeout(within_s)
+        closing = next(payload for opcode, payload in frames if opcode == CLOSE)
+        sock.sendall(pending + masked(CLOSE, closing[:2]))
+        try:
+            while sock.recv(1 << 20):
+                pass
+        except ConnectionResetError:
+            return frames, False
+        return frames, True
+
+
+async def test_a_flooder_that_reads_only_when_its_sends_block_gets_its_1008(url: str) -> None:
+    """Dropping what a closing socket sends is paced, so a flooder's sends back up and it
+    reads the close frame; it answers, and the server closes without a reset."""
+    port = urlsplit(url).port
+    assert port is not None
+    frames, clean = await asyncio.to_thread(flood_reading_only_when_blocked, port, 30)
+    closing = next(payload for opcode, payload in frames if opcode == CLOSE)
+    assert (int.from_bytes(closing[:2], "big"), closing[2:]) == (1008, b"too many messages")
+    assert clean
 
 
 async def test_a_flood_closes_with_1008(url: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
@@ -97,3 +98,20 @@ async def test_a_cancelled_limiter_call_stops_its_task(redis_url: str, bus_prefi
         assert obeyed == ROUNDS
     finally:
         await limiter.close()
+
+
+async def test_a_cancelled_publish_many_gives_its_connection_back(
+    redis_url: str, bus_prefix: str
+) -> None:
+    """A leader stepping down cancels the ingest mid-publish: the pipeline must not be left
+    holding its connection (redis-py reports such a pipeline as an error when collected,
+    which fails this test through the suite's log guard)."""
+    bus = RedisBus(redis_url, prefix=bus_prefix, timeout_s=1.0)
+    await bus.start()
+    items = [(f"probe:{n}", b"{}") for n in range(20)]
+    try:
+        assert await cancellations_obeyed(lambda: bus.publish_many(items)) == ROUNDS
+        gc.collect()
+        await asyncio.sleep(0)  # the loop's exception handler runs the reports
+    finally:
+        await bus.close()

@@ -181,3 +181,25 @@ def test_sigint_stops_at_once_without_draining(pg_url: str, redis_url: str) -> N
     assert server.stop(signal.SIGINT) == 0
     assert time.monotonic() - started < 10
     assert not server.logged("draining")
+
+
+# What systemd (KillMode=control-group), `docker stop` of a shell-wrapped process and a
+# terminal's Ctrl-C do: every process of the group gets the signal at once, Sanic's state
+# manager too.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_to_the_whole_process_group_stops_like_one_to_the_main_process(
+    sig: signal.Signals, draining_server: ServerProcess
+) -> None:
+    server = draining_server
+    client = await WsClient.open(server.base_url)
+    os.killpg(server.process.pid, sig)
+    if sig == signal.SIGTERM:
+        await until(lambda: log_count(server, "draining") == 2, 10, "both workers draining")
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            assert (await http.get("/readyz")).status_code == 503
+        await until(lambda: log_count(server, "drained") == 2, 10, "both workers drained")
+    assert await client.close_code() == 1001
+    assert server.process.wait(BUDGET_S + 5) == 0
+    wait_for(lambda: live_processes(server.process.pid) == [], 10, "every process gone")
+    assert "Traceback" not in server.output(), server.output()[-3000:]
+    assert server.unexpected_errors() == []

@@ -2,9 +2,10 @@
 
 Each adapter module (``coinlink.http.header_encoding``, ``coinlink.realtime.transport``,
 ``coinlink.observability.multiprocess_values``, ``coinlink.serving.manager``,
-``coinlink.serving.protocol``) declares ``CHECKED_VERSIONS``: the
-releases of each library whose internals it was checked against. These helpers fail with a
-message naming the adapter, so an upgrade says at once which module needs a look.
+``coinlink.serving.protocol``, ``coinlink.serving.request_heads``) declares
+``CHECKED_VERSIONS``: the releases of each library whose internals it was checked against.
+These helpers fail with a message naming the adapter, so an upgrade says at once which
+module needs a look.
 """
 
 from __future__ import annotations

@@ -79,6 +79,21 @@ def server_env(**values: str) -> dict[str, str]:
     return env
 
 
+def start_migrators(env: dict[str, str], count: int) -> list[subprocess.Popen[str]]:
+    """``count`` ``coinlink migrate`` processes started together (read with communicate())."""
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "coinlink", "migrate"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+
+
 def instance_env(
     database_url: str, redis_url: str | None = None, **settings: str
 ) -> dict[str, str]:

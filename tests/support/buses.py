@@ -49,13 +49,21 @@ class FaultyBus(MemoryBus):
         self._check()
         return await super().last_seq(channel)
 
-    async def get_many(self, *keys: str) -> list[bytes | None]:
+    async def get_many(self, *keys: str, group: str | None = None) -> list[bytes | None]:
         self._check()
-        return await super().get_many(*keys)
+        return await super().get_many(*keys, group=group)
 
-    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+    async def incr(
+        self, key: str, amount: int = 1, ttl_s: float | None = None, *, group: str | None = None
+    ) -> int:
         self._check()
-        await super().set(key, value, ttl_s)
+        return await super().incr(key, amount, ttl_s, group=group)
+
+    async def set(
+        self, key: str, value: bytes, ttl_s: float | None = None, *, group: str | None = None
+    ) -> None:
+        self._check()
+        await super().set(key, value, ttl_s, group=group)
 
     # -- what a reconnecting subscription and a restarted Redis do ----------------------
 

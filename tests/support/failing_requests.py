@@ -24,7 +24,7 @@ from coinlink import app, cli
 MODULE = "tests.support.failing_requests"
 FAULT_HEADER = "x-test-fault"
 SLOW_ROUTE = "/_test/slow"
-FAILING_CALLS = ("register", "login", "refresh", "access_allowed")
+FAILING_CALLS = ("register", "login", "refresh", "check_access")
 SLOW_STARTED = "slow_request_started"
 
 log = structlog.get_logger(logger_name=MODULE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import ssl
 from typing import Any
 
 Response = tuple[int, dict[str, str], dict[str, Any]]
@@ -46,3 +47,14 @@ async def exchange(port: int, request: bytes) -> Response:
     finally:
         writer.close()
     return status, headers, json.loads(body)
+
+
+def client_hello() -> bytes:
+    """What an HTTPS client sends first: a real TLS ClientHello."""
+    outgoing = ssl.MemoryBIO()
+    tls = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), outgoing, server_hostname="x")
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:  # it waits for the server's answer, as it should
+        return outgoing.read()
+    raise AssertionError("a TLS handshake completed without a server")

@@ -1,10 +1,10 @@
 """A fake Sentry ingest on 127.0.0.1: takes the SDK's envelope POSTs and keeps them.
 
-The SDK posts to ``/api/<project>/envelope/``, gzip-compressed (brotli when the ``brotli``
-module is installed; it is not a dependency here, so an encoding the ingest cannot read is
-refused and the test waiting for the event fails). An envelope is a JSON header line, then
-items: a JSON item header line and its payload (``length`` bytes when the header says so,
-else up to the next newline).
+The SDK posts to ``/api/<project>/envelope/``, brotli-compressed when the ``brotli`` module
+is installed (the test environment has it, through Locust), else gzip; an encoding the
+ingest cannot read is refused and the test waiting for the event fails. An envelope is a
+JSON header line, then items: a JSON item header line and its payload (``length`` bytes
+when the header says so, else up to the next newline).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import brotli
 import orjson
 
 PROJECT = "42"
@@ -56,6 +57,7 @@ def parse_envelope(raw: bytes) -> Envelope:
 _DECODERS = {
     "": lambda body: body,
     "identity": lambda body: body,
+    "br": brotli.decompress,
     "gzip": gzip.decompress,
     "deflate": zlib.decompress,
 }

@@ -12,6 +12,7 @@ import contextlib
 import glob
 import inspect
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -30,10 +31,35 @@ import redis
 T = TypeVar("T")
 
 
+_PORTS_GIVEN: set[int] = set()
+_LOWEST_PORT = 20000
+
+
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel gives a connecting socket (``ip_local_port_range``)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port for a throwaway server: free now, never given before in this run, and below
+    the kernel's ephemeral range. A port the kernel picked (``bind(0)``) lies in that range,
+    where each of the suite's many client connections takes a local port: one could take
+    it before the server binds, and the server would never come up."""
+    ceiling = max(_ephemeral_floor(), _LOWEST_PORT + 1000)
+    while True:
+        port = random.randrange(_LOWEST_PORT, ceiling)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
 
 
 def wait_for(predicate: object, timeout: float, what: str) -> None:

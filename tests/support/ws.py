@@ -69,17 +69,26 @@ class WsClient:
         """The first message (heartbeats aside) that ``match`` accepts; it is taken out.
         What arrived before it stays in ``received``. (The deadlines here are for a loaded
         machine: each returns as soon as what it waits for is there.)"""
+        if not await self.arrived(match, timeout):
+            raise TimeoutError(f"no matching message; have {self.received[-5:]}")
+        index = next(i for i, message in enumerate(self.received) if match(message))
+        return self.received.pop(index)
+
+    async def arrived(self, match: Callable[[Json], bool], timeout: float) -> bool:
+        """Whether a message ``match`` accepts is in ``received`` within ``timeout``
+        (heartbeats aside); it stays there, with whatever arrived meanwhile."""
         deadline = time.monotonic() + timeout
-        while True:
-            for index, message in enumerate(self.received):
-                if match(message):
-                    return self.received.pop(index)
+        while not any(match(message) for message in self.received):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no matching message; have {self.received[-5:]}")
-            message = await asyncio.wait_for(self.receive(), remaining)
+                return False
+            try:
+                message = await asyncio.wait_for(self.receive(), remaining)
+            except TimeoutError:
+                return False
             if message["type"] != "heartbeat":
                 self.received.append(message)
+        return True
 
     async def receive(self) -> Json:
         """The next frame, as it comes (heartbeats too), checked against the document."""

@@ -15,12 +15,15 @@ from uuid import UUID, uuid4
 
 import orjson
 import pytest
+from redis.crc import key_slot
 
 from coinlink import channels
 from coinlink.accounts import service as service_module
+from coinlink.accounts import user_views
 from coinlink.accounts.passwords import verify_password
 from coinlink.accounts.service import AccountService, AuthError, EmailTaken, Tokens, user_dict
 from coinlink.accounts.tokens import AccessClaims, TokenService, hash_refresh_token
+from coinlink.bus import RedisBus
 from config import load_settings
 from models.accounts import RefreshToken, Session, User
 from tests.support.accounts import PASSWORD, new_email
@@ -28,6 +31,7 @@ from tests.support.apps import TEST_SECRET
 from tests.support.buses import FaultyBus
 from tests.support.logs import logged_by
 from tests.support.metrics import sample
+from tests.support.redis_cluster import RedisCluster
 from tests.support.services import until
 
 AGENT = "agent/1.0"
@@ -283,6 +287,32 @@ async def test_logout_refuses_the_token_and_the_session_on_every_worker(
     assert await accounts.access_allowed(claims_of(accounts, other))
 
 
+async def test_on_a_cluster_a_users_marks_share_one_shard_and_revocation_holds(
+    db: None, redis_cluster: RedisCluster, bus_prefix: str
+) -> None:
+    """Every request's check reads the token's, the session's and the user's keys: on a
+    Redis Cluster one MGET on one shard, because every writer names them in one slot."""
+    bus = RedisBus(redis_cluster.url, prefix=bus_prefix)
+    await bus.start()
+    try:
+        settings = load_settings(env="test", jwt_secret=TEST_SECRET, bcrypt_rounds=4)
+        accounts = AccountService(settings, TokenService(settings), bus)
+        user, tokens = await signed_up(accounts)
+        claims = claims_of(accounts, tokens)
+        elsewhere = another_worker(accounts)
+        assert await elsewhere.access_allowed(claims)  # that worker now trusts it for a while
+        await accounts.user_changed(str(user.id))
+        await accounts.logout(claims)
+
+        assert not await elsewhere.access_allowed(claims)  # at once, from the marks
+        written = [key async for key in bus.redis.scan_iter(match=f"{bus_prefix}kv:*")]
+        assert len(written) == 3  # the token's, the session's, the user's version
+        assert len({redis_cluster.master_of(key.decode()).port for key in written}) == 1
+        assert len({key_slot(key) for key in written}) == 1
+    finally:
+        await bus.close()
+
+
 async def test_with_the_bus_down_revocation_still_holds_through_the_database(
     accounts: AccountService,
 ) -> None:
@@ -410,3 +440,55 @@ async def test_deleting_an_account_needs_its_password_and_ends_every_session(
     assert not await elsewhere.access_allowed(claims_of(accounts, tokens))
     with pytest.raises(AuthError):
         await accounts.login(user.email, PASSWORD, AGENT, IP)
+
+
+# -- the per-user views ---------------------------------------------------------------------
+
+
+async def my_profile(accounts: AccountService, tokens: Tokens) -> dict[str, Any]:
+    """``GET /users/me`` as a worker answers it: the access check, then the cached read."""
+    claims = claims_of(accounts, tokens)
+    allowed, version = await accounts.check_access(claims)
+    assert allowed
+
+    async def render() -> bytes | None:
+        user = await User.get_or_none(id=claims.user_id)
+        return None if user is None else orjson.dumps(user_dict(user))
+
+    body = await accounts.cached_for(claims.user_id, "profile", version, render)
+    assert body is not None
+    return dict(orjson.loads(body))
+
+
+async def test_a_change_through_one_worker_is_seen_by_every_worker_at_once(
+    accounts: AccountService,
+) -> None:
+    user, tokens = await signed_up(accounts)
+    other = another_worker(accounts)
+    assert await my_profile(accounts, tokens) == await my_profile(other, tokens) == user_dict(user)
+    assert len(accounts.views) == len(other.views) == 1
+    # A change behind the service's back is not seen while the bus says nothing changed:
+    # the answers come from each worker's cache, without a database read.
+    await User.filter(id=user.id).update(display_name="Behind")
+    assert (await my_profile(other, tokens))["display_name"] == "Alice"
+    # A change through a service (PATCH /users/me on the first worker) marks the bus.
+    user.display_name = "Bob"
+    await user.save(update_fields=["display_name"])
+    await accounts.user_changed(str(user.id))
+    for worker in (accounts, other):
+        assert (await my_profile(worker, tokens))["display_name"] == "Bob"
+
+
+async def test_without_the_bus_the_database_answers_and_nothing_is_kept(
+    accounts: AccountService,
+) -> None:
+    user, tokens = await signed_up(accounts)
+    bus_of(accounts).down = True
+    assert (await my_profile(accounts, tokens))["id"] == str(user.id)
+    assert len(accounts.views) == 0
+    await User.filter(id=user.id).update(display_name="Carol")
+    assert (await my_profile(accounts, tokens))["display_name"] == "Carol"
+    # A change while the bus is down is still made (and logged): entries expire anyway.
+    with logged_by(user_views) as logs:
+        await accounts.user_changed(str(user.id))
+    assert [e["event"] for e in logs] == ["user_change_not_marked_in_bus"]

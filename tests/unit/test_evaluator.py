@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
@@ -23,6 +24,7 @@ import pytest
 
 from coinlink import channels
 from coinlink.alerts import evaluator as evaluator_module
+from coinlink.alerts import notifications
 from coinlink.alerts.engine import Firing
 from coinlink.alerts.evaluator import Evaluator
 from coinlink.alerts.service import AlertService
@@ -294,9 +296,9 @@ async def test_a_firing_within_the_alerts_cooldown_is_not_committed_twice(
         price, threshold = Decimal(101), Decimal(100)
         return Firing(str(alert.id), alert.seq, "BTC-USD", "above", threshold, price, ts, None)
 
-    assert await evaluator.commit(firing(at)) is not None
-    assert await evaluator.commit(firing(at + 59_999)) is None
-    assert await evaluator.commit(firing(at + 60_000)) is not None
+    assert await evaluator.commit(firing(at), uuid.uuid4()) is not None
+    assert await evaluator.commit(firing(at + 59_999), uuid.uuid4()) is None
+    assert await evaluator.commit(firing(at + 60_000), uuid.uuid4()) is not None
     assert (await Alert.get(id=alert.id)).trigger_count == 2
     assert await Notification.filter(user_id=user.id).count() == 2
 
@@ -403,6 +405,31 @@ async def test_a_push_the_writer_makes_while_a_sweep_runs_is_made_once(
         assert alert_id(await delivered(received)) == "end"
 
 
+async def test_a_sweep_between_a_firings_commit_and_its_push_leaves_the_push_to_the_writer(
+    bus: FaultyBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer holds (a test hook) between its commit and its push; a sweep then reads
+    the committed row as owed and must not push it too. Stepped down in that window, the
+    leader leaves it to its successor's sweep: pushed once."""
+    monkeypatch.setattr(evaluator_module, "SWEEP_S", 3600.0)  # only the sweeps made here
+    user = await new_user()
+    alert = await new_alert(bus, user, "100")
+    received = await inbox(bus, user)
+    evaluator = Evaluator(bus, pause_after_commit_s=3600.0)
+    evaluator.start()
+    try:
+        await until(lambda: evaluator.engine is not None, what="the active alerts loaded")
+        evaluator.on_tick(tick("100"))
+        await until(Notification.filter(user_id=user.id).exists, what="the commit")
+        assert await evaluator.publish_pending() == 0
+    finally:
+        await evaluator.stop()
+    assert await Evaluator(bus).publish_pending() == 1  # the successor's sweep
+    assert alert_id(await delivered(received)) == str(alert.id)
+    await bus.publish(channels.notifications(str(user.id)), b'{"data": {"alert_id": "end"}}')
+    assert alert_id(await delivered(received)) == "end"  # no second copy before it
+
+
 async def test_pushes_older_than_a_day_are_not_sent_late(bus: FaultyBus) -> None:
     user = await new_user()
     received = await inbox(bus, user)
@@ -412,3 +439,41 @@ async def test_pushes_older_than_a_day_are_not_sent_late(bus: FaultyBus) -> None
     assert await evaluator.publish_pending() == 1
     assert (await delivered(received))["title"] == str(timedelta(minutes=5))
     assert await evaluator.publish_pending() == 0  # done: not again
+
+
+async def test_every_change_to_the_users_lists_moves_their_version_in_the_bus(
+    bus: FaultyBus,
+) -> None:
+    """Each worker serves the alert and notification lists from its cache while the user's
+    version in the bus stands still (coinlink.accounts.user_views): every writer moves it."""
+    user = await new_user()
+    key = channels.user_version_key(str(user.id))
+
+    async def version() -> int:
+        value = await bus.get(key)
+        return 0 if value is None else int(value)
+
+    service = AlertService(bus, SYMBOLS, 100)
+    alert = await new_alert(bus, user, "100", repeat=True, cooldown_s=0)
+    assert await version() == 1
+    await service.change(str(user.id), str(alert.id), {"note": "mine"})
+    assert await version() == 2
+    firing = Firing(
+        str(alert.id), alert.seq, "BTC-USD", "above", Decimal(100), Decimal(101), now_ms(), None
+    )
+    evaluator = Evaluator(bus)
+    # The leader's firing, then its push.
+    notification = await evaluator.commit(firing, uuid.uuid4())
+    assert notification is not None and await version() == 2
+    assert await evaluator.publish(notification)
+    assert await version() == 3
+    await notifications.mark_read(bus, str(user.id), str(notification.id))
+    assert await version() == 4
+    await notifications.mark_read(bus, str(user.id), str(notification.id))  # read already
+    assert await notifications.mark_all_read(bus, str(user.id)) == 0
+    assert await version() == 4  # nothing changed: nothing to re-read
+    await Notification.filter(id=notification.id).update(read_at=None)
+    assert await notifications.mark_all_read(bus, str(user.id)) == 1
+    assert await version() == 5
+    await service.delete(str(user.id), str(alert.id))
+    assert await version() == 6

@@ -86,6 +86,7 @@ def test_each_missing_production_value_is_named(field: str) -> None:
         ("database_url", "sqlite://var/x.sqlite3", "COINLINK_DATABASE_URL"),
         ("database_url", "mysql://db/x", "COINLINK_DATABASE_URL"),
         ("redis_url", "http://cache", "COINLINK_REDIS_URL"),
+        ("redis_url", "redis+cluster://cache:6379/1", "COINLINK_REDIS_URL"),
         ("jwt_secret", "too-short", "COINLINK_JWT_SECRET"),
         ("cors_origins", "*", "COINLINK_CORS_ORIGINS"),
         ("cors_origins", "https://ok.io,null", "COINLINK_CORS_ORIGINS"),
@@ -201,6 +202,13 @@ def test_rules_across_variables_and_on_one_value_are_all_named() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://cache:6379", "rediss+cluster://:pw@cache:6379/0", "unix:///r.sock"]
+)
+def test_a_redis_cluster_or_a_socket_may_be_named(url: str) -> None:
+    assert load_settings(redis_url=url).redis.url == url
+
+
 def test_symbols_are_normalised_and_deduplicated() -> None:
     assert load_settings(symbols="btc-usd, ETH-USD,BTC-USD").symbols == ["BTC-USD", "ETH-USD"]
 
@@ -229,3 +237,19 @@ def test_a_value_that_does_not_parse_hides_no_other_problem() -> None:
         "COINLINK_REDIS_URL",
         "COINLINK_SYMBOLS",
     ]
+
+
+def test_transaction_pooling_turns_off_the_statement_cache() -> None:
+    url = "postgres://coinlink:pw@pgbouncer:6432/coinlink?maxsize=10&statement_cache_size=100"
+    settings = load_settings(database_url=url, database_pool_mode="transaction")
+    assert settings.effective_database_url == (
+        "postgres://coinlink:pw@pgbouncer:6432/coinlink?maxsize=10&statement_cache_size=0"
+    )
+    assert load_settings(database_url=url).effective_database_url == url
+
+
+@pytest.mark.parametrize("url", [None, "sqlite://var/x.sqlite3"])
+def test_transaction_pooling_needs_postgres(url: str | None) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(database_url=url, database_pool_mode="transaction")
+    assert [p.split(":")[0] for p in caught.value.problems] == ["COINLINK_DATABASE_POOL_MODE"]

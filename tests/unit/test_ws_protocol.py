@@ -49,6 +49,36 @@ def test_malformed_messages_are_invalid_and_keep_a_usable_id(raw: str, msg_id: i
 
 
 @pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        (
+            '{"op":"subscribe","id":1,"channels":["tickers"],"since":{"tickers":1%s}}' % ("0" * 30),
+            "subscribe.since.tickers",
+        ),
+        (
+            '{"op":"subscribe","id":1,"channels":["tickers"],"since":{"tickers":9007199254740992}}',
+            "subscribe.since.tickers",
+        ),
+        (
+            '{"op":"subscribe","id":1,"channels":["tickers"],"since":{"tickers":-1}}',
+            "subscribe.since.tickers",
+        ),
+        (
+            '{"op":"subscribe","id":1,"channels":["tickers"],"since":{"tickers":2.5}}',
+            "subscribe.since.tickers",
+        ),
+        ('{"op":"ping","id":1e30}', "ping.id"),
+    ],
+)
+def test_a_number_out_of_range_is_told_the_range(raw: str, where: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        protocol.parse(raw)
+    assert refused.value.message.startswith(
+        f"{where}: must be an integer from 0 to 9007199254740991"
+    )
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":1}',  # Binance
@@ -90,9 +120,24 @@ def test_a_message_in_another_shape_is_told_the_ops_and_an_example(raw: str | by
         ("candles:ETH-USD", None),
         ("revocations", None),
         ("notifications:someone-else", None),
+        ("ticker:btc-u\u017fd", None),  # a long s: str.upper() would make it BTC-USD
     ],
 )
 def test_channel_names_are_case_insensitive_except_intervals(
     name: str, channel: str | None
 ) -> None:
     assert protocol.canonical_channel(name, SYMBOLS) == channel
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('{"op":"ping","id":1,"x":"\\ud800"}', "surrogate"),
+        ('{"op":"ping","id":1e400}', "infinity"),
+    ],
+)
+def test_json_refused_for_what_looks_valid_says_why(raw: str, reason: str) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        protocol.parse(raw)
+    assert refused.value.message.startswith("not JSON (")
+    assert reason in refused.value.message.split(";")[0]
