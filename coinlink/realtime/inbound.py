@@ -13,10 +13,11 @@ anything else sees it, and the complete messages queued for the session.
   is a handshake: the server goes on reading, and dropping, until the client's own close
   frame (at most :data:`CLOSE_WAIT_S`). A connection closed with bytes unread is reset by
   the kernel, and a client busy sending might never read the close frame that says why.
-* Between the refused frame and the close frame the socket does not read. A flooder's
-  sends back up meanwhile, and a websockets client yields to its reader only while a send
-  waits: had the server dropped its backlog first, its sends would flow again and it would
-  not read the close frame until the connection was gone.
+* Between the refused frame and the close frame the socket does not read, and after it
+  it drops at a pace (one read every :data:`DROP_PACE_S`). A websockets client yields to
+  its reader only while a send waits: a server that dropped as fast as a flooder sends
+  would keep its sends flowing, and it would not read the close frame until the
+  connection was reset.
 
 Sanic would otherwise decode text frames in a task per chunk of bytes: invalid UTF-8
 failed that task (logged at error level by asyncio, the frame included) and the message
@@ -41,6 +42,10 @@ PAUSE_AT = 8
 """Messages queued for the session before the socket stops reading."""
 CLOSE_WAIT_S = 2.0
 """How long a client has to answer the server's close frame."""
+DROP_PACE_S = 0.005
+"""Between two reads of a closing socket (one read is at most 256 KiB: about 50 MB/s,
+slower than a flooder sends, and a backlog of the kernel's buffers gone in a fifth of
+:data:`CLOSE_WAIT_S`)."""
 
 Refuse = Callable[[int], bool]
 """Told that the socket is about to close with this code; False if it is closing already."""
@@ -81,6 +86,7 @@ class Inbound:
         self.refusal: tuple[int, str] | None = None  # the close code and reason due
         self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._paused = False
+        self._pacing: asyncio.TimerHandle | None = None  # the next paced read, once closing
         self._parts: list[str] | list[bytes] = []  # of a fragmented message
         self._decoder: codecs.IncrementalDecoder | None = None  # of a text message
         intercept(ws, self)
@@ -100,9 +106,12 @@ class Inbound:
             return
         code, reason = self.refusal
         closing = refuse(code) and send_close(self.ws, code, reason)
-        self._reading(True)  # now drop what the client sends, until its close frame
+        self._reading(True)  # now drop what the client sends, paced, until its close frame
         if closing:
-            await wait_closed(self.ws, CLOSE_WAIT_S)
+            try:
+                await wait_closed(self.ws, CLOSE_WAIT_S)
+            finally:
+                self._stop_pacing()
 
     # -- frames, as websockets parses them (synchronous) ----------------------------------
 
@@ -115,6 +124,8 @@ class Inbound:
             self.queue.put_nowait(None)
             return True
         if self.closing:
+            if self.refusal is not None and not self._paused:
+                self._pace()
             return False
         if not self.bucket.take():
             self._refuse(1008, "too many messages")
@@ -148,7 +159,23 @@ class Inbound:
             self._reading(False)
         self.queue.put_nowait(None)  # after the messages that came before
 
+    def _pace(self) -> None:
+        """Read no more until the pace allows (the rest of this read is still parsed)."""
+        self._reading(False)
+        self._pacing = asyncio.get_running_loop().call_later(DROP_PACE_S, self._paced_read)
+
+    def _paced_read(self) -> None:
+        self._pacing = None
+        if not transport_of(self.ws).is_closing():
+            self._reading(True)
+
+    def _stop_pacing(self) -> None:
+        if self._pacing is not None:
+            self._pacing.cancel()
+            self._pacing = None
+
     def _stop(self) -> None:
+        self._stop_pacing()
         self.closing = True
         self._parts = []
         if self._paused:  # the client's close is answered by Sanic, which must read on

@@ -69,9 +69,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def test_assets_list_the_configured_symbols(
-    client: ReusableClient, admin: dict[str, str]
-) -> None:
+def test_assets_list_the_configured_symbols(client: ReusableClient, admin: dict[str, str]) -> None:
     # Every BTC-USD tick of this module is near 67,000: shown with 2 decimals.
     wait_for_ticker(client, "BTC-USD", lambda t: t["price"] is not None)
     _, response = client.get("/api/v2/market/assets")

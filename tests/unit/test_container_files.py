@@ -301,11 +301,7 @@ def test_final_stage_environment_names_real_settings() -> None:
     assert env.get("COINLINK_ENV") == "production"
     assert env.get("COINLINK_HOST") == "0.0.0.0"  # noqa: S104 - the container must listen
     assert "/opt/venv/bin" in env.get("PATH", "")
-    unknown = [
-        k
-        for k in env
-        if k.startswith(PREFIX) and k not in variables()
-    ]
+    unknown = [k for k in env if k.startswith(PREFIX) and k not in variables()]
     assert not unknown, f"ENV names no setting: {unknown}"
 
 
