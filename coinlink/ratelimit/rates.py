@@ -14,14 +14,14 @@ US: Final = 1_000_000  # microseconds per second
 
 # Slices: n = min(_SLICE_MAX, limit // _SLICE_DIVISOR), at least 1 (coinlink.ratelimit.slices).
 _SLICE_DIVISOR: Final = 20
-_SLICE_MAX: Final = 50
+_SLICE_MAX: Final = 1_000
 
 
 def slice_size(limit: int) -> int:
     """Units a process takes from Redis at once for a policy of ``limit`` per period.
 
     1 (an exact Redis decision per request) for every ``limit < 40``, then ``limit // 20``
-    (a twentieth of the burst), at most 50.
+    (a twentieth of the burst), at most 1,000.
     """
     return max(1, min(_SLICE_MAX, limit // _SLICE_DIVISOR))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -123,3 +124,28 @@ def test_a_value_of_bytes_that_are_not_utf8_is_written_escaped(configure: Config
     [line, stdlib_line] = out.lines()
     assert line["value"] == "a\\udcffb" and line["items"] == ["\\udcfe"]
     assert stdlib_line["event"] == "quoted: \\udcfd"
+
+
+class Writes(io.BytesIO):
+    """A binary stream that keeps each write apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self.writes.append(bytes(data))
+        return super().write(data)
+
+
+async def test_a_loop_turns_lines_are_written_together_when_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = Writes()
+    monkeypatch.setattr(obs_logging, "_access", obs_logging._AccessLine(stream, 1))
+    for path in ("/a", "/b", "/c"):
+        obs_logging.access("GET", path, path, 200, 1.0)
+    assert stream.writes == []  # held until the turn ends
+    await asyncio.sleep(0)
+    [written] = stream.writes
+    assert [json.loads(line)["path"] for line in written.splitlines()] == ["/a", "/b", "/c"]

@@ -291,7 +291,18 @@ def mirror(clock: FakeClock) -> ScriptMirror:
 
 @pytest.mark.parametrize(
     ("limit", "units"),
-    [(1, 1), (5, 1), (20, 1), (39, 1), (40, 2), (300, 15), (600, 30), (1_000, 50), (10**6, 50)],
+    [
+        (1, 1),
+        (5, 1),
+        (20, 1),
+        (39, 1),
+        (40, 2),
+        (300, 15),
+        (600, 30),
+        (1_000, 50),
+        (20_000, 1_000),
+        (10**6, 1_000),
+    ],
 )
 def test_slice_size(limit: int, units: int) -> None:
     assert slice_size(limit) == units == Rate(limit, 60).slice_units
