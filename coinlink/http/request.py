@@ -71,9 +71,14 @@ DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, max_length
 
 class Body(BaseModel):
     """Base of request bodies: unknown fields are errors (no mass assignment), and values
-    are of their JSON type (strict: no ``"600"`` for 600, no ``0`` or ``"yes"`` for true)."""
+    are of their JSON type (strict: no ``"600"`` for 600, no ``0`` or ``"yes"`` for true).
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    ``cache_strings="keys"``: pydantic-core otherwise keeps the short strings it builds
+    (here: values it strips) in a process-wide cache of 16,384 entries, so a worker held
+    users' notes and names it had validated, filling ~1 MiB over an hour of a soak's
+    alert changes (docs/performance.md, "The quiet hour"); field names are still cached."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, cache_strings="keys")
 
 
 def _query_boolean(value: object) -> object:
@@ -93,7 +98,7 @@ class Query(BaseModel):
     ignored), except ``_``, the cache buster jQuery and others append (``?_=1733480000000``),
     which is accepted and ignored."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, cache_strings="keys")
 
     cache_buster: str | None = Field(
         default=None,
