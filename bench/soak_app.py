@@ -7,17 +7,23 @@ the sizes that grew most since its first snapshot (taken after ``$SOAK_TRACE_BAS
 default 120, of warm-up), grouped by traceback of ``$SOAK_TRACE_FRAMES`` frames (default 4;
 1 costs far less on a busy machine; 0 leaves tracemalloc off), the blocks pymalloc has
 allocated (``sys.getallocatedblocks``) and the object types whose count grew most
-(``gc.get_objects``). What keeps growing between reports is the leak; a bounded cache grows
-and then stops.
+(``gc.get_objects``), and where the memory sits: pymalloc's arenas with the bytes in their
+used and free blocks (``sys._debugmallocstats``), and glibc's heap in use and free
+(``mallinfo2``: C extensions' own allocations, which tracemalloc does not see). What keeps
+growing between reports is the leak; a bounded cache grows and then stops; arenas that grow
+while their used bytes do not are fragmentation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import os
+import re
 import sys
+import tempfile
 import time
 import tracemalloc
 from collections import Counter
@@ -35,6 +41,62 @@ TOP = 15
 
 def _type_counts() -> Counter[str]:
     return Counter(type(o).__qualname__ for o in gc.get_objects())
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def _allocators() -> str:
+    """pymalloc's arenas and blocks, glibc's heap: one line, KiB."""
+    # _debugmallocstats writes to the C stderr: borrowed for the call.
+    with tempfile.TemporaryFile() as out:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+
+    def figure(label: str) -> int:
+        found = re.search(rf"^# {label}\s+=\s+([\d,]+)", text, re.MULTILINE)
+        return int(found.group(1).replace(",", "")) if found else -1
+
+    pools = re.search(r"^([\d,]+) unused pools \* (\d+) bytes", text, re.MULTILINE)
+    unused = int(pools.group(1).replace(",", "")) * int(pools.group(2)) if pools else -1
+    line = (
+        f"pymalloc: arenas {figure('arenas allocated current')}, "
+        f"used {figure('bytes in allocated blocks') // 1024} KiB, "
+        f"free {figure('bytes in available blocks') // 1024} KiB, "
+        f"in unused pools {unused // 1024} KiB"
+    )
+    with contextlib.suppress(OSError, AttributeError):  # glibc 2.33+
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+        mallinfo2.restype = _MallInfo2
+        info = mallinfo2()
+        line += (
+            f"; glibc: in use {info.uordblks // 1024} KiB, free {info.fordblks // 1024} KiB, "
+            f"mmapped {info.hblkhd // 1024} KiB"
+        )
+    return line
 
 
 def _filters() -> list[tracemalloc.Filter]:
@@ -69,6 +131,7 @@ async def _trace(out: Path, every_s: float, baseline_s: float) -> None:
             for stat in snapshot.compare_to(base, "traceback")[:TOP]:
                 lines.append(f"{stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
                 lines += [f"      {frame}" for frame in stat.traceback.format()]
+        lines.append(_allocators())
         grown = Counter(types)
         grown.subtract(base_types)
         lines.append(
