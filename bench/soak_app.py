@@ -9,7 +9,8 @@ default 120, of warm-up), grouped by traceback of ``$SOAK_TRACE_FRAMES`` frames 
 allocated (``sys.getallocatedblocks``) and the object types whose count grew most
 (``gc.get_objects``), and where the memory sits: pymalloc's arenas with the bytes in their
 used and free blocks (``sys._debugmallocstats``), and glibc's heap in use and free
-(``mallinfo2``: C extensions' own allocations, which tracemalloc does not see). What keeps
+(``mallinfo2``: Python's objects over 512 bytes, and C extensions' own allocations, which
+tracemalloc does not see). What keeps
 growing between reports is the leak; a bounded cache grows and then stops; arenas that grow
 while their used bytes do not are fragmentation.
 """
@@ -63,7 +64,8 @@ class _MallInfo2(ctypes.Structure):
 
 def _allocators() -> str:
     """pymalloc's arenas and blocks, glibc's heap: one line, KiB."""
-    # _debugmallocstats writes to the C stderr: borrowed for the call.
+    # _debugmallocstats writes to the C stderr: borrowed for the call (another thread's
+    # stderr line in that instant would land in the file, and be ignored).
     with tempfile.TemporaryFile() as out:
         sys.stderr.flush()
         saved = os.dup(2)

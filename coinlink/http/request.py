@@ -73,12 +73,12 @@ class Body(BaseModel):
     """Base of request bodies: unknown fields are errors (no mass assignment), and values
     are of their JSON type (strict: no ``"600"`` for 600, no ``0`` or ``"yes"`` for true).
 
-    ``cache_strings="keys"``: pydantic-core otherwise keeps the short strings it builds
+    ``cache_strings=False``: pydantic-core otherwise keeps the short strings it builds
     (here: values it strips) in a process-wide cache of 16,384 entries, so a worker held
     users' notes and names it had validated, filling ~1 MiB over an hour of a soak's
-    alert changes (docs/performance.md, "The quiet hour"); field names are still cached."""
+    alert changes (docs/performance.md, "The quiet hour")."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, cache_strings="keys")
+    model_config = ConfigDict(extra="forbid", strict=True, cache_strings=False)
 
 
 def _query_boolean(value: object) -> object:
@@ -98,7 +98,7 @@ class Query(BaseModel):
     ignored), except ``_``, the cache buster jQuery and others append (``?_=1733480000000``),
     which is accepted and ignored."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, cache_strings="keys")
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, cache_strings=False)
 
     cache_buster: str | None = Field(
         default=None,

@@ -10,9 +10,10 @@ The access-log line (one per non-probe request) skips structlog in the JSON form
 :func:`access` builds the very line structlog's processor chain would (same keys, same
 order, same rendering; a test compares them) as one dict, renders it with orjson and writes
 it, in ~2.5 us instead of ~6.5 us. The lines of one turn of the event loop are written
-together when it ends (one ``write`` system call for all the requests a busy worker
-answered in that turn, instead of one each). The console format and an unconfigured
-process keep structlog's path.
+together when it ends, in writes of at most ``PIPE_BUF`` bytes cut between lines (a few
+``write`` system calls for all the requests a busy worker answered in that turn, instead of
+one each, and no line torn by another worker's in a shared pipe). The console format and
+an unconfigured process keep structlog's path.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import atexit
 import logging
 import os
+import select
 import sys
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -62,15 +64,16 @@ AccessLog = Callable[[str, str, str, int, float], None]
 
 
 class _AccessLine:
-    """Writes the access-log JSON line directly; see the module docstring."""
+    """Writes the access-log JSON lines directly, a loop turn's together; see the module
+    docstring."""
 
-    __slots__ = ("pending", "pid", "stream")
+    __slots__ = ("flush_on", "pending", "pid", "stream")
 
     def __init__(self, stream: BinaryIO, pid: int) -> None:
         self.stream = stream
         self.pid = pid
         self.pending: list[bytes] = []  # this loop turn's lines
-        atexit.register(self.flush)  # a turn the loop never finished
+        self.flush_on: asyncio.AbstractEventLoop | None = None  # the loop due to flush them
 
     def __call__(self, method: str, path: str, route: str, status: int, duration_ms: float) -> None:
         # The order structlog produces: the call's keywords, "event", then what the
@@ -93,23 +96,46 @@ class _AccessLine:
         event["pid"] = self.pid
         if not SENSITIVE_KEYS.isdisjoint(event):  # only a request context could add one
             _redact(None, "info", event)
-        line = _dumps(event, option=orjson.OPT_APPEND_NEWLINE)
-        if not self.pending:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop to wait for: now
-                self.stream.write(line)
-                self.stream.flush()
-                return
+        self.pending.append(_dumps(event, option=orjson.OPT_APPEND_NEWLINE))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to wait for: now
+            self.flush()
+            return
+        # Not "when the first line came": a loop stopped with its flush pending would
+        # hold every later line.
+        if self.flush_on is not loop:
+            self.flush_on = loop
             loop.call_soon(self.flush)
-        self.pending.append(line)
 
     def flush(self) -> None:
-        """Write (and flush) the lines held; at the end of the loop's turn, and at exit."""
+        """Write (and flush) the lines held: at the end of the loop's turn, and at exit.
+
+        In writes of at most ``PIPE_BUF`` bytes, cut between lines: workers share the
+        container's stdout pipe, which keeps only such writes whole.
+        """
+        self.flush_on = None
         lines, self.pending = self.pending, []
-        if lines:
-            self.stream.write(b"".join(lines))
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            if chunk and size + len(line) > select.PIPE_BUF:
+                self.stream.write(b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(line)
+            size += len(line)
+        if chunk:
+            self.stream.write(b"".join(chunk))
             self.stream.flush()
+
+
+def _flush_access_lines() -> None:
+    """At exit: the lines of a turn the loop never finished."""
+    if isinstance(_access, _AccessLine):
+        _access.flush()
+
+
+atexit.register(_flush_access_lines)
 
 
 def _via_structlog(logger: Any) -> AccessLog:

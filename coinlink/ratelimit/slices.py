@@ -10,10 +10,11 @@ next slice.
 * Slice size: at most ``n = min(1000, limit // 20)``, at least 1 (:func:`slice_size`,
   ``Rate.slice_units``). Every policy with ``limit < 40``, so all the small ones (login,
   register: 20 and less), has ``n = 1``: exact per-request decisions in Redis, as without
-  slices. ``300/60``: up to 15; ``600/60``: up to 30. So a process never holds more
-  than a twentieth of a policy's limit; the 1,000 matters only to limits of 20,000 and
-  more, where one busy address would otherwise ask Redis a hundred times a second per
-  worker (a cap of 50 did, at 5,000 requests a second).
+  slices. ``300/60``: up to 15; ``600/60``: up to 30; ``6000/60``: up to 300. So a
+  process never holds more than a twentieth of a policy's limit (the over-admission
+  bound below grows with the limit, in that proportion). The cap was 50 until a busy
+  address under a large limit was seen asking Redis a hundred times a second per worker
+  (at 5,000 requests a second); 1,000 lets it ask a few times.
 * Each key's slices follow its demand (:meth:`SliceTable.cost`): a key's first slice is
   one unit; the next is sized to last half a lifetime at the pace the last one was spent,
   and at most twice what it spent, up to ``n``. A burst ramps up 1, 2, 4, ... ``n`` (five

@@ -86,7 +86,8 @@ class Inbound:
         self.refusal: tuple[int, str] | None = None  # the close code and reason due
         self.queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._paused = False
-        self._pacing: asyncio.TimerHandle | None = None  # the next paced read, once closing
+        self._draining = False  # the close frame is out: drop at a pace, until the answer
+        self._pacing: asyncio.TimerHandle | None = None  # the next paced read
         self._parts: list[str] | list[bytes] = []  # of a fragmented message
         self._decoder: codecs.IncrementalDecoder | None = None  # of a text message
         intercept(ws, self)
@@ -106,12 +107,13 @@ class Inbound:
             return
         code, reason = self.refusal
         closing = refuse(code) and send_close(self.ws, code, reason)
-        self._reading(True)  # now drop what the client sends, paced, until its close frame
+        self._draining = closing
+        self._reading(True)  # now drop what the client sends, until its close frame
         if closing:
             try:
                 await wait_closed(self.ws, CLOSE_WAIT_S)
             finally:
-                self._stop_pacing()
+                self._end_draining()
 
     # -- frames, as websockets parses them (synchronous) ----------------------------------
 
@@ -124,7 +126,7 @@ class Inbound:
             self.queue.put_nowait(None)
             return True
         if self.closing:
-            if self.refusal is not None and not self._paused:
+            if self._draining and not self._paused:
                 self._pace()
             return False
         if not self.bucket.take():
@@ -166,16 +168,18 @@ class Inbound:
 
     def _paced_read(self) -> None:
         self._pacing = None
-        if not transport_of(self.ws).is_closing():
-            self._reading(True)
+        self._reading(True)
 
-    def _stop_pacing(self) -> None:
+    def _end_draining(self) -> None:
+        """No more pace: reading goes on for whatever closes the socket next."""
+        self._draining = False
         if self._pacing is not None:
             self._pacing.cancel()
             self._pacing = None
+            self._reading(True)
 
     def _stop(self) -> None:
-        self._stop_pacing()
+        self._end_draining()
         self.closing = True
         self._parts = []
         if self._paused:  # the client's close is answered by Sanic, which must read on
@@ -184,6 +188,8 @@ class Inbound:
     def _reading(self, on: bool) -> None:
         self._paused = not on
         transport = transport_of(self.ws)
+        if transport.is_closing():
+            return
         if on:
             transport.resume_reading()
         else:

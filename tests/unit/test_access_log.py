@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import re
+import select
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -149,3 +150,19 @@ async def test_a_loop_turns_lines_are_written_together_when_it_ends(
     await asyncio.sleep(0)
     [written] = stream.writes
     assert [json.loads(line)["path"] for line in written.splitlines()] == ["/a", "/b", "/c"]
+
+
+async def test_a_busy_turns_lines_go_out_in_whole_lines_of_at_most_pipe_buf(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Workers share one stdout pipe, which keeps a write whole only up to PIPE_BUF."""
+    stream = Writes()
+    monkeypatch.setattr(obs_logging, "_access", obs_logging._AccessLine(stream, 1))
+    paths = [f"/api/v2/market/tickers/{i:04d}" for i in range(100)]
+    for path in paths:
+        obs_logging.access("GET", path, path, 200, 1.0)
+    await asyncio.sleep(0)
+    assert 1 < len(stream.writes) < len(paths)
+    assert all(len(w) <= select.PIPE_BUF and w.endswith(b"\n") for w in stream.writes)
+    lines = b"".join(stream.writes).splitlines()
+    assert [json.loads(line)["path"] for line in lines] == paths
