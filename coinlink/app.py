@@ -182,7 +182,6 @@ def create_app(
             lease_ttl_s=settings.ingest.lease_s,
         )
         app.ctx.hub.on(channels.WEBHOOKS_DUE, app.ctx.webhooks.wake)
-        await app.ctx.hub.start()
         app.ctx.ingest = Ingest(
             app.ctx.bus,
             settings.symbols,
@@ -197,6 +196,13 @@ def create_app(
                 max_jump_pct=Decimal(str(settings.ingest.max_jump_pct)),
             ),
         )
+
+        def lease_released(name: bytes) -> None:
+            app.ctx.ingest.turns.released(name)
+            app.ctx.webhooks.turns.released(name)
+
+        app.ctx.hub.on(channels.LEASES_RELEASED, lease_released)
+        await app.ctx.hub.start()
         app.ctx.ingest_task = asyncio.create_task(app.ctx.ingest.run(), name="ingest")
         app.ctx.webhooks_task = asyncio.create_task(app.ctx.webhooks.run(), name="webhooks")
         dependencies = {

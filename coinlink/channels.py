@@ -10,7 +10,8 @@ Per user: ``notifications:<user id>``, the private channel a client subscribes t
 ``notifications``. Control channels between workers and instances: ``revocations``
 (sessions ended: close their sockets), ``alerts:changes`` (``{"id": ...}`` of an alert
 created, changed or deleted), ``webhooks:due`` (a delivery was queued),
-``ingest:admin-ticks`` (ticks injected by an admin, for the leader). Keys:
+``ingest:admin-ticks`` (ticks injected by an admin, for the leader), ``leases:released``
+(the name of a singleton job's lease just given up, for the next holder). Keys:
 ``ingest:heartbeat``, the leader's liveness for ``/readyz``. Per user, in the user's key
 group (:func:`user_group`; on a Redis Cluster one hash slot, so every request's revocation
 check is one MGET on one shard): ``denied-jti:<jti>``, an access token logged out;
@@ -31,6 +32,7 @@ REVOCATIONS: Final = "revocations"
 ALERT_CHANGES: Final = "alerts:changes"
 WEBHOOKS_DUE: Final = "webhooks:due"
 ADMIN_TICKS: Final = "ingest:admin-ticks"
+LEASES_RELEASED: Final = "leases:released"
 
 INGEST_HEARTBEAT_KEY: Final = "ingest:heartbeat"
 

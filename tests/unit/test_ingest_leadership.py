@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from decimal import Decimal
 
 import orjson
 import pytest
 
+from coinlink import channels
 from coinlink.bus import MemoryBus
 from coinlink.market.ingest import LEASE, Ingest
 from coinlink.market.providers.base import Provider
@@ -61,6 +63,42 @@ async def test_stopping_hands_the_lease_over_at_once_and_for_good() -> None:
     assert await bus.acquire_lease(LEASE, "next instance", 30) is not None
     # Run has ended by itself, and never takes the lease again.
     assert task.done() and not task.cancelled() and not ingest.leading
+
+
+class CountedTries(MemoryBus):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tries: Counter[str] = Counter()
+
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        self.tries[holder] += 1
+        return await super().acquire_lease(name, holder, ttl_s)
+
+
+async def test_a_released_lease_is_taken_at_once_on_its_announcement_not_at_the_next_poll() -> None:
+    """A rolling restart's handover: the follower hears of the release from the bus (in a
+    server, through its hub) instead of waiting for its next try, a quarter of the lease."""
+    bus = CountedTries()
+    first = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=60)  # polls 15 s apart
+    second = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=60)
+    announcements = bus.subscription()
+    await announcements.subscribe(channels.LEASES_RELEASED)
+
+    async def forward() -> None:
+        async for message in announcements:
+            second.turns.released(message.data)
+
+    tasks = [asyncio.create_task(t) for t in (forward(), first.run())]
+    await until(lambda: first.leading, 10, "the first lead")
+    tasks.append(asyncio.create_task(second.run()))
+    await until(lambda: bus.tries[second.holder], 10, "the second's first try")  # then it waits
+    await asyncio.wait_for(first.stop(), timeout=5)
+    await until(lambda: second.leading, 5, "the second lead, well before its next poll")
+    await asyncio.wait_for(second.stop(), timeout=5)
+    await announcements.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_cancelling_a_leader_still_releases_its_lease() -> None:
