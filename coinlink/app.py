@@ -241,7 +241,10 @@ def create_app(
 
     app.register_listener(start_worker, "before_server_start", priority=1000)
     app.register_listener(drain_on_sigterm, "after_server_start")
-    app.register_listener(lambda _: freeze_start_up(), "after_server_start")
+    if os.environ.get("SANIC_WORKER_NAME"):  # a server's worker (Sanic names each one)
+        # Not an app a test serves in its own process: frozen, each test's objects would
+        # be kept for the rest of the run.
+        app.register_listener(lambda _: freeze_start_up(), "after_server_start")
     app.register_listener(stop_background, "before_server_stop")
     app.register_listener(stop_worker, "after_server_stop")
     return app
