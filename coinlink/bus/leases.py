@@ -40,7 +40,8 @@ async def take_turns(
     failures. Cancellation ends this too (and still releases the lease), as a last resort.
 
     A holder announces each release on :data:`~coinlink.channels.LEASES_RELEASED`; whoever
-    hears of it sets ``wake`` (as stopping does), and the next try comes at once. While
+    hears of it sets ``wake``, and the next try comes at once (``wake`` must be set when
+    ``stop`` is too, as :class:`Turns` does: a pause waits for ``wake`` alone). While
     another holds the lease, try every quarter of it besides: that catches a dead holder
     (within its lease plus a quarter) and an announcement lost with a connection. Polling
     was every tenth, up to 0.25 s, and those tries were most of an idle server's CPU time.
@@ -48,7 +49,8 @@ async def take_turns(
     down, and the first try after it is back still comes within one lease period. A reign
     that lasted a whole lease starts the pauses short again.
     """
-    wake = wake or stop
+    if wake is None:
+        wake = stop
     poll_s = ttl_s / 4
     retry = Backoff(poll_s, ttl_s)
     while not stop.is_set():

@@ -89,16 +89,18 @@ async def test_a_released_lease_is_taken_at_once_on_its_announcement_not_at_the_
             second.turns.released(message.data)
 
     tasks = [asyncio.create_task(t) for t in (forward(), first.run())]
-    await until(lambda: first.leading, 10, "the first lead")
-    tasks.append(asyncio.create_task(second.run()))
-    await until(lambda: bus.tries[second.holder], 10, "the second's first try")  # then it waits
-    await asyncio.wait_for(first.stop(), timeout=5)
-    await until(lambda: second.leading, 5, "the second lead, well before its next poll")
-    await asyncio.wait_for(second.stop(), timeout=5)
-    await announcements.close()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    try:
+        await until(lambda: first.leading, 10, "the first lead")
+        tasks.append(asyncio.create_task(second.run()))
+        await until(lambda: bus.tries[second.holder], 10, "the second's first try")  # it waits
+        await asyncio.wait_for(first.stop(), timeout=5)
+        await until(lambda: second.leading, 5, "the second lead, well before its next try")
+        await asyncio.wait_for(second.stop(), timeout=5)
+    finally:
+        await announcements.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_cancelling_a_leader_still_releases_its_lease() -> None:
