@@ -213,6 +213,14 @@ Load = Callable[[str, int, int, str | None, str | None], dict[str, float]]
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat_fields(stat: Path) -> list[str] | None:
+    """The fields of a ``/proc`` stat file after the name: state ppid pgrp ..."""
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def group_cpu_s(pgid: int) -> float:
     """CPU seconds used so far by every process of a server's process group (main + workers).
 
@@ -220,13 +228,30 @@ def group_cpu_s(pgid: int) -> float:
     """
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
+        fields = _stat_fields(stat)
+        if fields is not None and int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])  # utime stime
     return total / _TICK
+
+
+def group_thread_cpu_s(pgid: int) -> tuple[float, float]:
+    """CPU seconds so far of a process group's event-loop threads (each process's main
+    thread) and of its other threads (the executors, where bcrypt runs)."""
+    loops = others = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        fields = _stat_fields(stat)
+        if fields is None or int(fields[2]) != pgid:
+            continue
+        for task in (stat.parent / "task").glob("[0-9]*/stat"):
+            thread = _stat_fields(task)
+            if thread is None:
+                continue
+            ticks = int(thread[11]) + int(thread[12])
+            if task.parent.name == stat.parent.name:
+                loops += ticks
+            else:
+                others += ticks
+    return loops / _TICK, others / _TICK
 
 
 def sign_up(port: int, rounds: int) -> str:
