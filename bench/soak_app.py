@@ -118,6 +118,9 @@ async def _trace(out: Path, every_s: float, baseline_s: float) -> None:
     began = time.monotonic()
     while True:
         await asyncio.sleep(every_s)
+        collections = " ".join(
+            f"gen{n} {g['collections']}x/{g['collected']}" for n, g in enumerate(gc.get_stats())
+        )
         gc.collect()
         types = _type_counts()
         # Blocks pymalloc has handed out and not got back: live small objects, whatever
@@ -134,6 +137,9 @@ async def _trace(out: Path, every_s: float, baseline_s: float) -> None:
                 lines.append(f"{stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+7d} blocks")
                 lines += [f"      {frame}" for frame in stat.traceback.format()]
         lines.append(_allocators())
+        # Since the start, before this report's own collection: how often each generation
+        # was collected and how many objects that freed; what gc.freeze exempts.
+        lines.append(f"gc: {collections}; frozen {gc.get_freeze_count()}")
         grown = Counter(types)
         grown.subtract(base_types)
         lines.append(
