@@ -469,6 +469,8 @@ class Hub:
         """Heartbeats to silent sockets; close the ones whose access token has expired."""
         silent_since = now - self.settings.heartbeat_s
         wall = time.time()
+        # Once per sweep, not per socket: this runs every second over every connection.
+        live = {channel for channel, at in self.active.items() if at > silent_since}
         frame = b""
         for conn in list(self.connections):
             if conn.closing:
@@ -476,9 +478,7 @@ class Hub:
             if conn.claims is not None and conn.claims.expires_at <= wall:
                 self.disconnect(conn, 1008, "access token expired")
                 continue
-            if conn.last_sent > silent_since or any(
-                self.active.get(channel, 0.0) > silent_since for channel in conn.channels
-            ):
+            if conn.last_sent > silent_since or not live.isdisjoint(conn.channels):
                 continue
             frame = frame or protocol.heartbeat()
             if not conn.reply(frame):
