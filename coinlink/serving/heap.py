@@ -1,17 +1,16 @@
 """A worker's start-up objects, kept out of the garbage collector's way.
 
-CPython collects its oldest generation once the objects promoted into it since the last
-full collection number a quarter of those already there. A worker starts with ~150,000
-long-lived objects (modules, classes, functions, the ORM's and pydantic's metadata), so
-the cyclic garbage of requests that lived through two younger collections (one awaiting
-the database, say) piled up by tens of thousands of objects before a full collection took
-it. Each such peak makes pymalloc carve pools it has not used before, and a touched page
-stays resident: the soak's slow climb of a worker's memory after warm-up, with the live
-objects flat (docs/performance.md, "Soak").
+A worker starts with ~150,000 long-lived objects (modules, classes, functions, the ORM's
+and pydantic's metadata). CPython traverses all of them in every full collection: ~57 ms
+of CPU for the ~116,000 of an app just created (``docs/performance.md``, "Soak"), during
+which the worker's event loop answers nothing. And a full collection comes only once the
+objects promoted into the oldest generation since the last one number a quarter of those
+already there, so the cyclic garbage of requests that outlived two younger collections
+piles up by tens of thousands of objects in between.
 
 :func:`freeze_start_up` moves everything alive once the worker has started into the
-permanent generation (``gc.freeze``), which collections skip: full collections then come
-after a quarter of what the worker has gathered since, so more often, each far cheaper.
+permanent generation (``gc.freeze``), which collections skip: a full collection then
+traverses what the worker gathered since, and comes after a quarter of that.
 """
 
 from __future__ import annotations
