@@ -58,7 +58,6 @@ from coinlink.ratelimit import Policies, RateLimiter
 from coinlink.realtime.hub import Hub, HubSettings
 from coinlink.serving.connection_cap import ConnectionCap
 from coinlink.serving.drain import Drain
-from coinlink.serving.heap import freeze_start_up
 from config import Settings, load_settings
 
 log = structlog.get_logger(logger_name="coinlink.app")
@@ -241,10 +240,6 @@ def create_app(
 
     app.register_listener(start_worker, "before_server_start", priority=1000)
     app.register_listener(drain_on_sigterm, "after_server_start")
-    if os.environ.get("SANIC_WORKER_NAME"):  # a server's worker (Sanic names each one)
-        # Not an app a test serves in its own process: frozen, each test's objects would
-        # be kept for the rest of the run.
-        app.register_listener(lambda _: freeze_start_up(), "after_server_start")
     app.register_listener(stop_background, "before_server_stop")
     app.register_listener(stop_worker, "after_server_stop")
     return app

@@ -4,8 +4,8 @@ Exactly one ingest runs across every worker and instance: each worker tries to t
 ``ingest`` lease on the bus (see :mod:`coinlink.bus.leases`); the holder renews it every
 quarter of its lifetime and stops ingesting the moment a renewal fails, so another worker
 takes over within a lease period (plus a try) of a leader's death, and at once after a
-leader's :meth:`Ingest.stop`, which hands over gracefully and announces the release. With the in-process bus the only
-worker simply leads.
+leader's :meth:`Ingest.stop`, which hands over gracefully and announces the release. With
+the in-process bus the only worker simply leads.
 
 The leader reads ticks from the provider in batches (what has queued up while the last
 batch was processed, up to ``BATCH_MAX`` ticks), and for each tick: validation (drops are
