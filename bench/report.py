@@ -98,6 +98,7 @@ QUICK = Plan(
     login_seconds=3,
     ws_clients=(100,),
     ws_seconds=1.0,
+    ws_rounds=1,
     ws_client_procs=1,
 )
 
