@@ -138,8 +138,8 @@ async def _trace(out: Path, every_s: float, baseline_s: float) -> None:
                 lines += [f"      {frame}" for frame in stat.traceback.format()]
         lines.append(_allocators())
         # Since the start, before this report's own collection: how often each generation
-        # was collected and how many objects that freed; what gc.freeze exempts.
-        lines.append(f"gc: {collections}; frozen {gc.get_freeze_count()}")
+        # was collected and how many objects that freed.
+        lines.append(f"gc: {collections}")
         grown = Counter(types)
         grown.subtract(base_types)
         lines.append(

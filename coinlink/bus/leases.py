@@ -32,7 +32,7 @@ async def take_turns(
     ttl_s: float,
     reign: Callable[[int, float], Awaitable[None]],
     stop: asyncio.Event,
-    wake: asyncio.Event | None = None,
+    wake: asyncio.Event,
 ) -> None:
     """Until ``stop`` is set: wait for lease ``name``, run ``reign(token, expires_at)`` while
     holding it, release it, repeat. ``reign`` should end (see :func:`keep_lease`) once holding
@@ -49,13 +49,10 @@ async def take_turns(
     down, and the first try after it is back still comes within one lease period. A reign
     that lasted a whole lease starts the pauses short again.
     """
-    if wake is None:
-        wake = stop
     poll_s = ttl_s / 4
     retry = Backoff(poll_s, ttl_s)
     while not stop.is_set():
-        if wake is not stop:
-            wake.clear()  # before the try: an announcement from here on is not missed
+        wake.clear()  # before the try: an announcement from here on is not missed
         sent = time.monotonic()  # the lease runs out ttl_s after this, by our clock
         try:
             token = await bus.acquire_lease(name, holder, ttl_s)
