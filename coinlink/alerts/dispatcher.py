@@ -25,6 +25,7 @@ import httpx
 import orjson
 import structlog
 from prometheus_client import Counter, Gauge
+from tortoise.functions import Count, Min
 
 from coinlink import backoff
 from coinlink.alerts import webhooks
@@ -106,40 +107,37 @@ class Dispatcher:
                 await asyncio.gather(lease, return_exceptions=True)
 
     async def _drain_forever(self, client: httpx.AsyncClient) -> None:
-        """Until the worker stops."""
+        """Until the worker stops. Idle, one query a poll: what is outstanding and when
+        the nearest is due; the drain's own query only once something is due."""
         while not self.turns.stopping.is_set():
             self.due.clear()
             try:
-                delivered = await self.drain(client)
-                BACKLOG.set(await self.backlog())
-                wait_s = await self._until_next_due()
+                backlog, wait_s = await self.outstanding()
+                BACKLOG.set(backlog)
+                if wait_s <= 0 and await self.drain(client):
+                    continue  # at once: the next batch, or when what is left is due
             except Exception:
                 log.warning("webhook_drain_failed", exc_info=True)
-                delivered, wait_s = 0, self.poll_s
-            if delivered < BATCH:
-                # Until the next retry is due, a new row is announced, or the poll (which
-                # catches an announcement lost while Redis was away).
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait_s):
-                        await self.due.wait()
+                wait_s = self.poll_s
+            # Until the next retry is due, a new row is announced, or the poll (which
+            # catches an announcement lost while Redis was away).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wait_s, 0.0) or self.poll_s):
+                    await self.due.wait()
 
-    @staticmethod
-    async def backlog() -> int:
-        """How many webhook deliveries are still outstanding, due now or later."""
-        return await OutboxItem.filter(
-            kind="webhook", done_at__isnull=True, failed_at__isnull=True
-        ).count()
-
-    async def _until_next_due(self) -> float:
-        nearest = await (
-            OutboxItem.filter(kind="webhook", done_at__isnull=True, failed_at__isnull=True)
-            .order_by("due_at")
-            .first()
-        )
+    async def outstanding(self) -> tuple[int, float]:
+        """How many webhook deliveries are still outstanding (due now or waiting for a
+        retry), and the seconds until the nearest is due (0 when one is; at most the poll)."""
+        row = (
+            await OutboxItem.filter(kind="webhook", done_at__isnull=True, failed_at__isnull=True)
+            .annotate(count=Count("id"), nearest=Min("due_at"))
+            .values("count", "nearest")
+        )[0]
+        nearest: datetime | None = row["nearest"]
         if nearest is None:
-            return self.poll_s
-        ahead = (nearest.due_at - datetime.now(UTC)).total_seconds()
-        return min(self.poll_s, max(0.0, ahead))
+            return row["count"], self.poll_s
+        ahead = (nearest - datetime.now(UTC)).total_seconds()
+        return row["count"], min(self.poll_s, max(0.0, ahead))
 
     async def drain(self, client: httpx.AsyncClient) -> int:
         """Attempt every due webhook row (up to a batch); how many were attempted."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coinlink.bus.base import RESUBSCRIBED, Bus, BusError, Message, Subscription
+from coinlink.bus.base import RESUBSCRIBED, Bus, BusError, LeaseTry, Message, Subscription
 from coinlink.bus.memory import MemoryBus
 from coinlink.bus.redis_bus import RedisBus
 
@@ -10,6 +10,7 @@ __all__ = [
     "RESUBSCRIBED",
     "Bus",
     "BusError",
+    "LeaseTry",
     "MemoryBus",
     "Message",
     "RedisBus",

@@ -35,6 +35,16 @@ class Message:
     """Wall-clock publish time in microseconds since the epoch (for fan-out latency)."""
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseTry:
+    """The answer to one try at a lease: its fencing ``token`` when taken; otherwise ``None``
+    and ``held_s``, how long the holder's grant still runs (when to try again, unless the
+    holder renews it meanwhile)."""
+
+    token: int | None
+    held_s: float = 0.0
+
+
 RESUBSCRIBED = "<resubscribed>"
 """Channel of the marker ``Message(RESUBSCRIBED, 0, b"")`` a subscription yields after it
 had to replace its connection: what was published meanwhile was missed, and a consumer that
@@ -165,8 +175,9 @@ class Bus(abc.ABC):
 
     # Leases
     @abc.abstractmethod
-    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
-        """Take the lease if free (or already ours): the fencing token, else ``None``.
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> LeaseTry:
+        """Take the lease if free (or already ours): its fencing token; else no token and how
+        long the other holder's grant still runs, in the same round trip.
 
         A new acquisition gets a token larger than every earlier one; re-acquiring a lease
         one still holds returns the same token and extends it.

@@ -16,6 +16,7 @@ from coinlink.bus import Bus, BusError
 log = structlog.get_logger(logger_name="coinlink.bus.leases")
 
 STOP_GRACE_S = 5.0  # a reign asked to stop ends within this, or is left to cancellation
+_EXPIRY_SLACK_S = 0.01
 
 
 async def pause(stop: asyncio.Event, seconds: float) -> None:
@@ -41,28 +42,30 @@ async def take_turns(
 
     A holder announces each release on :data:`~coinlink.channels.LEASES_RELEASED`; whoever
     hears of it sets ``wake``, and the next try comes at once (``wake`` must be set when
-    ``stop`` is too, as :class:`Turns` does: a pause waits for ``wake`` alone). While
-    another holds the lease, try every quarter of it besides: that catches a dead holder
-    (within its lease plus a quarter) and an announcement lost with a connection. Polling
-    was every tenth, up to 0.25 s, and those tries were most of an idle server's CPU time.
-    After a failure, back off from there to a whole lease: no churn while a dependency is
-    down, and the first try after it is back still comes within one lease period. A reign
-    that lasted a whole lease starts the pauses short again.
+    ``stop`` is too, as :class:`Turns` does: a pause waits for ``wake`` alone). A refused try
+    says how long the holder's grant still runs, and the next comes when it runs out: a
+    live holder has renewed it by then (the answer gives the new end), a dead one is
+    replaced at once, and an announcement lost with a connection costs no more. Polling
+    every quarter of the lease made those tries most of an idle server's Redis calls.
+    After a failure, back off from a quarter of the lease to a whole one: no churn while a
+    dependency is down, and the first try after it is back still comes within one lease
+    period. A reign that lasted a whole lease starts the pauses short again.
     """
-    poll_s = ttl_s / 4
-    retry = Backoff(poll_s, ttl_s)
+    retry = Backoff(ttl_s / 4, ttl_s)
     while not stop.is_set():
         wake.clear()  # before the try: an announcement from here on is not missed
         sent = time.monotonic()  # the lease runs out ttl_s after this, by our clock
         try:
-            token = await bus.acquire_lease(name, holder, ttl_s)
+            attempt = await bus.acquire_lease(name, holder, ttl_s)
         except BusError as exc:
             log.warning("lease_unavailable", lease=name, error=str(exc))
             await pause(wake, retry.next())
             continue
+        token = attempt.token
         if token is None:  # another holds it: not a failure of ours
             retry.reset()
-            await pause(wake, poll_s)
+            # The floor: Redis expires the key by its own clock, a moment after it says 0.
+            await pause(wake, min(ttl_s, max(attempt.held_s, _EXPIRY_SLACK_S)))
             continue
         try:
             if not stop.is_set():  # stopped while the lease was being taken: give it back

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from coinlink.bus.base import Bus, BusError, Message, QueuedSubscription
+from coinlink.bus.base import Bus, BusError, LeaseTry, Message, QueuedSubscription
 
 
 def _deadline(ttl_s: float) -> float:
@@ -190,17 +190,17 @@ class MemoryBus(Bus):
             return None
         return lease
 
-    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> LeaseTry:
         deadline = _deadline(ttl_s)
         lease = self._lease(name)
         if lease is not None:
             if lease.holder != holder:
-                return None
+                return LeaseTry(None, max(0.0, lease.deadline - time.monotonic()))
             lease.deadline = deadline
-            return lease.token
+            return LeaseTry(lease.token)
         self._fence += 1
         self._leases[name] = _Lease(holder, self._fence, deadline)
-        return self._fence
+        return LeaseTry(self._fence)
 
     async def renew_lease(self, name: str, holder: str, token: int, ttl_s: float) -> bool:
         deadline = _deadline(ttl_s)

@@ -51,7 +51,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.commands.core import AsyncScript
 
-from coinlink.bus.base import Bus, BusError, Message
+from coinlink.bus.base import Bus, BusError, LeaseTry, Message
 from coinlink.bus.redis_shards import ShardedSubscription
 from coinlink.bus.redis_subscription import RedisSubscription, decode_payload
 from coinlink.redis_calls import (
@@ -114,19 +114,22 @@ return value
 
 _ACQUIRE = """
 -- KEYS: lease, fencing counter. ARGV: holder, TTL in ms.
--- Returns the token, or nil when another holder has the lease.
+-- Returns {token, 0}, or {0, ms left of its grant} when another holder has the lease
+-- (tokens start at 1).
 local current = redis.call('GET', KEYS[1])
 if current then
   local sep = string.find(current, ':', 1, true)
   if string.sub(current, sep + 1) ~= ARGV[1] then
-    return nil
+    local left = redis.call('PTTL', KEYS[1])
+    if left < 0 then left = tonumber(ARGV[2]) end  -- no expiry: never set by CoinLink
+    return {0, left}
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return tonumber(string.sub(current, 1, sep - 1))
+  return {tonumber(string.sub(current, 1, sep - 1)), 0}
 end
 local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], string.format('%d:', token) .. ARGV[1], 'PX', ARGV[2])
-return token
+return {token, 0}
 """
 
 _RENEW = """
@@ -448,11 +451,11 @@ class RedisBus(Bus):
 
     # Leases
 
-    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> LeaseTry:
         keys = [self.keys.lease(name), self.keys.fence]
         args: list[str | int] = [holder, _ttl_ms(ttl_s)]
-        token = await self._run("acquire_lease", self._lua.acquire(keys=keys, args=args))
-        return None if token is None else int(token)
+        token, left_ms = await self._run("acquire_lease", self._lua.acquire(keys=keys, args=args))
+        return LeaseTry(int(token) or None, int(left_ms) / 1000)
 
     async def renew_lease(self, name: str, holder: str, token: int, ttl_s: float) -> bool:
         args: list[str | int] = [f"{token}:{holder}", _ttl_ms(ttl_s)]

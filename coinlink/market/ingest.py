@@ -3,9 +3,9 @@
 Exactly one ingest runs across every worker and instance: each worker tries to take the
 ``ingest`` lease on the bus (see :mod:`coinlink.bus.leases`); the holder renews it every
 quarter of its lifetime and stops ingesting the moment a renewal fails, so another worker
-takes over within a lease period (plus a try) of a leader's death, and at once after a
-leader's :meth:`Ingest.stop`, which hands over gracefully and announces the release. With
-the in-process bus the only worker simply leads.
+takes over within a lease period of a leader's death (as its grant runs out), and at once
+after a leader's :meth:`Ingest.stop`, which hands over gracefully and announces the
+release. With the in-process bus the only worker simply leads.
 
 The leader reads ticks from the provider in batches (what has queued up while the last
 batch was processed, up to ``BATCH_MAX`` ticks), and for each tick: validation (drops are
@@ -17,7 +17,7 @@ and the newest price, not every tick. Closed candles are written to the database
 batches (an upsert on symbol, interval and open time: a candle written twice, by a restart
 or a new leader, is updated, never duplicated). Once a second it closes the candles of
 quiet symbols (by the market's clock: the newest tick time, so replays of old data work),
-publishes the ``tickers`` batch and a heartbeat that ``/readyz`` reads. A new leader
+publishes the ``tickers`` batch when it has changed and a heartbeat that ``/readyz`` reads. A new leader
 resumes the candles the previous one had open from the bus history, so a take-over neither
 loses a candle's first ticks nor rewrites a candle that was already closed, and hands each
 symbol's last published price to the provider (the simulator continues from it).
@@ -358,6 +358,7 @@ class Ingest:
         assert self.pipeline is not None
         pipeline = self.pipeline
         next_second = time.monotonic() + 1.0
+        tickers: bytes | None = None  # the batch the channel carries now
         while True:
             items: list[Tick | None] = []
             # Idle, it sleeps until a tick arrives or the second is up: no 20 ms polling.
@@ -386,7 +387,7 @@ class Ingest:
                 # Grace: another symbol's ticks may trail the newest by a little.
                 if pipeline.market_ms is not None:
                     pipeline.flush_quiet(pipeline.market_ms - FLUSH_GRACE_MS)
-                await self._every_second(pipeline, at)
+                tickers = await self._every_second(pipeline, at, tickers)
             if batch or pipeline.closed:
                 messages, closed = pipeline.take_messages(at)
                 self._pending.extend(closed)  # stored even if publishing fails
@@ -400,14 +401,20 @@ class Ingest:
             if last:
                 return
 
-    async def _every_second(self, pipeline: Pipeline, at: int) -> None:
+    async def _every_second(self, pipeline: Pipeline, at: int, sent: bytes | None) -> bytes | None:
+        """The ``tickers`` batch and the heartbeat; returns the batch the channel carries now.
+        A batch equal to the last one sent is not sent again: a quiet feed costs the workers
+        and the subscribers nothing."""
         snapshots = pipeline.snapshots(at)
         newest = max((s["ts"] for s in snapshots), default=None)
         if newest is not None:
             LAG.set(max(0.0, (at - newest) / 1000))
         self._store_soon()
-        with contextlib.suppress(BusError):
-            await self.bus.publish(channels.TICKERS, orjson.dumps(snapshots))
+        tickers = orjson.dumps(snapshots)
+        if tickers != sent:
+            with contextlib.suppress(BusError):  # the next second tries again
+                await self.bus.publish(channels.TICKERS, tickers)
+                sent = tickers
         heartbeat = {
             "holder": self.holder,
             "fencing_token": self.token,
@@ -418,6 +425,7 @@ class Ingest:
             await self.bus.set(
                 channels.INGEST_HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=self.lease_ttl_s * 3
             )
+        return sent
 
     def _store_soon(self) -> None:
         """Write pending candles in the background: a slow database never stalls ticks."""

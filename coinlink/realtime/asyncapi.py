@@ -249,7 +249,7 @@ _STREAMS = (
     ),
     (
         "tickers",
-        "`tickers`: every ticker, once a second",
+        "`tickers`: every ticker, once a second while any changes",
         frames.TickersSnapshot,
         frames.TickersUpdate,
     ),
@@ -388,7 +388,8 @@ def _channels_text(settings: Settings) -> str:
 Channel names (in `subscribe`, `unsubscribe`, and each frame's `channel`):
 
 - `ticker:{{SYMBOL}}`, e.g. `ticker:BTC-USD`: one symbol's ticker.
-- `tickers`: every symbol's ticker in one list, about once a second.
+- `tickers`: every symbol's ticker in one list, about once a second while any of them
+  changes (a quiet market sends nothing new; the subscription's snapshot is the current list).
 - `candles:{{SYMBOL}}:{{interval}}`, interval one of {_intervals}: the current
   candle as it changes, and once more with `closed: true`.
 - `notifications`: the authenticated user's own notifications.

@@ -302,56 +302,71 @@ async def test_incr_ttl_is_set_when_the_counter_is_created(bus: Bus) -> None:
 # Leases
 
 
+async def lease_token(bus: Bus, name: str, holder: str, ttl_s: float) -> int | None:
+    """A try at the lease: its token, or None while another holds it."""
+    return (await bus.acquire_lease(name, holder, ttl_s)).token
+
+
+async def test_a_refused_try_says_how_long_the_holders_grant_still_runs(bus: Bus) -> None:
+    assert await lease_token(bus, "job", "a", 30) is not None
+    refused = await bus.acquire_lease("job", "b", 5)
+    assert refused.token is None
+    assert 20 < refused.held_s <= 30  # a's grant (30 s), not b's ask (5 s)
+    # The follower of take_turns sleeps that long: a short grant, a short wait.
+    assert await lease_token(bus, "brief", "a", 0.5) is not None
+    assert 0 <= (await bus.acquire_lease("brief", "b", 5)).held_s <= 0.5
+
+
 async def test_lease_is_exclusive_and_reacquire_keeps_the_token(bus: Bus) -> None:
-    token = await bus.acquire_lease("candles", "worker-a", 5)
+    token = await lease_token(bus, "candles", "worker-a", 5)
     assert isinstance(token, int)
-    assert await bus.acquire_lease("candles", "worker-b", 5) is None
-    assert await bus.acquire_lease("candles", "worker-a", 5) == token
-    other = await bus.acquire_lease("alerts", "worker-b", 5)
+    assert await lease_token(bus, "candles", "worker-b", 5) is None
+    assert await lease_token(bus, "candles", "worker-a", 5) == token
+    other = await lease_token(bus, "alerts", "worker-b", 5)
     assert other is not None and other != token
 
 
 async def test_lease_expiry_hands_over_with_a_larger_token(bus: Bus) -> None:
-    old = await bus.acquire_lease("job", "a", 0.2)
+    old = await lease_token(bus, "job", "a", 0.2)
     assert old is not None
-    new = await until(lambda: bus.acquire_lease("job", "b", 5), 10, "a's grant to run out")
+    new = await until(lambda: lease_token(bus, "job", "b", 5), 10, "a's grant to run out")
     assert new > old
     assert await bus.renew_lease("job", "a", old, 5) is False  # stale holder and token
     assert await bus.renew_lease("job", "a", new, 5) is False  # right token, other holder
     assert await bus.renew_lease("job", "b", old, 5) is False  # right holder, stale token
     assert await bus.renew_lease("job", "b", new, 5) is True
-    assert await bus.acquire_lease("job", "a", 5) is None
+    assert await lease_token(bus, "job", "a", 5) is None
 
 
 async def test_renew_and_reacquire_extend_the_lease(bus: Bus) -> None:
-    renewed = await bus.acquire_lease("renewed", "a", 0.4)
-    reacquired = await bus.acquire_lease("reacquired", "a", 0.4)
+    renewed = await lease_token(bus, "renewed", "a", 0.4)
+    reacquired = await lease_token(bus, "reacquired", "a", 0.4)
     # Granted after them and never extended: once it is free, their first grants ran out.
-    control = await bus.acquire_lease("control", "a", 0.4)
+    control = await lease_token(bus, "control", "a", 0.4)
     assert renewed is not None and reacquired is not None and control is not None
     assert await bus.renew_lease("renewed", "a", renewed, 1.2) is True
-    assert await bus.acquire_lease("reacquired", "a", 1.2) == reacquired
-    await until(lambda: bus.acquire_lease("control", "b", 5), 10, "the first grants' end")
+    assert await lease_token(bus, "reacquired", "a", 1.2) == reacquired
+    await until(lambda: lease_token(bus, "control", "b", 5), 10, "the first grants' end")
     # Past the first grants, not past the extensions.
-    assert await bus.acquire_lease("renewed", "b", 5) is None
-    assert await bus.acquire_lease("reacquired", "b", 5) is None
+    assert await lease_token(bus, "renewed", "b", 5) is None
+    assert await lease_token(bus, "reacquired", "b", 5) is None
     # The extensions end too ("renewed"'s first, it was extended first).
-    await until(lambda: bus.acquire_lease("reacquired", "b", 5), 10, "the extensions' end")
+    await until(lambda: lease_token(bus, "reacquired", "b", 5), 10, "the extensions' end")
     assert await bus.renew_lease("renewed", "a", renewed, 5) is False  # expired meanwhile
 
 
 async def test_release_lets_another_holder_in(bus: Bus) -> None:
-    first = await bus.acquire_lease("job", "a", 5)
+    first = await lease_token(bus, "job", "a", 5)
     assert first is not None
     await bus.release_lease("job", "b", first)  # not the holder: no effect
     await bus.release_lease("job", "a", first + 1)  # wrong token: no effect
-    assert await bus.acquire_lease("job", "b", 5) is None
+    assert await lease_token(bus, "job", "b", 5) is None
 
     await bus.release_lease("job", "a", first)
-    second = await bus.acquire_lease("job", "b", 5)
+    second = await lease_token(bus, "job", "b", 5)
     assert second is not None and second > first
     await bus.release_lease("job", "a", first)  # a stale release leaves b's lease alone
-    assert await bus.acquire_lease("job", "c", 5) is None
+    assert await lease_token(bus, "job", "c", 5) is None
     assert await bus.renew_lease("job", "b", second, 5) is True
 
 

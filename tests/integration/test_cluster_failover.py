@@ -71,7 +71,7 @@ async def test_the_bus_follows_a_shard_to_its_promoted_replica(
             f"other{i}" for i in itertools.count() if not on_shard(cluster, f"other{i}", victim)
         )
         await sub.subscribe(live, other)
-        token = await bus.acquire_lease("job", "a", 60)
+        token = (await bus.acquire_lease("job", "a", 60)).token
         assert token is not None
         await bus.publish(live, b"before")
         assert await queue.get() == Message(live, 1, b"before")
@@ -115,7 +115,7 @@ async def test_the_bus_follows_a_shard_to_its_promoted_replica(
             tail.append(await asyncio.wait_for(queue.get(), 15))
         assert [m for m in tail if m.channel == late] == [Message(late, 1, b"once")]
         # The lease, replicated before the kill, is still a's, with the same token.
-        assert await bus.acquire_lease("job", "b", 60) is None
+        assert (await bus.acquire_lease("job", "b", 60)).token is None
         assert await bus.renew_lease("job", "a", token, 60) is True
     finally:
         await sub.close()

@@ -219,9 +219,14 @@ async def test_what_cannot_be_sent_safely_fails_without_a_connection(
 async def test_the_backlog_counts_webhook_deliveries_due_or_waiting_for_a_retry(
     bus: MemoryBus,
 ) -> None:
+    assert await dispatcher(bus, poll_s=5.0).outstanding() == (0, 5.0)  # nothing: the poll
     user = await new_user("http://127.0.0.1:9/hook", SECRET)
-    await every_kind_of_row(user)
-    assert await dispatcher(bus).backlog() == 2
+    due = await every_kind_of_row(user)
+    assert await dispatcher(bus, poll_s=5.0).outstanding() == (2, 0.0)  # one is due now
+    await OutboxItem.filter(id=due.id).update(done_at=datetime.now(UTC))
+    count, wait_s = await dispatcher(bus, poll_s=120.0).outstanding()
+    assert count == 1 and 50 < wait_s <= 60  # the retry, a minute away
+    assert (await dispatcher(bus, poll_s=5.0).outstanding())[1] == 5.0  # never past the poll
 
 
 # -- the lease holder's loop --------------------------------------------------------------------
@@ -244,7 +249,7 @@ async def test_the_holder_delivers_when_woken_and_retries_when_due(bus: MemoryBu
         str(second.id),
     ]
     # Stopping handed the lease over at once.
-    assert await bus.acquire_lease(LEASE, "the next instance", 1.0) is not None
+    assert (await bus.acquire_lease(LEASE, "the next instance", 1.0)).token is not None
 
 
 async def test_only_the_lease_holder_delivers_and_a_successor_takes_over(
@@ -258,7 +263,8 @@ async def test_only_the_lease_holder_delivers_and_a_successor_takes_over(
             for item in items:
                 await until_done(item)
             # Re-acquiring the lease under a worker's name succeeds for its holder only.
-            held_by_first = await bus.acquire_lease(LEASE, workers[0].holder, 1.0) is not None
+            taken = await bus.acquire_lease(LEASE, workers[0].holder, 1.0)
+            held_by_first = taken.token is not None
             (first if held_by_first else second).cancel()  # the holder's instance stops
             late = await owed(user, "webhook")
             await until_done(late)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from decimal import Decimal
 
 import orjson
 import pytest
 
 from coinlink import channels
-from coinlink.bus import MemoryBus
+from coinlink.bus import LeaseTry, MemoryBus
+from coinlink.market import admin_ticks
 from coinlink.market.ingest import LEASE, Ingest
 from coinlink.market.providers.base import Provider
 from coinlink.market.types import Tick
@@ -35,7 +36,7 @@ class SlowRenewals(MemoryBus):
 async def test_a_leader_whose_renewal_hangs_stops_before_its_lease_runs_out() -> None:
     bus = SlowRenewals()
     ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=1.5)
-    token = await bus.acquire_lease(LEASE, ingest.holder, 1.5)
+    token = (await bus.acquire_lease(LEASE, ingest.holder, 1.5)).token
     assert token is not None
     started = time.monotonic()
     await asyncio.wait_for(ingest._keep_lease(token, started + 1.5), timeout=5)
@@ -46,10 +47,10 @@ async def test_a_leader_whose_renewal_hangs_stops_before_its_lease_runs_out() ->
 async def test_a_leader_that_loses_its_lease_stops() -> None:
     bus = MemoryBus()
     ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=1.2)
-    token = await bus.acquire_lease(LEASE, ingest.holder, 1.2)
+    token = (await bus.acquire_lease(LEASE, ingest.holder, 1.2)).token
     assert token is not None
     await bus.release_lease(LEASE, ingest.holder, token)
-    assert await bus.acquire_lease(LEASE, "someone else", 1.2) is not None
+    assert (await bus.acquire_lease(LEASE, "someone else", 1.2)).token is not None
     await asyncio.wait_for(ingest._keep_lease(token, time.monotonic() + 1.2), timeout=3)
 
 
@@ -60,7 +61,7 @@ async def test_stopping_hands_the_lease_over_at_once_and_for_good() -> None:
     await until(lambda: ingest.leading, 10, "the lead")
     await asyncio.wait_for(ingest.stop(), timeout=5)
     # Released, not left to expire in 30 s: a rolling deploy loses no ingest time.
-    assert await bus.acquire_lease(LEASE, "next instance", 30) is not None
+    assert (await bus.acquire_lease(LEASE, "next instance", 30)).token is not None
     # Run has ended by itself, and never takes the lease again.
     assert task.done() and not task.cancelled() and not ingest.leading
 
@@ -70,16 +71,16 @@ class CountedTries(MemoryBus):
         super().__init__()
         self.tries: Counter[str] = Counter()
 
-    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+    async def acquire_lease(self, name: str, holder: str, ttl_s: float) -> LeaseTry:
         self.tries[holder] += 1
         return await super().acquire_lease(name, holder, ttl_s)
 
 
 async def test_a_released_lease_is_taken_at_once_on_its_announcement_not_at_the_next_poll() -> None:
     """A rolling restart's handover: the follower hears of the release from the bus (in a
-    server, through its hub) instead of waiting for its next try, a quarter of the lease."""
+    server, through its hub) instead of waiting for its next try, when the grant runs out."""
     bus = CountedTries()
-    first = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=60)  # polls 15 s apart
+    first = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=60)  # grants of 60 s
     second = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=60)
     announcements = bus.subscription()
     await announcements.subscribe(channels.LEASES_RELEASED)
@@ -103,6 +104,24 @@ async def test_a_released_lease_is_taken_at_once_on_its_announcement_not_at_the_
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def test_a_dead_holders_lease_is_taken_as_its_grant_runs_out_with_one_try_before() -> None:
+    """No polling: the refused try says when the grant ends, and the next try comes then."""
+    bus = CountedTries()
+    assert (await bus.acquire_lease(LEASE, "a holder that died", 1.0)).token is not None
+    follower = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=60)  # its own grants: 60 s
+    started = time.monotonic()
+    task = asyncio.create_task(follower.run())
+    try:
+        await until(lambda: follower.leading, 10, "the lead")
+        assert time.monotonic() - started < 2.0  # a quarter of its lease would be 15 s
+        # Refused once, then taken (a timer may fire a hair early: one more try, at most).
+        assert bus.tries[follower.holder] <= 3
+        await asyncio.wait_for(follower.stop(), timeout=5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_cancelling_a_leader_still_releases_its_lease() -> None:
     """The last resort, for a reign stuck past its grace."""
     bus = MemoryBus()
@@ -111,7 +130,7 @@ async def test_cancelling_a_leader_still_releases_its_lease() -> None:
     await until(lambda: ingest.leading, 10, "the lead")
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    assert await bus.acquire_lease(LEASE, "next instance", 30) is not None
+    assert (await bus.acquire_lease(LEASE, "next instance", 30)).token is not None
 
 
 class Burst(Provider):
@@ -186,6 +205,41 @@ async def test_a_failing_reign_is_retried_not_fatal() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_tickers_batch_goes_out_when_it_changes_not_every_quiet_second() -> None:
+    bus = MemoryBus()
+    ingest = Ingest(bus, ["BTC-USD"], lambda: None, lease_ttl_s=30)
+    task = asyncio.create_task(ingest.run())
+
+    async def beat() -> int:
+        raw = await bus.get(channels.INGEST_HEARTBEAT_KEY)
+        return 0 if raw is None else int(orjson.loads(raw)["at"])
+
+    try:
+        first = await until(beat, 10, "the first heartbeat")
+        assert await bus.last_seq(channels.TICKERS) == 1  # the empty batch, once
+        await until(lambda: beat_after(beat, first + 2_000), 10, "two more quiet seconds")
+        assert await bus.last_seq(channels.TICKERS) == 1  # nothing new: nothing sent
+        tick = admin_ticks.message("BTC-USD", Decimal(100), Decimal(1), now_ms())
+        await bus.publish(channels.ADMIN_TICKS, orjson.dumps(tick))
+        newest = await until(
+            lambda: newest_tickers(bus), 10, "a batch with the tick, within a second or so"
+        )
+        assert [t["price"] for t in newest] == ["100"]
+        await asyncio.wait_for(ingest.stop(), timeout=5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def beat_after(beat: Callable[[], Awaitable[int]], at: int) -> bool:
+    return await beat() >= at
+
+
+async def newest_tickers(bus: MemoryBus) -> list[dict[str, str]]:
+    history = await bus.history(channels.TICKERS, 0) or []
+    return list(orjson.loads(history[-1].data)) if history else []
 
 
 async def test_tickers_turn_stale_after_the_configured_silence() -> None:
