@@ -17,10 +17,11 @@ and the newest price, not every tick. Closed candles are written to the database
 batches (an upsert on symbol, interval and open time: a candle written twice, by a restart
 or a new leader, is updated, never duplicated). Once a second it closes the candles of
 quiet symbols (by the market's clock: the newest tick time, so replays of old data work),
-publishes the ``tickers`` batch when it has changed and a heartbeat that ``/readyz`` reads. A new leader
-resumes the candles the previous one had open from the bus history, so a take-over neither
-loses a candle's first ticks nor rewrites a candle that was already closed, and hands each
-symbol's last published price to the provider (the simulator continues from it).
+publishes the ``tickers`` batch when it has changed and writes a heartbeat that ``/readyz``
+reads. A new leader resumes the candles the previous one had open from the bus history, so
+a take-over neither loses a candle's first ticks nor rewrites a candle that was already
+closed, and hands each symbol's last published price to the provider (the simulator
+continues from it).
 """
 
 from __future__ import annotations
