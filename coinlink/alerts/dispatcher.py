@@ -51,6 +51,10 @@ BACKLOG = Gauge(
 )
 
 
+class AttemptsFailed(Exception):
+    """Some attempts of a drain raised (each is logged): their rows are still due."""
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -116,6 +120,9 @@ class Dispatcher:
                 BACKLOG.set(backlog)
                 if wait_s <= 0 and await self.drain(client):
                     continue  # at once: the next batch, or when what is left is due
+            except AttemptsFailed as exc:
+                log.warning("webhook_drain_failed", error=str(exc))
+                wait_s = self.poll_s
             except Exception:
                 log.warning("webhook_drain_failed", exc_info=True)
                 wait_s = self.poll_s
@@ -140,7 +147,8 @@ class Dispatcher:
         return row["count"], min(self.poll_s, max(0.0, ahead))
 
     async def drain(self, client: httpx.AsyncClient) -> int:
-        """Attempt every due webhook row (up to a batch); how many were attempted."""
+        """Attempt every due webhook row (up to a batch); how many were attempted.
+        :class:`AttemptsFailed` once all have ended when some raised."""
         due = (
             await OutboxItem.filter(
                 kind="webhook",
@@ -161,9 +169,14 @@ class Dispatcher:
 
         # Every attempt runs to its end: one failing must not leave others running into
         # the next drain (which would POST their rows a second time).
-        for outcome in await asyncio.gather(*(one(item) for item in due), return_exceptions=True):
-            if isinstance(outcome, Exception):
-                log.warning("webhook_attempt_failed", error=str(outcome))
+        outcomes = await asyncio.gather(*(one(item) for item in due), return_exceptions=True)
+        failed = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
+        for outcome in failed:
+            log.warning("webhook_attempt_failed", error=str(outcome))
+        if failed:
+            # Their rows are still due (the outcome was not recorded): raised, so that the
+            # loop pauses for a poll instead of POSTing them again at once.
+            raise AttemptsFailed(f"{len(failed)} of {len(due)} webhook attempts failed")
         return len(due)
 
     async def attempt(self, client: httpx.AsyncClient, item: OutboxItem) -> None:

@@ -57,6 +57,9 @@ LEASE = "ingest"
 BATCH_MAX = 2000
 QUEUE_MAX = 20_000
 FLUSH_GRACE_MS = 5_000
+# An unchanged `tickers` batch goes out again after this long: a channel a lost write left
+# behind (a failover to a replica without it, a deposed leader's late publish) catches up.
+TICKERS_REFRESH_S = 15.0
 MINUTE_MS = INTERVALS["1m"]
 DAY_MS = INTERVALS["1d"]
 RESUME_DEPTH = 100  # messages of each candle channel a new leader reads back
@@ -359,7 +362,7 @@ class Ingest:
         assert self.pipeline is not None
         pipeline = self.pipeline
         next_second = time.monotonic() + 1.0
-        tickers: bytes | None = None  # the batch the channel carries now
+        tickers: tuple[bytes, float] | None = None  # the batch sent last, and when
         while True:
             items: list[Tick | None] = []
             # Idle, it sleeps until a tick arrives or the second is up: no 20 ms polling.
@@ -402,20 +405,22 @@ class Ingest:
             if last:
                 return
 
-    async def _every_second(self, pipeline: Pipeline, at: int, sent: bytes | None) -> bytes | None:
-        """The ``tickers`` batch and the heartbeat; returns the batch the channel carries now.
-        A batch equal to the last one sent is not sent again: a quiet feed costs the workers
-        and the subscribers nothing."""
+    async def _every_second(
+        self, pipeline: Pipeline, at: int, sent: tuple[bytes, float] | None
+    ) -> tuple[bytes, float] | None:
+        """The ``tickers`` batch and the heartbeat; returns the batch sent last, and when.
+        A batch equal to the last one sent goes out again only after ``TICKERS_REFRESH_S``:
+        a quiet feed costs the workers and the subscribers (almost) nothing."""
         snapshots = pipeline.snapshots(at)
         newest = max((s["ts"] for s in snapshots), default=None)
         if newest is not None:
             LAG.set(max(0.0, (at - newest) / 1000))
         self._store_soon()
-        tickers = orjson.dumps(snapshots)
-        if tickers != sent:
+        tickers, now = orjson.dumps(snapshots), time.monotonic()
+        if sent is None or tickers != sent[0] or now - sent[1] >= TICKERS_REFRESH_S:
             with contextlib.suppress(BusError):  # the next second tries again
                 await self.bus.publish(channels.TICKERS, tickers)
-                sent = tickers
+                sent = (tickers, now)
         heartbeat = {
             "holder": self.holder,
             "fencing_token": self.token,

@@ -138,7 +138,8 @@ def test_only_one_instance_ingests_and_the_other_takes_over_after_kill_9(
     old_lease, _, _ = lease(redis_url, env)
     os.killpg(leader.process.pid, signal.SIGKILL)
     leader.process.wait(10)
-    # Within a lease period and a try on an idle machine; the deadline allows for a loaded one.
+    # Within a lease period (as the grant runs out) on an idle machine; the deadline allows
+    # for a loaded one.
     wait_for(lambda: leads(follower), 30, "take-over")
     new_lease, _, _ = lease(redis_url, env)
     assert old_lease is not None and new_lease is not None

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from tortoise.expressions import Q
@@ -250,6 +251,29 @@ async def test_the_holder_delivers_when_woken_and_retries_when_due(bus: MemoryBu
     ]
     # Stopping handed the lease over at once.
     assert (await bus.acquire_lease(LEASE, "the next instance", 1.0)).token is not None
+
+
+class Unrecorded(Dispatcher):
+    """Attempts that raise after the POST would have gone out: a database that refuses
+    writes, so the row stays due."""
+
+    attempts: list[float]
+
+    async def attempt(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
+        self.attempts.append(time.monotonic())
+        raise RuntimeError("the database refuses writes")
+
+
+async def test_a_row_whose_attempt_could_not_be_recorded_waits_for_the_poll_not_a_hot_loop(
+    bus: MemoryBus,
+) -> None:
+    worker = Unrecorded(bus, allow_private=True, timeout_s=2.0, lease_ttl_s=1.0, poll_s=0.5)
+    worker.attempts = []
+    user = await new_user("http://127.0.0.1:9/hook", SECRET)
+    await owed(user, "webhook")
+    async with running(worker):
+        await until(lambda: len(worker.attempts) >= 2, 10, "the attempt after the pause")
+    assert worker.attempts[1] - worker.attempts[0] >= 0.4  # the poll, not at once
 
 
 async def test_only_the_lease_holder_delivers_and_a_successor_takes_over(
