@@ -56,6 +56,7 @@ from coinlink.observability.metrics import mark_worker_dead
 from coinlink.observability.sentry import init_sentry
 from coinlink.ratelimit import Policies, RateLimiter
 from coinlink.realtime.hub import Hub, HubSettings
+from coinlink.serving import heap
 from coinlink.serving.connection_cap import ConnectionCap
 from coinlink.serving.drain import Drain
 from config import Settings, load_settings
@@ -142,6 +143,7 @@ def create_app(
         if settings.sentry_dsn is not None:
             init_sentry(settings.sentry_dsn.get_secret_value(), settings.env)
         app.ctx.process_task = asyncio.create_task(process.sample_forever(), name="process")
+        app.ctx.heap_task = asyncio.create_task(heap.trim_forever(), name="heap-trim")
         app.ctx.bus = create_bus(
             settings.redis.url,
             prefix=settings.redis.prefix,
@@ -235,6 +237,7 @@ def create_app(
         await limiter.close()
         await app.ctx.bus.close()
         await stop_task(app.ctx.process_task)
+        await stop_task(app.ctx.heap_task)
         mark_worker_dead(os.getpid())
         app.ctx.drain.finished()
 

@@ -1,0 +1,35 @@
+"""A worker's freed heap pages, given back to the system once a minute.
+
+What a worker holds stays level after warm-up, but its resident memory crept up through
+the soak's hour (``docs/performance.md``, "Soak"): pages glibc's allocator and pymalloc's
+arenas touched at some peak and kept. glibc keeps freed memory in its arenas (the main heap,
+and one per executor thread, where bcrypt runs) until something trims them, and it trims
+on its own only the top of the main heap. ``malloc_trim(0)`` gives back every whole free
+page of every arena (``MADV_DONTNEED``). pymalloc's arenas are out of its reach: it unmaps
+one only once all of it is free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+from collections.abc import Callable
+
+INTERVAL_S = 60.0
+
+
+def trimmer() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is none (musl, macOS)."""
+    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    return trim
+
+
+async def trim_forever(interval_s: float = INTERVAL_S) -> None:
+    """Until cancelled: trim every ``interval_s`` (a few milliseconds each, on the loop:
+    the executor threads may be busy hashing passwords)."""
+    trim = trimmer()
+    if trim is None:
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        trim(0)
