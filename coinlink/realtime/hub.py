@@ -453,7 +453,8 @@ class Hub:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
                         await self.laggards.arrived.wait()
-                await asyncio.sleep(_TICK_S)  # give a fresh laggard's transport a moment
+                if self.laggards:  # not for a sweep that is due: one wake-up, not two
+                    await asyncio.sleep(_TICK_S)  # give a fresh laggard's transport a moment
             now = time.monotonic()
             for conn in list(self.laggards):
                 if conn.closing or conn.flush():
