@@ -165,19 +165,28 @@ class Dispatcher:
         async def one(item: OutboxItem) -> None:
             async with gate:
                 if not self.turns.stopping.is_set():  # stopping: left to the successor
-                    await self.attempt(client, item)
+                    try:
+                        await self.attempt(client, item)
+                    except Exception as exc:
+                        log.warning("webhook_attempt_failed", error=str(exc))
+                        await self._defer(item)
 
         # Every attempt runs to its end: one failing must not leave others running into
         # the next drain (which would POST their rows a second time).
         outcomes = await asyncio.gather(*(one(item) for item in due), return_exceptions=True)
         failed = [outcome for outcome in outcomes if isinstance(outcome, Exception)]
-        for outcome in failed:
-            log.warning("webhook_attempt_failed", error=str(outcome))
         if failed:
-            # Their rows are still due (the outcome was not recorded): raised, so that the
-            # loop pauses for a poll instead of POSTing them again at once.
+            # Rows still due, their outcome not recorded nor their next try put off (the
+            # database refuses writes): raised, so that the loop pauses for a poll instead
+            # of POSTing them again at once.
             raise AttemptsFailed(f"{len(failed)} of {len(due)} webhook attempts failed")
         return len(due)
+
+    async def _defer(self, item: OutboxItem) -> None:
+        """An attempt whose outcome could not be recorded is tried again after a poll, not
+        first in every batch (where a row that always fails would hold the others up)."""
+        later = datetime.now(UTC) + timedelta(seconds=self.poll_s)
+        await OutboxItem.filter(id=item.id).update(due_at=later)
 
     async def attempt(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
         user, notification = item.user, item.notification

@@ -389,7 +389,7 @@ Channel names (in `subscribe`, `unsubscribe`, and each frame's `channel`):
 
 - `ticker:{{SYMBOL}}`, e.g. `ticker:BTC-USD`: one symbol's ticker.
 - `tickers`: every symbol's ticker in one list, about once a second while any of them
-  changes (a quiet market sends nothing new; the subscription's snapshot is the current list).
+  changes, every 15 s while none does (the subscription's snapshot is the current list).
 - `candles:{{SYMBOL}}:{{interval}}`, interval one of {_intervals}: the current
   candle as it changes, and once more with `closed: true`.
 - `notifications`: the authenticated user's own notifications.

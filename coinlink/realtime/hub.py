@@ -60,6 +60,9 @@ _EXPIRY_S = 1.0  # how often authenticated sockets' tokens are checked
 # Silent sockets are looked for every quarter of the heartbeat interval (at least every
 # _EXPIRY_S): that look goes over every socket, ~0.3 µs each.
 _HEARTBEATS_PER_INTERVAL = 4
+# uvloop's timers count whole milliseconds, so one may fire a moment before its time: what
+# falls due within this is done in the same wake-up, not in another one at once.
+_TIMER_SLACK_S = 0.002
 # While the bus is away: 0.5 s doubling to 10 s, jittered (coinlink.backoff) so the hubs of
 # every worker do not come back to a restarted Redis in lockstep.
 _RETRY_BASE_S = 0.5
@@ -448,26 +451,28 @@ class Hub:
         while True:
             if self.laggards:
                 await asyncio.sleep(_TICK_S)
-            else:  # idle: no wake-ups until a socket lags or the next sweep is due
+            else:  # idle: no wake-ups until a socket lags or the next look is due
                 self.laggards.arrived.clear()
+                due = min(next_sweep, next_heartbeats)
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, next_sweep - time.monotonic())):
+                    async with asyncio.timeout(max(0.0, due - time.monotonic())):
                         await self.laggards.arrived.wait()
                 if self.laggards:  # not for a sweep that is due: one wake-up, not two
                     await asyncio.sleep(_TICK_S)  # give a fresh laggard's transport a moment
             now = time.monotonic()
+            soon = now + _TIMER_SLACK_S
             for conn in list(self.laggards):
                 if conn.closing or conn.flush():
                     self.laggards.discard(conn)
                 elif now - (conn.lagging_since or now) > self.settings.slow_close_s:
                     self.disconnect(conn, 1013, "too slow to keep up")
-            if now >= next_sweep:
+            if soon >= next_sweep:
                 next_sweep = now + _EXPIRY_S
                 self._close_expired()
-            if now >= next_heartbeats:
+            if soon >= next_heartbeats:
                 next_heartbeats = now + heartbeats_s
                 self._send_heartbeats(now)
-            if now >= next_revalidation and (
+            if soon >= next_revalidation and (
                 self._revalidating is None or self._revalidating.done()
             ):
                 next_revalidation = now + self.settings.revalidate_s

@@ -14,22 +14,32 @@ from __future__ import annotations
 import asyncio
 import ctypes
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 INTERVAL_S = 60.0
 
 
 def trimmer() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or None where there is none (musl, macOS)."""
-    trim: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    """glibc's ``malloc_trim``, or None where there is none (musl, macOS, Windows)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
     return trim
 
 
 async def trim_forever(interval_s: float = INTERVAL_S) -> None:
-    """Until cancelled: trim every ``interval_s`` (a few milliseconds each, on the loop:
-    the executor threads may be busy hashing passwords)."""
+    """Until cancelled: trim every ``interval_s``, on a thread of its own. A trim walks
+    every arena (~2 ms over a 160 MiB heap, more the first time), and ctypes lets go of the
+    GIL meanwhile: the loop goes on serving, and the executor threads' password hashing is
+    not queued behind it."""
     trim = trimmer()
     if trim is None:
         return
-    while True:
-        await asyncio.sleep(interval_s)
-        trim(0)
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix="heap-trim") as thread:
+        while True:
+            await asyncio.sleep(interval_s)
+            await loop.run_in_executor(thread, trim, 0)

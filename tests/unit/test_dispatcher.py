@@ -254,26 +254,37 @@ async def test_the_holder_delivers_when_woken_and_retries_when_due(bus: MemoryBu
 
 
 class Unrecorded(Dispatcher):
-    """Attempts that raise after the POST would have gone out: a database that refuses
-    writes, so the row stays due."""
+    """Attempts that raise after the POST would have gone out (their outcome not recorded);
+    with ``refuse_writes``, putting the row off fails too: a database refusing writes."""
 
     attempts: list[float]
+    refuse_writes: bool
 
     async def attempt(self, client: httpx.AsyncClient, item: OutboxItem) -> None:
         self.attempts.append(time.monotonic())
-        raise RuntimeError("the database refuses writes")
+        raise RuntimeError("the outcome could not be recorded")
+
+    async def _defer(self, item: OutboxItem) -> None:
+        if self.refuse_writes:
+            raise RuntimeError("the database refuses writes")
+        await super()._defer(item)
 
 
+@pytest.mark.parametrize("refuse_writes", [False, True])
 async def test_a_row_whose_attempt_could_not_be_recorded_waits_for_the_poll_not_a_hot_loop(
-    bus: MemoryBus,
+    bus: MemoryBus, refuse_writes: bool
 ) -> None:
+    """Put off by a poll (not first in every batch), or, when even that fails, the loop
+    pauses for the poll."""
     worker = Unrecorded(bus, allow_private=True, timeout_s=2.0, lease_ttl_s=1.0, poll_s=0.5)
-    worker.attempts = []
+    worker.attempts, worker.refuse_writes = [], refuse_writes
     user = await new_user("http://127.0.0.1:9/hook", SECRET)
-    await owed(user, "webhook")
+    item = await owed(user, "webhook")
     async with running(worker):
         await until(lambda: len(worker.attempts) >= 2, 10, "the attempt after the pause")
     assert worker.attempts[1] - worker.attempts[0] >= 0.4  # the poll, not at once
+    row = await OutboxItem.get(id=item.id)
+    assert (row.due_at > item.due_at) is not refuse_writes
 
 
 async def test_only_the_lease_holder_delivers_and_a_successor_takes_over(
