@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 import time
@@ -129,6 +130,8 @@ class Ingest:
         self.alerts = alerts  # evaluated by the leader, on the ticks it accepts
         self._pending: list[Candle] = []
         self._storing: asyncio.Task[None] | None = None
+        self._tickers_sent = b""  # the ``tickers`` batch published last in this reign
+        self._tickers_sent_at = -math.inf  # and when (monotonic)
         self.turns = Turns(bus, LEASE, self.holder, lease_ttl_s, self._reign)
 
     @property
@@ -362,7 +365,7 @@ class Ingest:
         assert self.pipeline is not None
         pipeline = self.pipeline
         next_second = time.monotonic() + 1.0
-        tickers: tuple[bytes, float] | None = None  # the batch sent last, and when
+        self._tickers_sent, self._tickers_sent_at = b"", -math.inf  # a reign's first goes out
         while True:
             items: list[Tick | None] = []
             # Idle, it sleeps until a tick arrives or the second is up: no 20 ms polling.
@@ -391,7 +394,7 @@ class Ingest:
                 # Grace: another symbol's ticks may trail the newest by a little.
                 if pipeline.market_ms is not None:
                     pipeline.flush_quiet(pipeline.market_ms - FLUSH_GRACE_MS)
-                tickers = await self._every_second(pipeline, at, tickers)
+                await self._every_second(pipeline, at)
             if batch or pipeline.closed:
                 messages, closed = pipeline.take_messages(at)
                 self._pending.extend(closed)  # stored even if publishing fails
@@ -405,22 +408,20 @@ class Ingest:
             if last:
                 return
 
-    async def _every_second(
-        self, pipeline: Pipeline, at: int, sent: tuple[bytes, float] | None
-    ) -> tuple[bytes, float] | None:
-        """The ``tickers`` batch and the heartbeat; returns the batch sent last, and when.
-        A batch equal to the last one sent goes out again only after ``TICKERS_REFRESH_S``:
-        a quiet feed costs the workers and the subscribers (almost) nothing."""
+    async def _every_second(self, pipeline: Pipeline, at: int) -> None:
+        """The ``tickers`` batch and the heartbeat. A batch equal to the last one sent goes
+        out again only after ``TICKERS_REFRESH_S``: a quiet feed costs the workers and the
+        subscribers (almost) nothing."""
         snapshots = pipeline.snapshots(at)
         newest = max((s["ts"] for s in snapshots), default=None)
         if newest is not None:
             LAG.set(max(0.0, (at - newest) / 1000))
         self._store_soon()
         tickers, now = orjson.dumps(snapshots), time.monotonic()
-        if sent is None or tickers != sent[0] or now - sent[1] >= TICKERS_REFRESH_S:
+        if tickers != self._tickers_sent or now - self._tickers_sent_at >= TICKERS_REFRESH_S:
             with contextlib.suppress(BusError):  # the next second tries again
                 await self.bus.publish(channels.TICKERS, tickers)
-                sent = (tickers, now)
+                self._tickers_sent, self._tickers_sent_at = tickers, now
         heartbeat = {
             "holder": self.holder,
             "fencing_token": self.token,
@@ -431,7 +432,6 @@ class Ingest:
             await self.bus.set(
                 channels.INGEST_HEARTBEAT_KEY, orjson.dumps(heartbeat), ttl_s=self.lease_ttl_s * 3
             )
-        return sent
 
     def _store_soon(self) -> None:
         """Write pending candles in the background: a slow database never stalls ticks."""

@@ -76,6 +76,24 @@ def _as_published(ticker: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in ticker.items() if key not in ("seq", "stale")}
 
 
+class _Every:
+    """One of the upkeep's periodic looks: when it is next due."""
+
+    __slots__ = ("interval_s", "next_at")
+
+    def __init__(self, interval_s: float, first_at: float) -> None:
+        self.interval_s = interval_s
+        self.next_at = first_at
+
+    def due(self, now: float) -> bool:
+        """Whether the look is due at ``now`` (within the timer slack); if so, the next
+        one is counted from ``now``."""
+        if now + _TIMER_SLACK_S < self.next_at:
+            return False
+        self.next_at = now + self.interval_s
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class HubSettings:
     history_size: int = 100
@@ -445,37 +463,35 @@ class Hub:
     # -- upkeep ------------------------------------------------------------------------
 
     async def _maintain(self) -> None:
-        next_sweep = next_heartbeats = next_revalidation = time.monotonic()
-        next_revalidation += self.settings.revalidate_s
-        heartbeats_s = max(_EXPIRY_S, self.settings.heartbeat_s / _HEARTBEATS_PER_INTERVAL)
+        now = time.monotonic()
+        expiry = _Every(_EXPIRY_S, now)
+        heartbeats = _Every(
+            max(_EXPIRY_S, self.settings.heartbeat_s / _HEARTBEATS_PER_INTERVAL), now
+        )
+        revalidation = _Every(self.settings.revalidate_s, now + self.settings.revalidate_s)
         while True:
             if self.laggards:
                 await asyncio.sleep(_TICK_S)
             else:  # idle: no wake-ups until a socket lags or the next look is due
                 self.laggards.arrived.clear()
-                due = min(next_sweep, next_heartbeats)
+                due = min(expiry.next_at, heartbeats.next_at)
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.0, due - time.monotonic())):
                         await self.laggards.arrived.wait()
                 if self.laggards:  # not for a sweep that is due: one wake-up, not two
                     await asyncio.sleep(_TICK_S)  # give a fresh laggard's transport a moment
             now = time.monotonic()
-            soon = now + _TIMER_SLACK_S
             for conn in list(self.laggards):
                 if conn.closing or conn.flush():
                     self.laggards.discard(conn)
                 elif now - (conn.lagging_since or now) > self.settings.slow_close_s:
                     self.disconnect(conn, 1013, "too slow to keep up")
-            if soon >= next_sweep:
-                next_sweep = now + _EXPIRY_S
+            if expiry.due(now):
                 self._close_expired()
-            if soon >= next_heartbeats:
-                next_heartbeats = now + heartbeats_s
+            if heartbeats.due(now):
                 self._send_heartbeats(now)
-            if soon >= next_revalidation and (
-                self._revalidating is None or self._revalidating.done()
-            ):
-                next_revalidation = now + self.settings.revalidate_s
+            idle = self._revalidating is None or self._revalidating.done()
+            if idle and revalidation.due(now):
                 self._revalidating = asyncio.create_task(self._revalidate(), name="hub-revalidate")
 
     def _close_expired(self) -> None:
