@@ -181,7 +181,6 @@ def create_app(
             allow_private=settings.webhook.allow_private,
             timeout_s=settings.webhook.timeout_s,
             retry_base_s=settings.webhook.retry_base_s,
-            lease_ttl_s=settings.ingest.lease_s,
         )
         app.ctx.hub.on(channels.WEBHOOKS_DUE, app.ctx.webhooks.wake)
         app.ctx.ingest = Ingest(

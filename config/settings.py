@@ -300,8 +300,8 @@ class IngestSettings(_Group):
     """A tick moving the price more than this percentage from the last one is dropped."""
 
     lease_s: float = Field(default=2.0, ge=1, le=60)
-    """Lifetime of the ingest and webhook leases: a dead holder is replaced within one (as
-    its grant runs out); a stopping one hands over at once."""
+    """Lifetime of the ingest lease: a dead holder is replaced within one (as its grant runs
+    out); a stopping one hands over at once. (The ``webhooks`` lease lasts 10 s.)"""
 
 
 class HttpSettings(_Group):

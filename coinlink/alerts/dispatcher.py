@@ -37,6 +37,10 @@ from models.alerts import OutboxItem, WebhookAttempt
 log = structlog.get_logger(logger_name="coinlink.alerts.webhooks")
 
 LEASE = "webhooks"
+# Longer than the ingest lease: its renewals (every quarter) and the other workers' tries
+# were half of an idle server's Redis calls, and a crashed holder's deliveries waiting this
+# long for a successor is no loss (a stopping holder hands over at once).
+LEASE_S = 10.0
 BATCH = 50
 CONCURRENCY = 10
 
@@ -63,7 +67,7 @@ class Dispatcher:
         allow_private: bool,
         timeout_s: float,
         retry_base_s: float = webhooks.BASE_DELAY_S,
-        lease_ttl_s: float = 5.0,
+        lease_ttl_s: float = LEASE_S,
         poll_s: float = 5.0,
     ) -> None:
         self.bus = bus

@@ -7,8 +7,8 @@
   acknowledgements that cannot come (sanic-org/sanic#2997): it stops the workers and exits.
 * ``workers_started`` is logged once every worker serves: no other line says so ("Worker
   ready" is logged by each worker, and Sanic's manager waits only for acknowledgements,
-  which come before a worker serves). From then on its monitor loop wakes once a second
-  when nothing happens, not ten times (:class:`_Unhurried`).
+  which come before a worker serves). From then on its monitor loop wakes every 5 s
+  when nothing happens, not ten times a second (:class:`_Unhurried`).
   The manager then closes its own copy of the listening socket, which it never accepts on
   (Sanic restarts no worker that dies): the socket closes with the last worker to stop
   accepting, so a stopping server refuses new connections then, not once it has exited, and
@@ -50,7 +50,7 @@ log = structlog.get_logger(logger_name="coinlink.serving.manager")
 
 CHECKED_VERSIONS = {"sanic": ">=25.12,<26"}
 _POLL_S = 0.1
-MONITOR_POLL_S = 1.0  # see _Unhurried
+MONITOR_POLL_S = 5.0  # see _Unhurried
 _TERMINATE_EARLY = "__TERMINATE_EARLY__"  # what a worker sends when its start-up failed
 _deferred: list[int] = []  # a stop signal that came before the manager was adapted
 _PR_SET_PDEATHSIG = 1
@@ -61,9 +61,10 @@ class _Unhurried:
 
     The loop polls it every 0.1 s and after each poll reads every worker's state from the
     state manager, a round trip per worker: ~7 ms of CPU a second between the main process
-    and the state manager, about half of an idle server's. Polled for a second instead,
-    a message (a stop, a restart) still wakes it at once; only a worker's exit is noticed
-    up to a second later (nothing restarts workers here).
+    and the state manager, about half of an idle server's (0.7 ms/s when polled every
+    second). Polled every 5 s instead, a message (a stop, a restart) still wakes it at
+    once; only a worker's exit is recorded up to 5 s later, and nothing acts on it (nothing
+    restarts workers here).
     """
 
     def __init__(self, pipe: Any) -> None:
