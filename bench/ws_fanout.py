@@ -19,9 +19,10 @@ server per case gives every case the same cold start and a clean RSS baseline. T
    measured window of ``--seconds``; the data carries ``pub_ns`` (``time.time_ns()`` just
    before the publish) for the end-to-end latency the clients record.
 3. After the window the bench waits (at most ``--drain`` s) until the clients have every
-   update published in it, reads the CPU time (user + system) of the server's process group
-   from ``/proc``, and collects the clients' figures: deliveries, loss against the expected
-   count, latency percentiles, seq gaps, connections lost.
+   update published in it, reads the CPU time of every thread of the server's process group
+   (the scheduler's nanoseconds, ``/proc/<pid>/task/<tid>/schedstat``), and collects the
+   clients' figures: deliveries, loss against the expected count, latency percentiles, seq
+   gaps, connections lost.
 
 Clients and bench share the machine (and its two cores) with the server: the latency
 includes their scheduling delays, and throughput is bounded by the whole machine. CPU time
