@@ -28,7 +28,7 @@ Tracing costs CPU and memory of its own: the figures of a traced run are not the
 
     .venv/bin/python -m bench.soak [--minutes 60] [--warmup-minutes 15] [--workers 2] [--rps 200]
         [--sockets 300] [--symbols 5] [--users 20]
-        [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+        [--database-url postgres://postgres@127.0.0.1:5432/postgres] [--database-options QUERY]
         [--redis-url redis://127.0.0.1:6379/0] [--trace DIR] [--server-env K=V]
 """
 
@@ -613,6 +613,13 @@ def parse_args() -> argparse.Namespace:
         default="postgres://postgres@127.0.0.1:5432/postgres",
         help="a PostgreSQL server: the soak creates and drops a database on it",
     )
+    parser.add_argument(
+        "--database-options",
+        default="",
+        metavar="QUERY",
+        help="added to CoinLink's database URL, e.g. max_inactive_connection_lifetime=0 "
+        "(Tortoise passes pool options to asyncpg)",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--trace", type=Path, help="directory for the workers' allocation traces")
     parser.add_argument(
@@ -649,7 +656,8 @@ def main() -> None:
     ok = False
     try:
         with tempfile.TemporaryDirectory(prefix="coinlink-soak-") as tmp:
-            server = start_server(args, server_env(args, database_url), tmp)
+            options = f"?{args.database_options}" if args.database_options else ""
+            server = start_server(args, server_env(args, database_url + options), tmp)
             try:
                 rows = asyncio.run(soak(args, server, database_url, console))
             finally:
