@@ -39,6 +39,9 @@ def security_headers(production: bool) -> dict[str, str]:
         "X-Frame-Options": "DENY",
         "Referrer-Policy": "no-referrer",
         "Content-Security-Policy": API_CSP,
+        # CORS headers depend on the request's Origin (none without one): a cache must
+        # not hand one Origin's response to another.
+        "Vary": "Origin",
     }
     if production:
         headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"

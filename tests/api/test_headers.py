@@ -58,12 +58,22 @@ def test_cors_allowed_origin_gets_exactly_itself_and_vary(client: ReusableClient
     assert "origin" in response.headers["vary"].lower()
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_no_cors_headers_without_origin_but_vary(client: ReusableClient, path: str) -> None:
+    # A same-origin or non-browser request: nothing to allow, yet a cache must know the
+    # response would differ for a cross-origin one.
+    _, response = client.get(path)
+    assert not [name for name in response.headers if name.startswith("access-control-")]
+    assert response.headers["vary"].lower() == "origin"
+
+
 @pytest.mark.parametrize(
     "origin", ["https://evil.example", "null", TEST_ORIGIN + ".evil.example", TEST_ORIGIN + ":8443"]
 )
 def test_cors_foreign_origin_gets_no_allow_origin(client: ReusableClient, origin: str) -> None:
     _, response = client.get("/health", headers={"origin": origin})
     assert "access-control-allow-origin" not in response.headers
+    assert response.headers["vary"].lower() == "origin"
 
 
 def test_cors_preflight_for_allowed_origin(client: ReusableClient) -> None:
