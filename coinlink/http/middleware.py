@@ -20,6 +20,7 @@ from coinlink.http.trace_ids import trace_id_for, trace_id_of
 from coinlink.observability import logging as obs_logging
 from coinlink.observability.logging import bind_request_context
 from coinlink.observability.metrics import HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS
+from coinlink.observability.multiprocess_values import HeldObservations
 
 if TYPE_CHECKING:
     from coinlink.serving.drain import Drain
@@ -62,35 +63,40 @@ def _request_metrics(method: str, route: str, status: int) -> tuple[Any, Any]:
 
 
 class _BatchedCounts:
-    """The in-flight gauge and the request counters, written once per event-loop turn.
+    """The in-flight gauge, the request counters and the duration histogram, written once
+    per event-loop turn.
 
     In multi-process mode every Prometheus sample is a locked write to a memory-mapped
-    file (~0.7 us, more on a busy worker): the gauge's inc and dec and the counter were
-    three of the five writes per request. Here a request only changes Python numbers;
-    one callback per loop turn (``call_soon``, before the loop reads more sockets) adds
-    what changed. Under load one turn serves many requests, so the writes are shared;
-    a scrape sees every request at most one loop turn late, never lost or miscounted (a
-    request begun and answered within one turn, which no other request could observe in
-    flight, nets to nothing: a scrape no longer counts itself as in flight).
-    The duration histogram is still observed per request (each observation is its own
-    bucket and sum). Deltas rather than ``set``: several apps may share one registry.
+    file (~0.7 us, more on a busy worker): the gauge's inc and dec, the counter and the
+    histogram's sum and bucket were five writes per request. Here a request only changes
+    Python numbers; one callback per loop turn (``call_soon``, before the loop reads more
+    sockets) adds what changed. Under load one turn serves many requests, so the writes are
+    shared; a scrape sees every request at most one loop turn late, never lost or miscounted
+    (a request begun and answered within one turn, which no other request could observe in
+    flight, nets to nothing: a scrape no longer counts itself as in flight). Deltas rather
+    than ``set``: several apps may share one registry.
     """
 
-    __slots__ = ("_counts", "_in_flight", "_scheduled")
+    __slots__ = ("_counts", "_durations", "_in_flight", "_scheduled")
 
     def __init__(self) -> None:
         self._in_flight = 0  # not yet added to HTTP_IN_FLIGHT
         self._counts: dict[Any, int] = {}  # counter child -> requests not yet added
+        self._durations: dict[Any, HeldObservations] = {}  # histogram child -> its held
         self._scheduled = False
 
     def started(self) -> None:
         self._in_flight += 1
         self._schedule()
 
-    def finished(self, requests: Any) -> None:
+    def finished(self, requests: Any, duration: Any, seconds: float) -> None:
         self._in_flight -= 1
         counts = self._counts
         counts[requests] = counts.get(requests, 0) + 1
+        held = self._durations.get(duration)
+        if held is None:
+            held = self._durations[duration] = HeldObservations(duration)
+        held.add(seconds)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -106,6 +112,9 @@ class _BatchedCounts:
         counts, self._counts = self._counts, {}
         for requests, count in counts.items():
             requests.inc(count)
+        durations, self._durations = self._durations, {}
+        for held in durations.values():
+            held.write()
 
 
 def route_label(request: Request) -> str:
@@ -150,8 +159,7 @@ def install(
         elapsed = perf_counter() - started
         route = route_label(request)
         requests, duration = _request_metrics(request.method, route, response.status)
-        counts.finished(requests)
-        duration.observe(elapsed)
+        counts.finished(requests, duration, elapsed)
         if access_log_enabled and route not in QUIET_ROUTES:
             obs_logging.access(
                 request.method,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from prometheus_client.parser import text_string_to_metric_families
 from sanic_testing.reusable import ReusableClient
 
 from coinlink import __version__
@@ -44,6 +45,29 @@ def test_metrics_count_requests_by_route_template(client: ReusableClient) -> Non
     assert "http_request_duration_seconds_bucket" in text
     assert 'le="0.15"' in text
     assert "http_requests_in_flight" in text
+
+
+def test_each_request_is_counted_and_timed_once(client: ReusableClient) -> None:
+    def health_samples() -> dict[str, float]:
+        text = client.get("/metrics")[1].text
+        return {
+            sample.name + sample.labels.get("le", ""): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.labels.get("route") == "/health"
+            and sample.labels.get("le") in (None, "0.15", "+Inf")
+        }
+
+    before = health_samples()
+    for _ in range(3):
+        assert client.get("/health")[1].status == 200
+    after = health_samples()
+    changed = {name: after[name] - before.get(name, 0.0) for name in after}
+    assert changed["http_requests_total"] == 3
+    assert changed["http_request_duration_seconds_count"] == 3
+    assert changed["http_request_duration_seconds_bucket0.15"] == 3  # each well under 0.15 s
+    assert changed["http_request_duration_seconds_bucket+Inf"] == 3
+    assert 0 < changed["http_request_duration_seconds_sum"] < 3 * 0.15
 
 
 def test_every_tick_drop_reason_is_exported_from_the_start(client: ReusableClient) -> None:

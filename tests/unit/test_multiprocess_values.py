@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest, multiprocess, values
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, multiprocess, values
 from prometheus_client.parser import text_string_to_metric_families
 
 from coinlink.observability import multiprocess_values
@@ -119,3 +119,27 @@ def test_workers_files_merge_and_a_dead_workers_live_gauge_drops_out(tmp_path: P
     after = collected(tmp_path)
     assert after["http_requests_in_flight{}"] == 2  # livesum: only the live worker
     assert after["ws_messages_sent_total{}"] == 2 * SAMPLES  # counters keep the dead's
+
+
+def test_held_observations_write_what_observe_would() -> None:
+    bounds = (0.005, 0.01, 0.1, 1.0)
+    amounts = [0.0, 0.004, 0.005, 0.0051, 0.01, 0.05, 0.1, 0.99, 1.0, 1.5, 30.0, 0.005]
+    observed, held = CollectorRegistry(), CollectorRegistry()
+    one = Histogram("d", "one by one", ["route"], buckets=bounds, registry=observed)
+    other = Histogram("d", "held", ["route"], buckets=bounds, registry=held)
+    holder = multiprocess_values.HeldObservations(other.labels("/x"))
+    for amount in amounts:
+        one.labels("/x").observe(amount)
+        holder.add(amount)
+    assert samples(held) != samples(observed)  # nothing until written
+    holder.write()
+    assert samples(held) == samples(observed)
+
+
+def samples(registry: CollectorRegistry) -> dict[str, float]:
+    return {
+        sample.name + json.dumps(sample.labels, sort_keys=True): sample.value
+        for family in text_string_to_metric_families(generate_latest(registry).decode())
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
