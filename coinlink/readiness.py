@@ -11,6 +11,7 @@ import orjson
 from tortoise.connection import get_connection
 
 from coinlink import channels
+from coinlink.beat import sleep_to_beat
 from coinlink.bus import Bus
 from coinlink.observability.metrics import READINESS
 
@@ -82,7 +83,7 @@ async def watch(
         _, report = await run_checks(checks, timeout_s)
         for name, result in report.items():
             READINESS.labels(name).set(1 if result["status"] == "ok" else 0)
-        await asyncio.sleep(interval_s)
+        await sleep_to_beat(interval_s)
 
 
 def ingest_check(bus: Bus, stale_after_s: float, *, name_leader: bool) -> Check:

@@ -11,6 +11,7 @@ import structlog
 
 from coinlink import channels
 from coinlink.backoff import Backoff
+from coinlink.beat import sleep_to_beat
 from coinlink.bus import Bus, BusError
 
 log = structlog.get_logger(logger_name="coinlink.bus.leases")
@@ -154,7 +155,8 @@ async def while_held(lease: asyncio.Task[None], work: Awaitable[None]) -> None:
 async def keep_lease(
     bus: Bus, name: str, holder: str, token: int, ttl_s: float, expires_at: float
 ) -> None:
-    """Renew every quarter of the lease; return (ending the reign) as soon as holding it
+    """Renew every quarter of the lease (on its beats, :mod:`coinlink.beat`: never later
+    than a quarter after the last renewal); return (ending the reign) as soon as holding it
     can no longer be proven.
 
     ``expires_at`` is when the lease runs out by our clock, counted from before the call
@@ -164,7 +166,7 @@ async def keep_lease(
     """
     margin = min(0.5, ttl_s / 10)
     while True:
-        await asyncio.sleep(ttl_s / 4)
+        await sleep_to_beat(ttl_s / 4)
         sent = time.monotonic()
         try:
             async with asyncio.timeout(max(0.0, expires_at - margin - sent)):

@@ -28,6 +28,7 @@ import structlog
 from redis.asyncio.client import PubSub
 
 from coinlink import backoff
+from coinlink.beat import until_beat
 from coinlink.bus.base import RESUBSCRIBED, BusError, Message, Subscription
 from coinlink.redis_calls import describe, raise_swallowed_cancel
 
@@ -70,9 +71,10 @@ class RedisSubscription(Subscription):
     out, so an ``unsubscribe`` takes effect the moment it returns, whatever is in flight.
 
     Reads are serialised by ``_read_lock`` (redis-py allows one reader per connection) and
-    always time out after :data:`_POLL_S`; commands are serialised by ``_write_lock`` and may
-    be sent while a read waits, so a subscribe on a healthy connection does not wait for a
-    poll. Replacing the connection takes both locks, always in the order read, write.
+    always time out within :data:`_POLL_S` (at its next beat: :mod:`coinlink.beat`);
+    commands are serialised by ``_write_lock`` and may be sent while a read waits, so a
+    subscribe on a healthy connection does not wait for a poll. Replacing the connection
+    takes both locks, always in the order read, write.
     """
 
     def __init__(self, bus: RedisBus) -> None:
@@ -323,7 +325,7 @@ class RedisSubscription(Subscription):
                 continue
             try:
                 async with self._read_lock:
-                    await self._read_once(_POLL_S)
+                    await self._read_once(until_beat(_POLL_S))
             except BusError as exc:
                 self._failures += 1
                 log.warning("bus.subscription.lost", error=str(exc))

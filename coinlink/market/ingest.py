@@ -43,6 +43,7 @@ from tortoise.exceptions import DBConnectionError
 
 from coinlink import channels
 from coinlink.alerts.evaluator import Evaluator
+from coinlink.beat import sleep_to_beat, until_beat
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.bus.leases import Turns, keep_lease, while_held
 from coinlink.market import admin_ticks, candle_store
@@ -350,7 +351,7 @@ class Ingest:
         """Turn the provider's plain counters into Prometheus counters, once a second."""
         seen = dict.fromkeys(provider.stats, 0)
         while True:
-            await asyncio.sleep(1.0)
+            await sleep_to_beat(1.0)
             for kind, value in provider.stats.items():
                 if value > seen.get(kind, 0):
                     PROVIDER_EVENTS.labels(provider.name, kind).inc(value - seen.get(kind, 0))
@@ -364,7 +365,7 @@ class Ingest:
         """Batches of ticks until ``None``, which a hand-over queues after the last tick."""
         assert self.pipeline is not None
         pipeline = self.pipeline
-        next_second = time.monotonic() + 1.0
+        next_second = time.monotonic() + until_beat(1.0)
         self._tickers_sent, self._tickers_sent_at = b"", -math.inf  # a reign's first goes out
         while True:
             items: list[Tick | None] = []
@@ -390,7 +391,7 @@ class Ingest:
                     DROPPED.labels(reason).inc()
             at = now_ms()
             if time.monotonic() >= next_second:
-                next_second = time.monotonic() + 1.0
+                next_second = time.monotonic() + until_beat(1.0)
                 # Grace: another symbol's ticks may trail the newest by a little.
                 if pipeline.market_ms is not None:
                     pipeline.flush_quiet(pipeline.market_ms - FLUSH_GRACE_MS)

@@ -6,11 +6,11 @@ each worker runs: a scrape sees values at most that old, and no scrape pays for 
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from pathlib import Path
 
+from coinlink.beat import sleep_to_beat
 from coinlink.observability.metrics import PROCESS_CPU, PROCESS_FDS, PROCESS_MEMORY
 
 INTERVAL_S = 5.0
@@ -33,4 +33,4 @@ async def sample_forever(interval_s: float = INTERVAL_S) -> None:
     ``interval_s``."""
     while True:
         sample()
-        await asyncio.sleep(interval_s)
+        await sleep_to_beat(interval_s)

@@ -37,6 +37,7 @@ from sanic import Websocket
 from coinlink import channels
 from coinlink.accounts.tokens import AccessClaims
 from coinlink.backoff import Backoff
+from coinlink.beat import until_beat
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.market.types import INTERVALS
 from coinlink.market.view import MarketView
@@ -87,10 +88,10 @@ class _Every:
 
     def due(self, now: float) -> bool:
         """Whether the look is due at ``now`` (within the timer slack); if so, the next
-        one is counted from ``now``."""
+        one is at the next beat of its interval (:mod:`coinlink.beat`)."""
         if now + _TIMER_SLACK_S < self.next_at:
             return False
-        self.next_at = now + self.interval_s
+        self.next_at = now + until_beat(self.interval_s)
         return True
 
 

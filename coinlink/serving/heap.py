@@ -16,6 +16,8 @@ import ctypes
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from coinlink.beat import sleep_to_beat
+
 INTERVAL_S = 60.0
 
 
@@ -41,5 +43,5 @@ async def trim_forever(interval_s: float = INTERVAL_S) -> None:
     loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(1, thread_name_prefix="heap-trim") as thread:
         while True:
-            await asyncio.sleep(interval_s)
+            await sleep_to_beat(interval_s)
             await loop.run_in_executor(thread, trim, 0)
