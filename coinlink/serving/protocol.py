@@ -23,14 +23,21 @@ bytes are read but not yet parsed. Those get :data:`FIRST_REQUEST_GRACE_S` for t
 to arrive, are served (with ``Connection: close``: see :mod:`coinlink.serving.drain`), and
 close after it. An idle keep-alive connection is closed at once, as before.
 
-Sanic internals (``WebSocketProtocol`` and its ``close_if_idle``, ``recv_buffer``, ``http``
-and its ``stage``, ``exception``, ``request_body`` and ``upgrade_websocket``; ``_task``):
+**No HTTP timers on a WebSocket.** Once upgraded, a connection has no request to time:
+Sanic's timeout check and the read bound are cancelled with the handshake instead of each
+waking once more per socket to find that out (two callbacks per connection, inside a
+fan-out benchmark's window).
+
+Sanic internals (``WebSocketProtocol`` and its ``close_if_idle``, ``websocket_handshake``,
+``recv_buffer``, ``_callback_check_timeouts``, ``http`` and its ``stage``, ``exception``,
+``request_body`` and ``upgrade_websocket``; ``_task``):
 checked against ``CHECKED_VERSIONS`` by ``tests/unit/test_serving_adapters.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from sanic.exceptions import RequestTimeout
@@ -82,6 +89,16 @@ class FinishingProtocol(WebSocketProtocol):
             if self.read_timer is None:
                 self.read_timer = self.loop.call_later(self.read_timeout_s, self._check_read)
         super().data_received(data)
+
+    async def websocket_handshake(
+        self, request: Any, subprotocols: Sequence[str] | None = None
+    ) -> Any:
+        ws = await super().websocket_handshake(request, subprotocols)
+        for timer in (self.read_timer, self._callback_check_timeouts):
+            if timer is not None:
+                timer.cancel()
+        self.read_timer = self._callback_check_timeouts = None
+        return ws
 
     def eof_received(self) -> bool | None:
         if self.peer_key is None:

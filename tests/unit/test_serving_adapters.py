@@ -46,6 +46,12 @@ def test_the_protocol_internals_are_where_the_protocol_adapter_expects() -> None
     assert "recv_buffer" in HttpProtocol.__slots__, "unparsed request bytes moved"
     check_signature(protocol, WebSocketProtocol.connection_lost, "(self, exc)")
     check_signature(protocol, WebSocketProtocol.eof_received, "(self) -> bool | None")
+    check_signature(
+        protocol,
+        WebSocketProtocol.websocket_handshake,
+        "(self, request, subprotocols: collections.abc.Sequence[str] | None = None)",
+    )
+    assert "_callback_check_timeouts" in HttpProtocol.__slots__, "Sanic's timer moved"
     # The read bound reads the connection's stage and body state and answers through
     # Http.exception, as Sanic's own timeout check does.
     timeouts = inspect.getsource(HttpProtocol.check_timeouts)
