@@ -247,6 +247,7 @@ class Load:
     users: list[User]
     symbols: list[str]
     rng: random.Random = field(default_factory=lambda: random.Random(1))
+    firings: bool = True  # False: thresholds no price reaches (the engine holds, never fires)
     prices: dict[str, Decimal] = field(default_factory=dict)
     requests: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
@@ -345,13 +346,14 @@ class Load:
             body: dict[str, Any] = {
                 "symbol": symbol,
                 "condition": "pct_change",
-                "threshold": "0.05",
+                "threshold": "0.05" if self.firings else "90",
                 "window_s": 60,
             }
         else:
-            # A few basis points away: the simulator's moves cross it within seconds or minutes.
+            # A few basis points away: the simulator's moves cross it within seconds or
+            # minutes. Without firings, 90 % away: never within an hour.
             above = self.rng.random() < 0.5
-            away = Decimal(self.rng.randint(1, 20)) / 10_000
+            away = Decimal(self.rng.randint(1, 20)) / 10_000 if self.firings else Decimal("0.9")
             threshold = price * (1 + away if above else 1 - away)
             body = {
                 "symbol": symbol,
@@ -465,7 +467,7 @@ async def soak(
     beats = redis.asyncio.Redis.from_url(args.redis_url)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http, beats:
         users = [User(f"soak-{n}-{secrets.token_hex(3)}@example.com") for n in range(args.users)]
-        load = Load(http, users, args.symbol_names)
+        load = Load(http, users, args.symbol_names, firings=not args.no_firings)
         for user in users:  # one at a time: bcrypt at the production cost
             await load.sign_up(user)
         channels = ",".join(f"ticker:{s}" for s in args.symbol_names)
@@ -622,6 +624,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--trace", type=Path, help="directory for the workers' allocation traces")
+    parser.add_argument(
+        "--no-firings",
+        action="store_true",
+        help="alert thresholds no price reaches: the same alerts held, none fired (to tell "
+        "the firings' share of the leader's memory from the rest)",
+    )
     parser.add_argument(
         "--server-env",
         action="append",
