@@ -156,8 +156,8 @@ async def keep_lease(
     bus: Bus, name: str, holder: str, token: int, ttl_s: float, expires_at: float
 ) -> None:
     """Renew every quarter of the lease (on its beats, :mod:`coinlink.beat`: never later
-    than a quarter after the last renewal); return (ending the reign) as soon as holding it
-    can no longer be proven.
+    than a quarter and a millisecond after the last renewal); return (ending the reign) as
+    soon as holding it can no longer be proven.
 
     ``expires_at`` is when the lease runs out by our clock, counted from before the call
     that took or renewed it; a renewal that has not answered by then is given up, so the

@@ -43,7 +43,7 @@ from tortoise.exceptions import DBConnectionError
 
 from coinlink import channels
 from coinlink.alerts.evaluator import Evaluator
-from coinlink.beat import sleep_to_beat, until_beat
+from coinlink.beat import next_beat, sleep_to_beat
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.bus.leases import Turns, keep_lease, while_held
 from coinlink.market import admin_ticks, candle_store
@@ -365,7 +365,7 @@ class Ingest:
         """Batches of ticks until ``None``, which a hand-over queues after the last tick."""
         assert self.pipeline is not None
         pipeline = self.pipeline
-        next_second = time.monotonic() + until_beat(1.0)
+        next_second = next_beat(time.monotonic(), 1.0)
         self._tickers_sent, self._tickers_sent_at = b"", -math.inf  # a reign's first goes out
         while True:
             items: list[Tick | None] = []
@@ -391,7 +391,7 @@ class Ingest:
                     DROPPED.labels(reason).inc()
             at = now_ms()
             if time.monotonic() >= next_second:
-                next_second = time.monotonic() + until_beat(1.0)
+                next_second = next_beat(time.monotonic(), 1.0)
                 # Grace: another symbol's ticks may trail the newest by a little.
                 if pipeline.market_ms is not None:
                     pipeline.flush_quiet(pipeline.market_ms - FLUSH_GRACE_MS)

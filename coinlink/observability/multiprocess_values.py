@@ -38,7 +38,8 @@ def install() -> None:
 
 class HeldObservations:
     """Observations of one (labelled) histogram, held until :meth:`write` adds them: what
-    ``observe`` would have written, in one write per bucket instead of two per observation."""
+    ``observe`` would have written for these (finite: durations) amounts, in one write per
+    bucket instead of two per observation."""
 
     __slots__ = ("_bounds", "_counts", "_histogram", "_sum")
 

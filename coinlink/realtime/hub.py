@@ -37,7 +37,7 @@ from sanic import Websocket
 from coinlink import channels
 from coinlink.accounts.tokens import AccessClaims
 from coinlink.backoff import Backoff
-from coinlink.beat import until_beat
+from coinlink.beat import next_beat
 from coinlink.bus import RESUBSCRIBED, Bus, BusError, Message, Subscription
 from coinlink.market.types import INTERVALS
 from coinlink.market.view import MarketView
@@ -91,7 +91,7 @@ class _Every:
         one is at the next beat of its interval (:mod:`coinlink.beat`)."""
         if now + _TIMER_SLACK_S < self.next_at:
             return False
-        self.next_at = now + until_beat(self.interval_s)
+        self.next_at = next_beat(now + _TIMER_SLACK_S, self.interval_s)
         return True
 
 
