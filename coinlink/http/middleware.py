@@ -77,13 +77,15 @@ class _BatchedCounts:
     than ``set``: several apps may share one registry.
     """
 
-    __slots__ = ("_counts", "_durations", "_in_flight", "_scheduled")
+    __slots__ = ("_counts", "_durations", "_flush_on", "_in_flight")
 
     def __init__(self) -> None:
         self._in_flight = 0  # not yet added to HTTP_IN_FLIGHT
         self._counts: dict[Any, int] = {}  # counter child -> requests not yet added
         self._durations: dict[Any, HeldObservations] = {}  # histogram child -> its held
-        self._scheduled = False
+        # The loop due to flush them. Not "a flush is pending": a loop stopped with its
+        # flush pending (an app served by one loop, then another) would hold every later count.
+        self._flush_on: asyncio.AbstractEventLoop | None = None
 
     def started(self) -> None:
         self._in_flight += 1
@@ -100,12 +102,13 @@ class _BatchedCounts:
         self._schedule()
 
     def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+        loop = asyncio.get_running_loop()
+        if self._flush_on is not loop:
+            self._flush_on = loop
+            loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
+        self._flush_on = None
         if self._in_flight:
             HTTP_IN_FLIGHT.inc(self._in_flight)
             self._in_flight = 0

@@ -55,6 +55,8 @@ def test_each_request_is_counted_and_timed_once(client: ReusableClient) -> None:
             for family in text_string_to_metric_families(text)
             for sample in family.samples
             if sample.labels.get("route") == "/health"
+            and sample.labels.get("method") == "GET"  # not another test's OPTIONS /health
+            and sample.labels.get("status") in (None, "200")
             and sample.labels.get("le") in (None, "0.15", "+Inf")
         }
 
