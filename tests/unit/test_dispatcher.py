@@ -315,6 +315,10 @@ async def test_the_holder_reports_the_backlog_and_zero_once_it_hands_over(bus: M
         await owed(user, "webhook", due_in=timedelta(minutes=5))
         async with running(worker):
             await until(lambda: len(rcv.requests) == 1, what="the first attempt")
+            # Its outcome saved first: the save would write done_at back to None.
+            await until(
+                lambda: OutboxItem.exists(id=failing.id, attempts=1), what="the attempt saved"
+            )
             # Both rows wait (one for its retry): counted after the drain.
             await until(lambda: sample("webhook_backlog") == 2, what="the backlog counted")
             await OutboxItem.filter(id=failing.id).update(done_at=datetime.now(UTC))
